@@ -1,0 +1,491 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
+import type { z } from 'zod';
+import { addressKey } from '../mail/address.js';
+import { configSchema, KNOWN_KEYS, type RawConfig, type SecretRef } from './schema.js';
+import { Secret } from './secret.js';
+import type {
+  AuthMethod,
+  ClientConfig,
+  ConfigSnapshot,
+  ConfigWarning,
+  IdentityConfig,
+  IdentityKind,
+  Security,
+  ServerConfig,
+} from './types.js';
+
+export interface ConfigIssue {
+  /** Key path such as "servers[0].security"; "" for the file as a whole. */
+  readonly path: string;
+  readonly line: number | undefined;
+  readonly col: number | undefined;
+  readonly message: string;
+}
+
+export class ConfigError extends Error {
+  readonly issues: readonly ConfigIssue[];
+  readonly file: string;
+
+  constructor(file: string, issues: ConfigIssue[]) {
+    super(formatIssues(file, issues));
+    this.name = 'ConfigError';
+    this.file = file;
+    this.issues = issues;
+  }
+}
+
+export function formatIssues(file: string, issues: readonly ConfigIssue[]): string {
+  const head = `${file}: ${issues.length} problem${issues.length === 1 ? '' : 's'} in the configuration`;
+  return [head, ...issues.map((i) => `  ${formatIssue(file, i)}`)].join('\n');
+}
+
+export function formatIssue(file: string, issue: ConfigIssue): string {
+  const where = issue.line !== undefined ? `${file}:${issue.line}:${issue.col ?? 1}` : file;
+  return issue.path ? `${where} ${issue.path}: ${issue.message}` : `${where} ${issue.message}`;
+}
+
+export interface LoadOptions {
+  /** Environment to resolve {env: NAME} secrets from; defaults to process.env. */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+/** Reads and validates the file; throws ConfigError listing every problem found. */
+export function loadConfigFile(file: string, opts: LoadOptions = {}): ConfigSnapshot {
+  const absolute = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(absolute, 'utf8');
+  } catch (err) {
+    throw new ConfigError(absolute, [{ path: '', line: undefined, col: undefined, message: `cannot read the configuration file (${errnoText(err)})` }]);
+  }
+  return parseConfig(text, absolute, opts);
+}
+
+type Path = readonly (string | number)[];
+
+/** Validates YAML text; `file` names it in messages and anchors relative {file: …} secret paths. */
+export function parseConfig(text: string, file: string, opts: LoadOptions = {}): ConfigSnapshot {
+  const env = opts.env ?? process.env;
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const issues: ConfigIssue[] = [];
+
+  const at = (path: Path, message: string, onKey = false): void => {
+    const pos = positionOf(doc, lineCounter, path, onKey);
+    issues.push({ path: formatPath(path), line: pos?.line, col: pos?.col, message });
+  };
+
+  for (const err of doc.errors) {
+    const pos = lineCounter.linePos(err.pos[0]);
+    issues.push({ path: '', line: pos.line, col: pos.col, message: `YAML syntax: ${firstLine(err.message)}` });
+  }
+  if (issues.length > 0) throw new ConfigError(file, issues);
+
+  const raw: unknown = doc.toJS();
+  if (!isRecord(raw)) {
+    throw new ConfigError(file, [{ path: '', line: 1, col: 1, message: 'the file must be a YAML mapping with at least a `servers:` list' }]);
+  }
+
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) reportSchemaIssue(issue, raw, at);
+  }
+
+  // Cross-key rules run on the raw document even when the schema failed, so one run of
+  // `sendas check` lists every problem rather than one layer at a time.
+  const warnings: ConfigWarning[] = [];
+  const secrets = new SecretResolver(dirname(file), env, at);
+  checkRelations(raw, at, warnings);
+  const resolved = resolveAllSecrets(raw, secrets);
+
+  if (issues.length > 0 || !parsed.success) {
+    throw new ConfigError(file, issues.length > 0 ? sortIssues(issues) : [{ path: '', line: undefined, col: undefined, message: 'invalid configuration' }]);
+  }
+  return buildSnapshot(parsed.data, resolved, file, text, warnings);
+}
+
+// ---------------------------------------------------------------------------------------------
+// schema issues
+
+function reportSchemaIssue(issue: z.core.$ZodIssue, raw: Record<string, unknown>, at: (p: Path, m: string, onKey?: boolean) => void): void {
+  const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
+  if (issue.code === 'unrecognized_keys') {
+    const known = knownKeysAt(path);
+    for (const key of issue.keys) {
+      const hint = closest(key, known);
+      at([...path, key], `unknown key "${key}"${hint ? ` (did you mean "${hint}"?)` : ''}; known keys here: ${known.join(', ')}`, true);
+    }
+    return;
+  }
+  if (getIn(raw, path) === undefined && issue.code === 'invalid_type') {
+    at(path, 'is required');
+    return;
+  }
+  at(path, issue.message);
+}
+
+function knownKeysAt(path: Path): string[] {
+  const last = [...path].reverse().find((p): p is string => typeof p === 'string');
+  switch (last) {
+    case undefined:
+      return KNOWN_KEYS.root;
+    case 'listen':
+      return KNOWN_KEYS.listen;
+    case 'clients':
+      return KNOWN_KEYS.clients;
+    case 'servers':
+      return KNOWN_KEYS.servers;
+    case 'tls':
+      return KNOWN_KEYS.tls;
+    case 'channels':
+    case 'agents':
+      return KNOWN_KEYS.identity;
+    case 'override':
+      return KNOWN_KEYS.override;
+    case 'policy':
+      return KNOWN_KEYS.policy;
+    default:
+      return [];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rules that span keys
+
+interface RawServerView {
+  index: number;
+  name: string | undefined;
+  isDefault: boolean;
+}
+
+function checkRelations(raw: Record<string, unknown>, at: (p: Path, m: string, onKey?: boolean) => void, warnings: ConfigWarning[]): void {
+  const servers = asArray(raw.servers);
+  const serverViews: RawServerView[] = servers.map((s, index) => ({
+    index,
+    name: isRecord(s) && typeof s.name === 'string' ? s.name : undefined,
+    isDefault: isRecord(s) && s.default === true,
+  }));
+
+  const serverNames = new Map<string, number>();
+  for (const s of serverViews) {
+    if (s.name === undefined) continue;
+    const first = serverNames.get(s.name);
+    if (first !== undefined) at(['servers', s.index, 'name'], `duplicate server name "${s.name}" (already used by servers[${first}])`);
+    else serverNames.set(s.name, s.index);
+  }
+
+  const defaults = serverViews.filter((s) => s.isDefault);
+  if (servers.length > 1 && defaults.length === 0) {
+    at(['servers'], 'no server is the default: set `default: true` on exactly one server');
+  }
+  if (defaults.length > 1) {
+    for (const s of defaults.slice(1)) {
+      at(['servers', s.index, 'default'], `only one server can be the default, and servers[${defaults[0]!.index}] ("${defaults[0]!.name}") already is`);
+    }
+  }
+
+  servers.forEach((s, i) => {
+    if (!isRecord(s)) return;
+    const auth = effectiveAuth(s);
+    if (auth !== 'none' && s.username === undefined) {
+      at(['servers', i], `auth is ${auth} but no username is set: add \`username:\` or set \`auth: none\``);
+    }
+    if (auth !== 'none' && s.password === undefined) {
+      at(['servers', i], `auth is ${auth} but no password is set: add \`password:\` (a string, {env: NAME} or {file: PATH})`);
+    }
+    if (s.username === undefined && s.address === undefined) {
+      at(['servers', i], 'needs `address:` (the mailbox messages are sent from) when it has no username');
+    }
+    if (s.address === undefined && typeof s.username === 'string' && !s.username.includes('@')) {
+      at(['servers', i, 'username'], `"${s.username}" is not an email address, so set \`address:\` to the account's mailbox`);
+    }
+    if (auth !== 'none' && s.security === 'none') {
+      warnings.push({
+        path: `servers[${i}]`,
+        message: `server "${String(s.name)}" sends its password in plain text (auth ${auth} with security: none); use starttls or tls unless the upstream is on this host`,
+      });
+    }
+    if (isRecord(s.tls) && s.tls.reject_unauthorized === false) {
+      warnings.push({ path: `servers[${i}].tls.reject_unauthorized`, message: `server "${String(s.name)}" accepts any TLS certificate: its password can be intercepted` });
+    }
+  });
+
+  const identityNames = new Map<string, string>();
+  const identityAddresses = new Map<string, string>();
+  for (const kind of ['channels', 'agents'] as const) {
+    asArray(raw[kind]).forEach((item, i) => {
+      if (!isRecord(item)) return;
+      const here = `${kind}[${i}]`;
+      if (typeof item.name === 'string') {
+        const first = identityNames.get(item.name);
+        if (first !== undefined) at([kind, i, 'name'], `duplicate name "${item.name}" (already used by ${first}; channels and agents share one set of names)`);
+        else identityNames.set(item.name, here);
+      }
+      if (typeof item.address === 'string') {
+        const key = addressKey(item.address);
+        const first = identityAddresses.get(key);
+        if (first !== undefined) at([kind, i, 'address'], `address ${item.address} is already used by ${first} (addresses are compared case-insensitively)`);
+        else identityAddresses.set(key, here);
+      }
+      if (typeof item.server === 'string' && !serverNames.has(item.server)) {
+        at([kind, i, 'server'], `unknown server "${item.server}"; servers are: ${[...serverNames.keys()].join(', ') || '(none)'}`);
+      }
+      const override = item.override;
+      if (override !== undefined && (override === null || (isRecord(override) && override.password === undefined))) {
+        const serverName = typeof item.server === 'string' ? item.server : defaults[0]?.name ?? serverViews[0]?.name;
+        const server = servers.find((s) => isRecord(s) && s.name === serverName);
+        if (!isRecord(server) || effectiveAuth(server) !== 'none') {
+          warnings.push({
+            path: `${here}.override`,
+            message: `${kind === 'channels' ? 'channel' : 'agent'} "${String(item.name)}" overrides the server account but has no password: its messages are refused until \`${here}.override.password\` is set`,
+          });
+        }
+      }
+    });
+  }
+
+  const clientNames = new Map<string, number>();
+  asArray(raw.clients).forEach((c, i) => {
+    if (!isRecord(c)) return;
+    if (typeof c.username === 'string') {
+      const first = clientNames.get(c.username);
+      if (first !== undefined) at(['clients', i, 'username'], `duplicate client username "${c.username}" (already clients[${first}])`);
+      else clientNames.set(c.username, i);
+    }
+    asArray(c.send_as).forEach((n, j) => {
+      if (typeof n === 'string' && !identityNames.has(n)) {
+        at(['clients', i, 'send_as', j], `"${n}" is not the name of a channel or agent`);
+      }
+    });
+  });
+}
+
+function effectiveAuth(server: Record<string, unknown>): AuthMethod {
+  if (typeof server.auth === 'string') return server.auth as AuthMethod;
+  return server.username !== undefined ? 'login' : 'none';
+}
+
+// ---------------------------------------------------------------------------------------------
+// secrets
+
+class SecretResolver {
+  constructor(
+    private readonly baseDir: string,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly at: (p: Path, m: string) => void,
+  ) {}
+
+  resolve(ref: unknown, path: Path): Secret | undefined {
+    if (typeof ref === 'string') return new Secret(ref, 'inline');
+    if (!isRecord(ref)) return undefined; // the schema reports the shape
+    if (typeof ref.env === 'string') {
+      const value = this.env[ref.env];
+      if (value === undefined || value === '') {
+        this.at(path, `environment variable ${ref.env} is ${value === undefined ? 'not set' : 'empty'}`);
+        return undefined;
+      }
+      return new Secret(value, `env ${ref.env}`);
+    }
+    if (typeof ref.file === 'string') {
+      const file = resolve(this.baseDir, ref.file);
+      try {
+        // one trailing newline is what `echo` and most editors add; anything else is the secret
+        const value = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+        if (value === '') {
+          this.at(path, `secret file ${file} is empty`);
+          return undefined;
+        }
+        return new Secret(value, `file ${file}`);
+      } catch (err) {
+        this.at(path, `cannot read secret file ${file} (${errnoText(err)})`);
+        return undefined;
+      }
+    }
+    return undefined;
+  }
+}
+
+interface ResolvedSecrets {
+  clients: (Secret | undefined)[];
+  servers: (Secret | undefined)[];
+  serverCas: (Secret | undefined)[];
+  channels: (Secret | undefined)[];
+  agents: (Secret | undefined)[];
+}
+
+function resolveAllSecrets(raw: Record<string, unknown>, secrets: SecretResolver): ResolvedSecrets {
+  const field = (list: unknown, key: string, name: string): (Secret | undefined)[] =>
+    asArray(list).map((item, i) => (isRecord(item) && item[key] !== undefined ? secrets.resolve(item[key], [name, i, key]) : undefined));
+  return {
+    clients: field(raw.clients, 'password', 'clients'),
+    servers: field(raw.servers, 'password', 'servers'),
+    serverCas: asArray(raw.servers).map((s, i) =>
+      isRecord(s) && isRecord(s.tls) && s.tls.ca !== undefined ? secrets.resolve(s.tls.ca as SecretRef, ['servers', i, 'tls', 'ca']) : undefined,
+    ),
+    channels: asArray(raw.channels).map((c, i) =>
+      isRecord(c) && isRecord(c.override) && c.override.password !== undefined ? secrets.resolve(c.override.password, ['channels', i, 'override', 'password']) : undefined,
+    ),
+    agents: asArray(raw.agents).map((c, i) =>
+      isRecord(c) && isRecord(c.override) && c.override.password !== undefined ? secrets.resolve(c.override.password, ['agents', i, 'override', 'password']) : undefined,
+    ),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// snapshot
+
+const DEFAULT_PORT: Record<Security, number> = { none: 25, starttls: 587, tls: 465 };
+
+function buildSnapshot(data: RawConfig, secrets: ResolvedSecrets, file: string, text: string, warnings: ConfigWarning[]): ConfigSnapshot {
+  const servers: ServerConfig[] = data.servers.map((s, i) =>
+    Object.freeze({
+      name: s.name,
+      // a lone server is the default without saying so; with several, exactly one says so
+      isDefault: s.default || data.servers.length === 1,
+      host: s.host,
+      port: s.port ?? DEFAULT_PORT[s.security],
+      security: s.security,
+      auth: s.auth ?? (s.username !== undefined ? 'login' : 'none'),
+      username: s.username,
+      password: secrets.servers[i],
+      address: s.address ?? s.username ?? '',
+      tls: Object.freeze({ ca: secrets.serverCas[i]?.reveal(), rejectUnauthorized: s.tls?.reject_unauthorized ?? true }),
+      path: `servers[${i}]`,
+    }),
+  );
+  const defaultServer = servers.find((s) => s.isDefault)!;
+
+  const identity = (kind: IdentityKind, list: RawConfig['channels'], passwords: (Secret | undefined)[], key: string) =>
+    list.map((c, i): IdentityConfig =>
+      Object.freeze({
+        kind,
+        name: c.name,
+        address: c.address,
+        displayName: c.display_name,
+        serverName: c.server,
+        override: c.override === undefined ? undefined : Object.freeze({ username: c.override.username ?? c.address, password: passwords[i] }),
+        path: `${key}[${i}]`,
+      }),
+    );
+  const identities = [...identity('channel', data.channels, secrets.channels, 'channels'), ...identity('agent', data.agents, secrets.agents, 'agents')];
+
+  const clients: ClientConfig[] = data.clients.map((c, i) =>
+    Object.freeze({ username: c.username, password: secrets.clients[i]!, sendAs: c.send_as ? Object.freeze([...c.send_as]) : undefined, path: `clients[${i}]` }),
+  );
+
+  return Object.freeze({
+    version: createHash('sha256').update(text).digest('hex').slice(0, 12),
+    file,
+    listen: Object.freeze({
+      host: data.listen.host,
+      port: data.listen.port,
+      allow: Object.freeze([...data.listen.allow]),
+      maxMessageSize: data.listen.max_message_size,
+    }),
+    delivery: data.delivery,
+    clients: Object.freeze(clients),
+    servers: Object.freeze(servers),
+    identities: Object.freeze(identities),
+    policy: Object.freeze({ from: data.policy.from, unknownSender: data.policy.unknown_sender }),
+    warnings: Object.freeze(warnings),
+    defaultServer,
+    serversByName: new Map(servers.map((s) => [s.name, s])),
+    identitiesByAddress: new Map(identities.map((i) => [addressKey(i.address), i])),
+    identitiesByName: new Map(identities.map((i) => [i.name, i])),
+    clientsByUsername: new Map(clients.map((c) => [c.username, c])),
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+function positionOf(doc: Document, lc: LineCounter, path: Path, onKey: boolean): { line: number; col: number } | undefined {
+  // walk up until a node that exists: a missing key is reported where its parent is
+  for (let depth = path.length; depth >= 0; depth--) {
+    const sub = path.slice(0, depth);
+    if (onKey && depth === path.length && sub.length > 0) {
+      const parent = sub.length === 1 ? doc.contents : doc.getIn(sub.slice(0, -1), true);
+      if (isMap(parent)) {
+        const key = sub[sub.length - 1];
+        const pair = parent.items.find((p) => (isScalar(p.key) ? p.key.value : p.key) === key);
+        const range = pair && isScalar(pair.key) ? pair.key.range : undefined;
+        if (range) return lc.linePos(range[0]);
+      }
+      continue;
+    }
+    const node = sub.length === 0 ? doc.contents : doc.getIn(sub, true);
+    const range = (node as { range?: [number, number, number] } | null | undefined)?.range;
+    if (range) return lc.linePos(range[0]);
+  }
+  return undefined;
+}
+
+export function formatPath(path: Path): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out === '' ? p : `.${p}`;
+  return out;
+}
+
+function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
+  return [...issues].sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity) || (a.col ?? 0) - (b.col ?? 0));
+}
+
+function getIn(value: unknown, path: Path): unknown {
+  let cur = value;
+  for (const p of path) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<string | number, unknown>)[p];
+  }
+  return cur;
+}
+
+function asArray(v: unknown): unknown[] {
+  return Array.isArray(v) ? v : [];
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function firstLine(s: string): string {
+  return s.split('\n')[0] ?? s;
+}
+
+function errnoText(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === 'ENOENT') return 'no such file';
+  if (e?.code === 'EACCES') return 'permission denied';
+  if (e?.code === 'EISDIR') return 'is a directory';
+  return e?.code ?? String(err);
+}
+
+/** The known key closest to a typo, when it is close enough to be what was meant. */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestDistance) {
+      best = c;
+      bestDistance = d;
+    }
+  }
+  return bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return row[b.length]!;
+}

@@ -1,0 +1,137 @@
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { parseSize } from './size.js';
+
+/**
+ * The shape of relay.yaml. Only structure and single values are checked here; rules that span
+ * several keys (one default server, unique names, references) live in load.ts so that every problem
+ * is reported together, each with its own key path.
+ */
+
+/** A secret as written in YAML: a plain string, {env: NAME} or {file: PATH}. Resolved in load.ts. */
+export type SecretRef = string | { env: string } | { file: string };
+
+const secretRef = z.custom<SecretRef>(
+  (v) =>
+    (typeof v === 'string' && v.length > 0) ||
+    (isRecord(v) && Object.keys(v).length === 1 && typeof v.env === 'string' && v.env.length > 0) ||
+    (isRecord(v) && Object.keys(v).length === 1 && typeof v.file === 'string' && v.file.length > 0),
+  { error: 'must be a string, {env: VARIABLE} or {file: PATH}' },
+);
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+const name = z
+  .string({ error: 'must be a name (text)' })
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, { error: 'must start with a letter or digit and use only letters, digits, ".", "_" and "-"' });
+
+const address = z.string({ error: 'must be an email address' }).regex(/^[^\s@<>",;]+@[^\s@<>",;]+\.[^\s@<>",;]+$/, {
+  error: 'must be a plain email address such as support@acme.example (no display name, no angle brackets)',
+});
+
+const port = z.number({ error: 'must be a port number' }).int().min(0).max(65535);
+
+const size = z.union([z.number(), z.string()], { error: 'must be a size such as 25MB' }).transform((v, ctx) => {
+  const bytes = parseSize(v);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a size: write a number of bytes or a number with KB, MB or GB (e.g. 25MB)` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+const cidr = z.string().refine(
+  (v) => {
+    const [addr, prefix, ...rest] = v.split('/');
+    if (rest.length > 0 || !addr) return false;
+    const family = isIP(addr);
+    if (family === 0) return false;
+    if (prefix === undefined) return true;
+    if (!/^\d{1,3}$/.test(prefix)) return false;
+    return Number(prefix) <= (family === 4 ? 32 : 128);
+  },
+  { error: 'must be an IP address or a CIDR range such as 192.168.0.0/16 or ::1' },
+);
+
+const listen = z.strictObject({
+  host: z.string().min(1).default('127.0.0.1'),
+  port: port.default(2525),
+  allow: z.array(cidr).default(['127.0.0.0/8', '::1']),
+  max_message_size: size.default(25 * 1024 * 1024),
+});
+
+const client = z.strictObject({
+  username: z.string().min(1, { error: 'must not be empty' }),
+  password: secretRef,
+  send_as: z.array(name).optional(),
+});
+
+const server = z.strictObject({
+  name,
+  default: z.boolean().default(false),
+  host: z.string().min(1, { error: 'must not be empty' }),
+  port: port.optional(),
+  security: z.enum(['none', 'starttls', 'tls']).default('starttls'),
+  auth: z.enum(['none', 'plain', 'login', 'cram-md5']).optional(),
+  username: z.string().min(1).optional(),
+  password: secretRef.optional(),
+  address: address.optional(),
+  tls: z
+    .strictObject({
+      ca: secretRef.optional(),
+      reject_unauthorized: z.boolean().default(true),
+    })
+    .optional(),
+});
+
+const override = z
+  .union([
+    z.null(),
+    z.strictObject({
+      username: z.string().min(1).optional(),
+      password: secretRef.optional(),
+    }),
+  ])
+  // `override:` with nothing under it still means "use this identity's own account"
+  .transform((v) => v ?? {});
+
+const identity = z.strictObject({
+  name,
+  address,
+  display_name: z.string().optional(),
+  server: name.optional(),
+  override: override.optional(),
+});
+
+const policy = z.strictObject({
+  from: z.enum(['rewrite', 'reject']).default('rewrite'),
+  unknown_sender: z.enum(['reject', 'default']).default('reject'),
+});
+
+export const configSchema = z.strictObject({
+  listen: listen.default({ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], max_message_size: 25 * 1024 * 1024 }),
+  delivery: z.enum(['passthrough']).default('passthrough'),
+  clients: z.array(client).default([]),
+  servers: z.array(server, { error: 'must be a list of servers' }).min(1, { error: 'at least one server is needed' }),
+  channels: z.array(identity).default([]),
+  agents: z.array(identity).default([]),
+  policy: policy.default({ from: 'rewrite', unknown_sender: 'reject' }),
+});
+
+export type RawConfig = z.infer<typeof configSchema>;
+export type RawServer = z.infer<typeof server>;
+export type RawIdentity = z.infer<typeof identity>;
+
+/** Every key the schema knows at each level, for "did you mean …" hints on typos. */
+export const KNOWN_KEYS = {
+  root: Object.keys(configSchema.shape),
+  listen: Object.keys(listen.shape),
+  clients: Object.keys(client.shape),
+  servers: Object.keys(server.shape),
+  tls: ['ca', 'reject_unauthorized'],
+  identity: Object.keys(identity.shape),
+  override: ['username', 'password'],
+  policy: Object.keys(policy.shape),
+};

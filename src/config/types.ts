@@ -1,0 +1,106 @@
+import type { Secret } from './secret.js';
+
+/**
+ * The immutable, typed snapshot the rest of sendas reads. It is built once from the YAML file
+ * (config/load.ts) and handed to every stage; nothing else parses the file or reads env vars.
+ */
+
+export type Security = 'none' | 'starttls' | 'tls';
+export type AuthMethod = 'none' | 'plain' | 'login' | 'cram-md5';
+export type IdentityKind = 'channel' | 'agent';
+
+export interface ListenConfig {
+  readonly host: string;
+  readonly port: number;
+  /** CIDRs (or single addresses) allowed to relay without logging in. */
+  readonly allow: readonly string[];
+  /** Bytes; advertised with SIZE. */
+  readonly maxMessageSize: number;
+}
+
+export interface ClientConfig {
+  readonly username: string;
+  readonly password: Secret;
+  /** Names of channels/agents this login may send as; undefined = all of them. */
+  readonly sendAs: readonly string[] | undefined;
+  readonly path: string;
+}
+
+export interface ServerTlsConfig {
+  /** Extra CA certificates (PEM) to trust for this server, on top of the system's. */
+  readonly ca: string | undefined;
+  readonly rejectUnauthorized: boolean;
+}
+
+export interface ServerConfig {
+  readonly name: string;
+  readonly isDefault: boolean;
+  readonly host: string;
+  readonly port: number;
+  readonly security: Security;
+  readonly auth: AuthMethod;
+  readonly username: string | undefined;
+  readonly password: Secret | undefined;
+  /** The server account's mailbox: the From of identities that don't override. */
+  readonly address: string;
+  readonly tls: ServerTlsConfig;
+  /** Key path in the YAML, e.g. "servers[0]", for messages that point ops at the right place. */
+  readonly path: string;
+}
+
+export interface OverrideConfig {
+  readonly username: string;
+  /** Absent: the identity is configured to use its own account but nobody set its password. */
+  readonly password: Secret | undefined;
+}
+
+export interface IdentityConfig {
+  readonly kind: IdentityKind;
+  readonly name: string;
+  readonly address: string;
+  readonly displayName: string | undefined;
+  /** The server named in the YAML; undefined = follows the default server. */
+  readonly serverName: string | undefined;
+  readonly override: OverrideConfig | undefined;
+  readonly path: string;
+}
+
+export interface PolicyConfig {
+  readonly from: 'rewrite' | 'reject';
+  readonly unknownSender: 'reject' | 'default';
+}
+
+export interface ConfigWarning {
+  readonly path: string;
+  readonly message: string;
+}
+
+export interface ConfigSnapshot {
+  /** Short hash of the file's text: tells two loaded configs apart in logs. */
+  readonly version: string;
+  /** Absolute path of the YAML file this snapshot came from. */
+  readonly file: string;
+  readonly listen: ListenConfig;
+  readonly delivery: 'passthrough';
+  readonly clients: readonly ClientConfig[];
+  readonly servers: readonly ServerConfig[];
+  readonly identities: readonly IdentityConfig[];
+  readonly policy: PolicyConfig;
+  readonly warnings: readonly ConfigWarning[];
+
+  readonly defaultServer: ServerConfig;
+  readonly serversByName: ReadonlyMap<string, ServerConfig>;
+  /** Keyed by addressKey(). */
+  readonly identitiesByAddress: ReadonlyMap<string, IdentityConfig>;
+  readonly identitiesByName: ReadonlyMap<string, IdentityConfig>;
+  readonly clientsByUsername: ReadonlyMap<string, ClientConfig>;
+}
+
+/** The server an identity sends through: its own `server`, else whichever server is the default now. */
+export function serverOf(snapshot: ConfigSnapshot, identity: IdentityConfig): ServerConfig {
+  if (identity.serverName === undefined) return snapshot.defaultServer;
+  const server = snapshot.serversByName.get(identity.serverName);
+  // load.ts refuses a config with a dangling server reference, so this can't happen at run time
+  if (!server) throw new Error(`${identity.path}.server names unknown server ${identity.serverName}`);
+  return server;
+}

@@ -1,0 +1,75 @@
+/**
+ * One classification of everything that can go wrong with a message. The same value feeds the
+ * SMTP reply the client sees, the log line and (later) the metric label, so an operator reading
+ * any of the three learns the same reason.
+ */
+export type ErrorKind =
+  | 'config' // our own configuration can't serve this message (e.g. override without a password)
+  | 'access' // the client is not allowed to relay (not logged in, outside `allow`)
+  | 'policy' // sendas refuses the message by policy (unknown sender, From not allowed, send_as)
+  | 'message' // the message itself can't be handled (too large, unparseable From)
+  | 'auth' // the upstream refused our sign-in
+  | 'tls' // TLS handshake or certificate problem with the upstream
+  | 'network' // connection refused, timeout, DNS
+  | 'throttled' // the upstream asks us to slow down (421, 4.7.x rate limits)
+  | 'sender' // the upstream refused the envelope sender / From for this account
+  | 'recipient' // the upstream refused a recipient
+  | 'size' // the upstream says the message is too large
+  | 'refused' // any other upstream 4xx/5xx
+  | 'internal'; // a bug or an unexpected local failure
+
+export interface SmtpStatus {
+  /** Basic reply code, e.g. 550. */
+  code: number;
+  /** Enhanced status code (RFC 3463), e.g. "5.7.1". */
+  enhanced: string;
+}
+
+export class RelayError extends Error {
+  readonly kind: ErrorKind;
+  readonly status: SmtpStatus;
+  /** What the upstream said, verbatim, when the error comes from an upstream reply. */
+  readonly upstreamReply: string | undefined;
+
+  constructor(kind: ErrorKind, status: SmtpStatus, message: string, opts: { upstreamReply?: string; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'RelayError';
+    this.kind = kind;
+    this.status = status;
+    this.upstreamReply = opts.upstreamReply;
+  }
+
+  get temporary(): boolean {
+    return this.status.code >= 400 && this.status.code < 500;
+  }
+
+  /** The reply line text after the basic code: "5.7.1 sentence". */
+  get replyText(): string {
+    return `${this.status.enhanced} ${oneLine(this.message)}`;
+  }
+
+  /** An Error shaped the way smtp-server expects from a callback. */
+  toSmtpServerError(): Error & { responseCode: number } {
+    const err = new Error(this.replyText) as Error & { responseCode: number };
+    err.responseCode = this.status.code;
+    return err;
+  }
+
+  toLog(): Record<string, unknown> {
+    return {
+      kind: this.kind,
+      code: this.status.code,
+      enhanced: this.status.enhanced,
+      reason: this.message,
+      ...(this.upstreamReply ? { upstreamReply: this.upstreamReply } : {}),
+    };
+  }
+}
+
+export function oneLine(text: string): string {
+  return text.replace(/[\r\n]+/g, ' ').replace(/\s{2,}/g, ' ').trim();
+}
+
+export function isRelayError(err: unknown): err is RelayError {
+  return err instanceof RelayError;
+}
