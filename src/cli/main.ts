@@ -1,0 +1,125 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfigFile } from '../config/load.js';
+import type { ConfigSnapshot } from '../config/types.js';
+import { createLogger } from '../log.js';
+import { Relay } from '../relay.js';
+import { explain } from './explain.js';
+import { checkReport } from './report.js';
+
+const USAGE = `usage: sendas <command> [options]
+
+commands:
+  serve    --config FILE                  run the relay (SIGTERM/SIGINT stop it cleanly)
+  check    --config FILE                  validate the file; list servers with the channels and agents using them
+  explain  --config FILE --from ADDR [--envelope ADDR] [--login USER]
+                                          show who would send a message, with which account and From; no network
+
+--config defaults to $SENDAS_CONFIG.`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return command ? 0 : 2;
+  }
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      config: { type: 'string', short: 'c' },
+      from: { type: 'string' },
+      envelope: { type: 'string' },
+      login: { type: 'string' },
+    },
+    strict: true,
+  });
+  const file = values.config ?? process.env.SENDAS_CONFIG;
+  if (!file) {
+    process.stderr.write('sendas: no configuration: pass --config FILE or set SENDAS_CONFIG\n');
+    return 2;
+  }
+
+  switch (command) {
+    case 'check': {
+      const snapshot = load(file);
+      if (!snapshot) return 1;
+      process.stdout.write(`${checkReport(snapshot)}\n`);
+      return 0;
+    }
+    case 'explain': {
+      if (values.from === undefined && values.envelope === undefined) {
+        process.stderr.write('sendas explain: pass --from ADDR (and optionally --envelope ADDR, --login USER)\n');
+        return 2;
+      }
+      const snapshot = load(file);
+      if (!snapshot) return 1;
+      const result = explain(snapshot, { from: values.from, envelope: values.envelope, login: values.login });
+      process.stdout.write(`${result.text}\n`);
+      return result.relayed ? 0 : 3;
+    }
+    case 'serve':
+      return serve(file);
+    default:
+      process.stderr.write(`sendas: unknown command "${command}"\n${USAGE}\n`);
+      return 2;
+  }
+}
+
+function load(file: string): ConfigSnapshot | undefined {
+  try {
+    return loadConfigFile(file);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      return undefined;
+    }
+    throw err;
+  }
+}
+
+async function serve(file: string): Promise<number> {
+  const logger = createLogger();
+  let snapshot: ConfigSnapshot;
+  try {
+    snapshot = loadConfigFile(file);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      logger.fatal({ issues: err.issues }, 'configuration is invalid; not starting');
+      process.stderr.write(`${err.message}\n`);
+      logger.flush();
+      return 1;
+    }
+    throw err;
+  }
+  const relay = new Relay({ snapshot, logger });
+  try {
+    await relay.start();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    logger.fatal({ code: e.code, host: snapshot.listen.host, port: snapshot.listen.port }, `cannot listen on ${snapshot.listen.host}:${snapshot.listen.port}: ${e.message}`);
+    logger.flush();
+    return 1;
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      logger.info({ signal }, 'stopping: no new connections; sessions in progress may finish');
+      resolve();
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  await relay.stop();
+  logger.info('stopped');
+  await new Promise<void>((resolve) => logger.flush(() => resolve()));
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`sendas: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,40 @@
+import { serverOf, type ConfigSnapshot, type IdentityConfig, type ServerConfig } from '../config/types.js';
+import { formatSize } from '../config/size.js';
+
+/** The channels and agents that send through a server: the "used by" column of admin consoles. */
+export function usedBy(snapshot: ConfigSnapshot, server: ServerConfig): { channels: IdentityConfig[]; agents: IdentityConfig[] } {
+  const users = snapshot.identities.filter((i) => serverOf(snapshot, i) === server);
+  return { channels: users.filter((i) => i.kind === 'channel'), agents: users.filter((i) => i.kind === 'agent') };
+}
+
+export function checkReport(snapshot: ConfigSnapshot): string {
+  const out: string[] = [];
+  const l = snapshot.listen;
+  out.push(`${snapshot.file}: OK (version ${snapshot.version})`);
+  out.push(`listen ${l.host}:${l.port}, relaying without login from ${l.allow.join(', ') || '(nobody)'}, max message size ${formatSize(l.maxMessageSize)}, delivery ${snapshot.delivery}`);
+  out.push(`clients: ${snapshot.clients.length === 0 ? '(none: only listen.allow may relay)' : snapshot.clients.map((c) => `${c.username}${c.sendAs ? ` (send as ${c.sendAs.join(', ')})` : ' (send as anyone)'}`).join(', ')}`);
+  out.push(`policy: from ${snapshot.policy.from}, unknown sender ${snapshot.policy.unknownSender}`);
+  out.push('servers:');
+  for (const server of snapshot.servers) {
+    const login = server.auth === 'none' ? 'no sign-in' : `auth ${server.auth} as ${server.username}`;
+    out.push(`  ${server.name}${server.isDefault ? ' (default)' : ''}: ${server.host}:${server.port} ${server.security}, ${login}, account ${server.address}`);
+    const { channels, agents } = usedBy(snapshot, server);
+    out.push(`    used by ${count(channels.length, 'channel')}${names(channels)}`);
+    out.push(`    used by ${count(agents.length, 'agent')}${names(agents)}`);
+    const overriding = [...channels, ...agents].filter((i) => i.override);
+    if (overriding.length > 0) out.push(`    with their own account (override): ${overriding.map((i) => i.name).join(', ')}`);
+  }
+  if (snapshot.warnings.length > 0) {
+    out.push('warnings:');
+    for (const w of snapshot.warnings) out.push(`  ${w.path}: ${w.message}`);
+  }
+  return out.join('\n');
+}
+
+function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
+function names(list: IdentityConfig[]): string {
+  return list.length > 0 ? `: ${list.map((i) => i.name).join(', ')}` : '';
+}

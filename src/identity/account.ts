@@ -1,0 +1,56 @@
+import type { Secret } from '../config/secret.js';
+import { serverOf, type ConfigSnapshot, type IdentityConfig, type ServerConfig } from '../config/types.js';
+import { RelayError } from '../errors/relay-error.js';
+import { wireAddress } from '../mail/address.js';
+
+/** The upstream account a message is sent with: which server, which login, which mailbox. */
+export interface Account {
+  readonly server: ServerConfig;
+  /** `override`: the identity's own login; `server`: the server's own account. */
+  readonly via: 'override' | 'server';
+  readonly username: string | undefined;
+  readonly password: Secret | undefined;
+  /** The account's mailbox: the final From and envelope sender (ASCII domain). */
+  readonly address: string;
+  /** Stable name for pooling and logs: "main/support@acme.example". Never includes a secret. */
+  readonly key: string;
+  /** Where ops fix this account's password, e.g. "channels[0].override.password". */
+  readonly passwordPath: string;
+}
+
+/**
+ * The account for an identity, or for the default server's own account when `identity` is
+ * undefined (unknown_sender: default). Evaluated against the snapshot at hand, so moving
+ * `default: true` moves every identity that doesn't name a server.
+ */
+export function accountFor(snapshot: ConfigSnapshot, identity: IdentityConfig | undefined): Account | RelayError {
+  const server = identity ? serverOf(snapshot, identity) : snapshot.defaultServer;
+  if (identity?.override) {
+    const { username, password } = identity.override;
+    if (password === undefined && server.auth !== 'none') {
+      return new RelayError(
+        'config',
+        { code: 554, enhanced: '5.3.5' },
+        `${identity.kind} "${identity.name}" (${identity.address}) has no email password configured: it overrides the server account, so an admin must set ${identity.path}.override.password before it can send`,
+      );
+    }
+    return {
+      server,
+      via: 'override',
+      username,
+      password,
+      address: wireAddress(identity.address),
+      key: `${server.name}/${username}`,
+      passwordPath: `${identity.path}.override.password`,
+    };
+  }
+  return {
+    server,
+    via: 'server',
+    username: server.username,
+    password: server.password,
+    address: wireAddress(server.address),
+    key: `${server.name}/${server.username ?? server.address}`,
+    passwordPath: `${server.path}.password`,
+  };
+}

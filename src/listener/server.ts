@@ -1,0 +1,178 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { Readable } from 'node:stream';
+import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import type { ConfigSnapshot } from '../config/types.js';
+import { RelayError, isRelayError } from '../errors/relay-error.js';
+import type { Logger } from '../log.js';
+import { AllowList } from './access.js';
+import { installEnhancedCodePassthrough } from './enhanced-codes.js';
+
+/** A message as the listener hands it on: the client's bytes still streaming in. */
+export interface IncomingMessage {
+  /** Short id used in the Received header, the reply and every log line about this message. */
+  readonly id: string;
+  readonly snapshot: ConfigSnapshot;
+  readonly stream: Readable & { sizeExceeded?: boolean; byteLength?: number };
+  readonly envelope: {
+    /** undefined for the null sender <>. */
+    readonly mailFrom: string | undefined;
+    readonly rcptTo: readonly string[];
+    readonly eightBit: boolean;
+  };
+  readonly client: {
+    readonly address: string;
+    readonly hostname: string | undefined;
+    readonly helo: string;
+    readonly login: string | undefined;
+    readonly secure: boolean;
+  };
+  readonly receivedAt: Date;
+}
+
+/** Handles one message; resolves with the text of the 250 reply, rejects with a RelayError. */
+export type MessageHandler = (message: IncomingMessage) => Promise<string>;
+
+export interface ListenerOptions {
+  /** The snapshot a new session uses; a session keeps the one it started with. */
+  readonly getSnapshot: () => ConfigSnapshot;
+  readonly handleMessage: MessageHandler;
+  readonly logger: Logger;
+  readonly hostname: string;
+}
+
+/**
+ * The SMTP side facing the legacy software: smtp-server with SIZE, 8BITMIME, PIPELINING,
+ * SMTPUTF8 and AUTH PLAIN/LOGIN against `clients`. STARTTLS is not offered (no certificate is
+ * configured yet), so smtp-server's built-in, publicly known certificate is never used, and
+ * legacy clients that can't do TLS may still log in.
+ */
+export class Listener {
+  private readonly server: SMTPServer;
+  private readonly snapshots = new Map<string, ConfigSnapshot>();
+  private readonly allowLists = new WeakMap<ConfigSnapshot, AllowList>();
+
+  constructor(private readonly opts: ListenerOptions) {
+    installEnhancedCodePassthrough();
+    const snapshot = opts.getSnapshot();
+    this.server = new SMTPServer({
+      name: opts.hostname,
+      banner: 'sendas relay',
+      size: snapshot.listen.maxMessageSize,
+      authMethods: ['PLAIN', 'LOGIN'],
+      authOptional: true,
+      allowInsecureAuth: true,
+      disabledCommands: snapshot.clients.length > 0 ? ['STARTTLS'] : ['STARTTLS', 'AUTH'],
+      hideENHANCEDSTATUSCODES: false,
+      logger: false,
+      // the DATA reply waits for the upstream; give slow upstreams time before the client gives up
+      socketTimeout: 5 * 60_000,
+      closeTimeout: 30_000,
+      onConnect: (session, cb) => {
+        this.snapshots.set(session.id, opts.getSnapshot());
+        cb();
+      },
+      onClose: (session) => {
+        this.snapshots.delete(session.id);
+      },
+      onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
+      onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
+      onData: (stream, session, cb) => this.onData(stream, session, cb),
+    });
+    this.server.on('error', (err) => opts.logger.warn({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'client connection error'));
+  }
+
+  async listen(host: string, port: number): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      this.server.server.once('error', onError);
+      this.server.listen(port, host, () => {
+        this.server.server.off('error', onError);
+        resolve();
+      });
+    });
+    return this.server.server.address() as AddressInfo;
+  }
+
+  /** Stops accepting connections; sessions in progress may finish (bounded by closeTimeout). */
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private snapshotOf(session: SMTPServerSession): ConfigSnapshot {
+    return this.snapshots.get(session.id) ?? this.opts.getSnapshot();
+  }
+
+  private allowListOf(snapshot: ConfigSnapshot): AllowList {
+    let list = this.allowLists.get(snapshot);
+    if (!list) {
+      list = new AllowList(snapshot.listen.allow);
+      this.allowLists.set(snapshot, list);
+    }
+    return list;
+  }
+
+  private onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: { user: string }) => void): void {
+    const client = this.snapshotOf(session).clientsByUsername.get(auth.username ?? '');
+    if (client && typeof auth.password === "string" && sameSecret(auth.password, client.password.reveal())) {
+      cb(null, { user: client.username });
+      return;
+    }
+    this.opts.logger.warn({ client: session.remoteAddress, login: auth.username, method: auth.method }, 'client login refused');
+    const err = new RelayError('access', { code: 535, enhanced: '5.7.8' }, 'Authentication failed: unknown username or wrong password for this relay');
+    cb(err.toSmtpServerError());
+  }
+
+  private onMailFrom(_address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    if (session.user) return cb();
+    const snapshot = this.snapshotOf(session);
+    if (this.allowListOf(snapshot).allows(session.remoteAddress)) return cb();
+    this.opts.logger.warn({ client: session.remoteAddress }, 'relaying refused: client neither logged in nor in listen.allow');
+    const how = snapshot.clients.length > 0 ? 'log in with one of the relay client accounts, or connect' : 'connect';
+    cb(new RelayError('access', { code: 530, enhanced: '5.7.0' }, `Authentication required: ${how} from an address in listen.allow`).toSmtpServerError());
+  }
+
+  private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
+    const mailFrom = session.envelope.mailFrom === false ? undefined : session.envelope.mailFrom;
+    const args = (mailFrom?.args ?? {}) as Record<string, string | boolean | undefined>;
+    const message: IncomingMessage = {
+      id: newMessageId(),
+      snapshot: this.snapshotOf(session),
+      stream,
+      envelope: {
+        mailFrom: mailFrom?.address ? mailFrom.address : undefined,
+        rcptTo: session.envelope.rcptTo.map((r) => r.address),
+        eightBit: String(args.BODY ?? '').toUpperCase() === '8BITMIME' || args.SMTPUTF8 === true,
+      },
+      client: {
+        address: session.remoteAddress,
+        hostname: session.clientHostname && session.clientHostname !== `[${session.remoteAddress}]` ? session.clientHostname : undefined,
+        helo: session.hostNameAppearsAs || 'unknown',
+        login: typeof session.user === 'string' ? session.user : undefined,
+        secure: session.secure,
+      },
+      receivedAt: new Date(),
+    };
+    this.opts.handleMessage(message).then(
+      (reply) => cb(null, reply),
+      (err: unknown) => {
+        if (isRelayError(err)) return cb(err.toSmtpServerError());
+        this.opts.logger.error({ err, id: message.id }, 'unexpected failure handling a message');
+        cb(new RelayError('internal', { code: 451, enhanced: '4.3.0' }, `Internal error in the relay; the message was not sent (id ${message.id})`).toSmtpServerError());
+      },
+    );
+  }
+}
+
+function sameSecret(given: string, expected: string): boolean {
+  // compare digests so the comparison takes the same time whatever the lengths
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+/** 12 characters of base32: unique enough for logs, short enough to read over the phone. */
+function newMessageId(): string {
+  const alphabet = 'ABCDEFGHJKLMNPQRSTUVWXYZ23456789';
+  return [...randomBytes(12)].map((b) => alphabet[b % 32]).join('');
+}

@@ -1,0 +1,228 @@
+import { hostname } from 'node:os';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import type { AddressInfo } from 'node:net';
+import type { ConfigSnapshot } from './config/types.js';
+import { deliverNow, type DeliveryOutcome } from './delivery/passthrough.js';
+import { RelayError, isRelayError } from './errors/relay-error.js';
+import type { Logger } from './log.js';
+import { Listener, type IncomingMessage } from './listener/server.js';
+import { HeaderRewriteStream, HeaderTooLargeError } from './policy/header-stream.js';
+import { processHeaders, type MessageDecision } from './policy/process.js';
+import { TransportPools } from './transport/pools.js';
+import { DEFAULT_TUNING } from './transport/options.js';
+
+/** The largest header section accepted; the body is never held in memory, the header is. */
+const MAX_HEADER_BYTES = 1024 * 1024;
+
+export interface RelayOptions {
+  readonly snapshot: ConfigSnapshot;
+  readonly logger: Logger;
+  /** Name used in the greeting, EHLO upstream and Received headers; defaults to the host name. */
+  readonly hostname?: string;
+}
+
+/**
+ * The relay: listener → identity resolution → header policy → delivery → upstream transport,
+ * wired together. It holds the current config snapshot; everything downstream reads the
+ * snapshot a message was accepted under.
+ */
+export class Relay {
+  private snapshot: ConfigSnapshot;
+  private readonly logger: Logger;
+  private readonly listener: Listener;
+  private readonly pools: TransportPools;
+  private readonly hostname: string;
+
+  constructor(opts: RelayOptions) {
+    this.snapshot = opts.snapshot;
+    this.logger = opts.logger;
+    this.hostname = opts.hostname ?? hostname();
+    this.pools = new TransportPools({ ...DEFAULT_TUNING, helo: this.hostname });
+    this.listener = new Listener({
+      getSnapshot: () => this.snapshot,
+      handleMessage: (m) => this.handleMessage(m),
+      logger: this.logger,
+      hostname: this.hostname,
+    });
+  }
+
+  /** Binds the configured address (or the given override, e.g. port 0 in tests). */
+  async start(bind?: { host?: string; port?: number }): Promise<AddressInfo> {
+    const host = bind?.host ?? this.snapshot.listen.host;
+    const port = bind?.port ?? this.snapshot.listen.port;
+    const address = await this.listener.listen(host, port);
+    this.logger.info({ host: address.address, port: address.port, config: this.snapshot.file, version: this.snapshot.version }, 'sendas listening');
+    for (const w of this.snapshot.warnings) this.logger.warn({ path: w.path }, w.message);
+    return address;
+  }
+
+  async stop(): Promise<void> {
+    await this.listener.close();
+    this.pools.closeAll();
+  }
+
+  private async handleMessage(msg: IncomingMessage): Promise<string> {
+    const started = performance.now();
+    const { snapshot } = msg;
+    let decision: MessageDecision | undefined;
+    const logBase = {
+      id: msg.id,
+      client: msg.client.address,
+      login: msg.client.login,
+      envelopeFrom: msg.envelope.mailFrom ?? '<>',
+      recipients: msg.envelope.rcptTo.length,
+    };
+
+    let decided!: (d: MessageDecision) => void;
+    const decidedP = new Promise<MessageDecision>((resolve) => (decided = resolve));
+    const guard = new SizeGuard(msg.stream, snapshot.listen.maxMessageSize);
+    const rewrite = new HeaderRewriteStream({
+      maxHeaderBytes: MAX_HEADER_BYTES,
+      onHeaders: (headers) => {
+        decision = processHeaders(
+          snapshot,
+          headers,
+          { envelopeFrom: msg.envelope.mailFrom, login: msg.client.login },
+          {
+            queueId: msg.id,
+            clientHelo: msg.client.helo,
+            clientAddress: msg.client.address,
+            clientHostname: msg.client.hostname,
+            relayHostname: this.hostname,
+            authenticated: msg.client.login !== undefined,
+            secure: msg.client.secure,
+            recipients: msg.envelope.rcptTo,
+            receivedAt: msg.receivedAt,
+          },
+        );
+        decided(decision);
+      },
+    });
+    const clientDone = drainedOrEnded(msg.stream);
+    const failed = new Promise<never>((_, reject) => {
+      guard.once('error', (err) => {
+        rewrite.destroy(err);
+        reject(err);
+      });
+      rewrite.once('error', reject);
+    });
+    failed.catch(() => undefined);
+    msg.stream.pipe(guard).pipe(rewrite);
+
+    const refuse = async (err: unknown): Promise<never> => {
+      // stop reading into the pipeline, but read the client's data to its end before replying
+      msg.stream.unpipe(guard);
+      msg.stream.resume();
+      await clientDone;
+      const relayError = toRelayError(err, msg.id);
+      this.logOutcome('refused', { ...logBase, ...decisionLog(decision), size: msg.stream.byteLength, durationMs: ms(started), ...relayError.toLog() });
+      throw relayError;
+    };
+
+    try {
+      await Promise.race([decidedP, failed]);
+    } catch (err) {
+      return refuse(err);
+    }
+    const { account } = decision!.resolution;
+
+    let outcome: DeliveryOutcome;
+    try {
+      outcome = await Promise.race([
+        deliverNow(this.pools, account, { from: decision!.plan.envelopeFrom, to: msg.envelope.rcptTo, eightBit: msg.envelope.eightBit }, rewrite),
+        failed,
+      ]);
+    } catch (err) {
+      return refuse(err);
+    }
+    if (outcome.accepted.length === 0) {
+      msg.stream.unpipe(guard);
+      msg.stream.resume();
+    }
+    await clientDone;
+    if (msg.stream.sizeExceeded) {
+      // smtp-server answers 552 itself; the upstream never got the end of the message
+      return refuse(guard.tooLarge());
+    }
+
+    const base = { ...logBase, ...decisionLog(decision), size: msg.stream.byteLength, durationMs: ms(started), upstreamReply: outcome.upstreamReply };
+    const refusedText = outcome.refused.map((r) => `<${r.recipient}> ${r.error.upstreamReply ?? r.error.replyText}`).join('; ');
+    if (outcome.accepted.length === 0) {
+      // every recipient refused: pass on a temporary code if any refusal was temporary, so the client retries
+      const first = outcome.refused.find((r) => r.error.temporary) ?? outcome.refused[0];
+      const status = first?.error.status ?? { code: 550, enhanced: '5.1.1' };
+      const err = new RelayError('recipient', status, `Upstream ${account.server.name} accepted none of the recipients: ${refusedText}`);
+      this.logOutcome('refused', { ...base, ...err.toLog() });
+      throw err;
+    }
+    if (outcome.refused.length > 0) {
+      // SMTP has one reply per message: the accepted part was sent, so the reply is 250 and names the refused ones
+      this.logOutcome('partial', { ...base, accepted: outcome.accepted.length, refused: outcome.refused.map((r) => ({ recipient: r.recipient, ...r.error.toLog() })) });
+      return `2.0.0 Relayed as ${account.address} to ${outcome.accepted.length} of ${outcome.accepted.length + outcome.refused.length} recipients (id ${msg.id}); refused upstream: ${refusedText}`;
+    }
+    this.logOutcome('relayed', base);
+    return `2.0.0 Relayed as ${account.address} through ${account.server.name} (id ${msg.id})`;
+  }
+
+  private logOutcome(result: 'relayed' | 'partial' | 'refused', fields: Record<string, unknown>): void {
+    const level = result === 'relayed' ? 'info' : 'warn';
+    this.logger[level]({ result, ...fields }, `message ${result}`);
+  }
+}
+
+function decisionLog(decision: MessageDecision | undefined): Record<string, unknown> {
+  if (!decision) return {};
+  const { resolution, plan } = decision;
+  return {
+    identity: resolution.identity ? `${resolution.identity.kind}:${resolution.identity.name}` : '(default account)',
+    matchedBy: resolution.matchedBy,
+    server: resolution.account.server.name,
+    upstreamLogin: resolution.account.server.auth === 'none' ? undefined : resolution.account.username,
+    fromBefore: decision.headerFrom,
+    fromAfter: plan.from.address,
+    envelopeAfter: plan.envelopeFrom || '<>',
+  };
+}
+
+function toRelayError(err: unknown, id: string): RelayError {
+  if (isRelayError(err)) return err;
+  if (err instanceof HeaderTooLargeError) {
+    return new RelayError('message', { code: 552, enhanced: '5.3.4' }, `The header section is larger than ${err.limit} bytes`);
+  }
+  return new RelayError('internal', { code: 451, enhanced: '4.3.0' }, `Internal error in the relay; the message was not sent (id ${id})`, { cause: err });
+}
+
+function ms(started: number): number {
+  return Math.round(performance.now() - started);
+}
+
+/** Resolves once the client's data stream has been read to its end. */
+function drainedOrEnded(stream: Readable): Promise<void> {
+  if (stream.readableEnded) return Promise.resolve();
+  return new Promise((resolve) => {
+    stream.once('end', resolve);
+    stream.once('close', resolve);
+  });
+}
+
+/**
+ * Stops the pipeline as soon as smtp-server flags the message as over `max_message_size`, so an
+ * oversized message is never completed upstream while the client is told 552.
+ */
+class SizeGuard extends Transform {
+  constructor(
+    private readonly source: { sizeExceeded?: boolean },
+    private readonly limit: number,
+  ) {
+    super();
+  }
+
+  tooLarge(): RelayError {
+    return new RelayError('message', { code: 552, enhanced: '5.3.4' }, `Message exceeds the maximum size of ${this.limit} bytes`);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    if (this.source.sizeExceeded) done(this.tooLarge());
+    else done(null, chunk);
+  }
+}

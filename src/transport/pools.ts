@@ -1,0 +1,41 @@
+import nodemailer, { type Transporter } from 'nodemailer';
+import type SMTPPool from 'nodemailer/lib/smtp-pool';
+import type { Account } from '../identity/account.js';
+import { poolOptions, type TransportTuning } from './options.js';
+
+interface PoolEntry {
+  readonly transporter: Transporter<SMTPPool.SentMessageInfo>;
+  /** Options the pool was built with; a different fingerprint means the account changed. */
+  readonly fingerprint: string;
+}
+
+/**
+ * One nodemailer connection pool per upstream account, so connections (and their sign-in) are
+ * reused across messages of the same account and never shared between accounts.
+ */
+export class TransportPools {
+  private readonly pools = new Map<string, PoolEntry>();
+
+  constructor(private readonly tuning: TransportTuning) {}
+
+  get(account: Account): Transporter<SMTPPool.SentMessageInfo> {
+    const options = poolOptions(account, this.tuning);
+    const fingerprint = JSON.stringify(options);
+    const existing = this.pools.get(account.key);
+    if (existing && existing.fingerprint === fingerprint) return existing.transporter;
+    // settings changed (rotated password, moved host): retire the old pool, its sends finish first
+    if (existing) existing.transporter.close();
+    const transporter = nodemailer.createTransport(options);
+    this.pools.set(account.key, { transporter, fingerprint });
+    return transporter;
+  }
+
+  get size(): number {
+    return this.pools.size;
+  }
+
+  closeAll(): void {
+    for (const { transporter } of this.pools.values()) transporter.close();
+    this.pools.clear();
+  }
+}
