@@ -64,7 +64,9 @@ export function classifyUpstreamError(raw: unknown, ctx: UpstreamContext): Relay
         `${where} refused the sign-in of ${ctx.login ?? '(no login)'}${quoted}; check ${ctx.passwordPath}`,
       );
     case 'EMESSAGE':
-      return make('size', { code: 552, enhanced: '5.3.4' }, `${where} does not accept a message this large${quoted}`);
+      // nodemailer also uses EMESSAGE for any refusal after DATA; only its own size check has no reply
+      if (!code) return make('size', { code: 552, enhanced: '5.3.4' }, `${where} does not accept a message this large (${oneLine(err.message ?? '')})`);
+      break;
   }
 
   if (code === 421 || (code !== undefined && code < 500 && /^4\.7\./.test(enhancedCodeOf(reply) ?? ''))) {
