@@ -1,0 +1,73 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+
+export interface RelayProcess {
+  readonly child: ChildProcess;
+  readonly port: number;
+  /** Every stdout line so far (JSON log lines). */
+  readonly lines: string[];
+  readonly stderr: () => string;
+  /** Peak resident memory of the process so far, in bytes (Linux VmHWM). */
+  peakRss(): number;
+  /** Sends SIGTERM and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/**
+ * Runs `sendas serve` as a real process (the built CLI) and waits for its "listening" log line.
+ * The config should set `listen.port: 0`: the port the OS picked is read from that line.
+ */
+export async function startRelayProcess(configFile: string, env: NodeJS.ProcessEnv = {}, timeoutMs = 10_000): Promise<RelayProcess> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], {
+    env: { PATH: process.env.PATH, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`relay did not start within ${timeoutMs} ms; stderr: ${stderr}`)), timeoutMs);
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      lines.push(line);
+      try {
+        const entry = JSON.parse(line) as { msg?: string; port?: number };
+        if (entry.msg === 'sendas listening' && entry.port) {
+          clearTimeout(timer);
+          resolve(entry.port);
+        }
+      } catch {
+        // not a log line
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`relay exited with ${code} before listening; stderr: ${stderr}`));
+    });
+  });
+
+  return {
+    child,
+    port,
+    lines,
+    stderr: () => stderr,
+    peakRss: () => {
+      const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+      const kb = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
+      return Number(kb) * 1024;
+    },
+    stop: async (signal = 'SIGTERM') => {
+      if (child.exitCode !== null) return child.exitCode;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
