@@ -23,7 +23,9 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return command ? 0 : 2;
   }
-  const { values } = parseArgs({
+  let parsed;
+  try {
+    parsed = parseArgs({
     args: rest,
     options: {
       config: { type: 'string', short: 'c' },
@@ -33,6 +35,12 @@ async function main(argv: string[]): Promise<number> {
     },
     strict: true,
   });
+  } catch (err) {
+    // unknown option, stray argument, missing value: a usage mistake, not a bad config
+    process.stderr.write(`sendas ${command}: ${(err as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  const { values } = parsed;
   const file = values.config ?? process.env.SENDAS_CONFIG;
   if (!file) {
     process.stderr.write('sendas: no configuration: pass --config FILE or set SENDAS_CONFIG\n');

@@ -80,7 +80,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions = {}):
 
   for (const err of doc.errors) {
     const pos = lineCounter.linePos(err.pos[0]);
-    issues.push({ path: '', line: pos.line, col: pos.col, message: `YAML syntax: ${firstLine(err.message)}` });
+    issues.push({ path: '', line: pos.line, col: pos.col, message: `YAML syntax: ${yamlErrorText(err.code, err.message)}` });
   }
   if (issues.length > 0) throw new ConfigError(file, issues);
 
@@ -231,7 +231,8 @@ function checkRelations(raw: Record<string, unknown>, at: (p: Path, m: string, o
         else identityAddresses.set(key, here);
       }
       if (typeof item.server === 'string' && !serverNames.has(item.server)) {
-        at([kind, i, 'server'], `unknown server "${item.server}"; servers are: ${[...serverNames.keys()].join(', ') || '(none)'}`);
+        const hint = closest(item.server, [...serverNames.keys()]);
+        at([kind, i, 'server'], `unknown server "${item.server}"${hint ? ` (did you mean "${hint}"?)` : ''}; servers are: ${[...serverNames.keys()].join(', ') || '(none)'}`);
       }
       const override = item.override;
       if (override !== undefined && (override === null || (isRecord(override) && override.password === undefined))) {
@@ -257,7 +258,8 @@ function checkRelations(raw: Record<string, unknown>, at: (p: Path, m: string, o
     }
     asArray(c.send_as).forEach((n, j) => {
       if (typeof n === 'string' && !identityNames.has(n)) {
-        at(['clients', i, 'send_as', j], `"${n}" is not the name of a channel or agent`);
+        const hint = closest(n, [...identityNames.keys()]);
+        at(['clients', i, 'send_as', j], `"${n}" is not the name of a channel or agent${hint ? ` (did you mean "${hint}"?)` : ''}`);
       }
     });
   });
@@ -450,8 +452,14 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function firstLine(s: string): string {
-  return s.split('\n')[0] ?? s;
+/**
+ * The yaml library quotes source text in some messages ("Invalid escape sequence \\Uhunter22"),
+ * and that text can be part of a password written inline. Only the library's own words are kept.
+ */
+function yamlErrorText(code: string, message: string): string {
+  if (code === 'BAD_DQ_ESCAPE') return 'invalid escape sequence in a double-quoted string (use single quotes for values with backslashes)';
+  const first = (message.split('\n')[0] ?? message).replace(/ at line \d+, column \d+:?$/, '');
+  return first.replace(/\\\S*/g, '…').replace(/"[^"]*"|'[^']*'/g, '…');
 }
 
 function errnoText(err: unknown): string {

@@ -23,6 +23,13 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** `listen:` with every key commented out is YAML null: it means "all defaults", not an error. */
+const orDefault = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === null ? undefined : v), schema);
+
+/** Ops write STARTTLS, Login, CRAM-MD5 as their admin console spells them. */
+const lowerEnum = <const T extends readonly [string, ...string[]]>(values: T) =>
+  z.preprocess((v) => (typeof v === 'string' ? v.toLowerCase() : v), z.enum(values));
+
 const name = z
   .string({ error: 'must be a name (text)' })
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, { error: 'must start with a letter or digit and use only letters, digits, ".", "_" and "-"' });
@@ -65,7 +72,7 @@ const listen = z.strictObject({
 const client = z.strictObject({
   username: z.string().min(1, { error: 'must not be empty' }),
   password: secretRef,
-  send_as: z.array(name).optional(),
+  send_as: z.array(name).min(1, { error: 'is empty: list the channels/agents this login may send as, or remove send_as to allow all' }).optional(),
 });
 
 const server = z.strictObject({
@@ -73,8 +80,8 @@ const server = z.strictObject({
   default: z.boolean().default(false),
   host: z.string().min(1, { error: 'must not be empty' }),
   port: port.optional(),
-  security: z.enum(['none', 'starttls', 'tls']).default('starttls'),
-  auth: z.enum(['none', 'plain', 'login', 'cram-md5']).optional(),
+  security: lowerEnum(['none', 'starttls', 'tls'] as const).default('starttls'),
+  auth: lowerEnum(['none', 'plain', 'login', 'cram-md5'] as const).optional(),
   username: z.string().min(1).optional(),
   password: secretRef.optional(),
   address: address.optional(),
@@ -106,18 +113,18 @@ const identity = z.strictObject({
 });
 
 const policy = z.strictObject({
-  from: z.enum(['rewrite', 'reject']).default('rewrite'),
-  unknown_sender: z.enum(['reject', 'default']).default('reject'),
+  from: lowerEnum(['rewrite', 'reject'] as const).default('rewrite'),
+  unknown_sender: lowerEnum(['reject', 'default'] as const).default('reject'),
 });
 
 export const configSchema = z.strictObject({
-  listen: listen.default({ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], max_message_size: 25 * 1024 * 1024 }),
-  delivery: z.enum(['passthrough']).default('passthrough'),
-  clients: z.array(client).default([]),
+  listen: orDefault(listen.default({ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], max_message_size: 25 * 1024 * 1024 })),
+  delivery: lowerEnum(['passthrough'] as const).default('passthrough'),
+  clients: orDefault(z.array(client).default([])),
   servers: z.array(server, { error: 'must be a list of servers' }).min(1, { error: 'at least one server is needed' }),
-  channels: z.array(identity).default([]),
-  agents: z.array(identity).default([]),
-  policy: policy.default({ from: 'rewrite', unknown_sender: 'reject' }),
+  channels: orDefault(z.array(identity).default([])),
+  agents: orDefault(z.array(identity).default([])),
+  policy: orDefault(policy.default({ from: 'rewrite', unknown_sender: 'reject' })),
 });
 
 export type RawConfig = z.infer<typeof configSchema>;
@@ -126,7 +133,7 @@ export type RawIdentity = z.infer<typeof identity>;
 
 /** Every key the schema knows at each level, for "did you mean …" hints on typos. */
 export const KNOWN_KEYS = {
-  root: Object.keys(configSchema.shape),
+  root: Object.keys(configSchema.shape) as string[],
   listen: Object.keys(listen.shape),
   clients: Object.keys(client.shape),
   servers: Object.keys(server.shape),
