@@ -1,0 +1,37 @@
+# sendas SMTP relay. Build: docker build -t sendas .
+# Run:   docker run -d -p 2525:2525 -v /srv/sendas/relay.yaml:/etc/sendas/relay.yaml:ro sendas
+# (listen.host must be 0.0.0.0 in the mounted config; see README.md "Running in Docker")
+
+ARG NODE_IMAGE=node:24-bookworm-slim
+
+# ---- build: compile src/ to dist/ --------------------------------------------------------
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+# --ignore-scripts: "prepare" would run tsc before the sources are here; the build is the next step
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
+# ---- runtime: production dependencies + dist/ only ---------------------------------------
+FROM ${NODE_IMAGE} AS runtime
+ENV NODE_ENV=production \
+    SENDAS_CONFIG=/etc/sendas/relay.yaml
+WORKDIR /app
+COPY package.json package-lock.json ./
+# --ignore-scripts: "prepare" would run tsc, which is a dev dependency
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+ && npm cache clean --force
+COPY --from=build /app/dist ./dist
+COPY config ./config
+RUN groupadd --system sendas \
+ && useradd --system --gid sendas --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin sendas \
+ && mkdir -p /etc/sendas \
+ && cp config/relay.example.yaml /etc/sendas/relay.example.yaml
+USER sendas
+EXPOSE 2525
+# sendas handles SIGTERM itself (stops accepting, lets sessions in progress finish)
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["node", "/app/dist/cli/main.js"]
+CMD ["serve"]
