@@ -208,7 +208,7 @@ describe('startTestUpstream', () => {
     t.close();
   });
 
-  it('requireSenderMatchesLogin: refuses MAIL FROM other than the login with 550 5.7.60 (case-insensitive match)', async () => {
+  it('requireSenderMatchesLogin: refuses MAIL FROM other than the login with 550 5.7.60 (case-insensitive match), allows <>', async () => {
     const up = await upstream({ accounts: [ALICE], requireSenderMatchesLogin: true });
     const t = transport(up, { auth: { user: ALICE.username, pass: ALICE.password } });
     const err = await t.sendMail({ envelope: { from: 'bob@b.example', to: 'carol@c.example' }, raw: RAW }).catch((e: unknown) => e);
@@ -216,6 +216,9 @@ describe('startTestUpstream', () => {
     expect(smtpErr(err).response).toMatch(/^550 5\.7\.60 .*SendAsDenied/);
     await t.sendMail({ envelope: { from: 'ALICE@a.example', to: 'carol@c.example' }, raw: RAW });
     expect((await up.nextMessage()).mailFrom).toBe('ALICE@a.example');
+    // the null sender (bounces, receipts) is not a SendAs question
+    await t.sendMail({ envelope: { from: '', to: 'carol@c.example' }, raw: RAW });
+    expect((await up.nextMessage()).mailFrom).toBe('');
     t.close();
   });
 

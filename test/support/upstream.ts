@@ -58,9 +58,9 @@ export interface TestUpstreamOptions {
   refuseSenders?: (mailFrom: string, login: string | null) => SmtpReply | undefined;
   /** reply override after DATA (e.g. { code: 451, message: '4.3.0 try later' }); an overridden message is recorded in `rejected`, not in `messages` */
   onData?: (msg: ReceivedMessage) => SmtpReply | undefined;
-  /** like Microsoft 365: MAIL FROM must equal the login (case-insensitive), else 550 5.7.60 SendAsDenied at MAIL FROM */
+  /** like Microsoft 365: MAIL FROM must equal the login (case-insensitive), else 550 5.7.60 SendAsDenied at MAIL FROM; the null sender <> is allowed */
   requireSenderMatchesLogin?: boolean;
-  /** with 'starttls': refuse AUTH before STARTTLS (538 5.7.11), like most real submission servers; default false */
+  /** with 'starttls': refuse AUTH before STARTTLS ("538 Error: Must issue a STARTTLS command first"), like most real submission servers; default false */
   requireTlsForAuth?: boolean;
 }
 
@@ -181,7 +181,7 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
         callback(smtpError(refusal));
         return;
       }
-      if (opts.requireSenderMatchesLogin && (login === null || login.toLowerCase() !== address.address.toLowerCase())) {
+      if (opts.requireSenderMatchesLogin && address.address !== '' && (login === null || login.toLowerCase() !== address.address.toLowerCase())) {
         callback(
           smtpError({
             code: 550,
