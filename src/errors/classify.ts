@@ -21,6 +21,8 @@ export interface UpstreamContext {
   readonly passwordPath: string;
 }
 
+const TLS_ERROR = /^(CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO_SELF_SIGNED|HOSTNAME_MISMATCH|ERR_TLS_|ERR_SSL_|EPROTO$)/;
+
 const ENHANCED_IN_REPLY = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b/;
 
 /** The enhanced status code the upstream put in its reply, if any. */
@@ -52,6 +54,10 @@ export function classifyUpstreamError(raw: unknown, ctx: UpstreamContext): Relay
     case 'ECONNECTION':
     case 'ESOCKET': {
       if (code && code >= 400) break; // the server said something before closing: handled below
+      // certificate problems surface as socket errors carrying OpenSSL's code
+      if (TLS_ERROR.test(err.originalCode ?? '')) {
+        return make('tls', { code: 451, enhanced: '4.7.5' }, `TLS with ${where} failed: ${oneLine(err.message ?? 'certificate not accepted')} (${err.originalCode})`);
+      }
       const why = /ECONNREFUSED/.test(err.message ?? '') || err.originalCode === 'ECONNREFUSED' ? 'connection refused' : oneLine(err.message ?? 'connection failed');
       return make('network', { code: 451, enhanced: '4.4.1' }, `Cannot connect to ${where}: ${why}`);
     }

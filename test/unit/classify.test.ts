@@ -55,6 +55,10 @@ describe('one classification of upstream failures', () => {
 
   it('TLS and DNS failures', () => {
     expect(classifyUpstreamError({ code: 'ETLS', message: 'self-signed certificate' }, ctx).kind).toBe('tls');
+    const cert = classifyUpstreamError({ code: 'ESOCKET', originalCode: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', message: 'unable to verify the first certificate', command: 'CONN' }, ctx);
+    expect([cert.kind, cert.status.enhanced]).toEqual(['tls', '4.7.5']);
+    expect(cert.message).toBe('TLS with upstream main (smtp.acme.example:587) failed: unable to verify the first certificate (UNABLE_TO_VERIFY_LEAF_SIGNATURE)');
+    expect(classifyUpstreamError({ code: 'ESOCKET', originalCode: 'ERR_TLS_CERT_ALTNAME_INVALID', message: "Hostname/IP does not match certificate's altnames" }, ctx).kind).toBe('tls');
     expect(classifyUpstreamError({ code: 'EDNS', message: 'getaddrinfo ENOTFOUND' }, ctx).status.enhanced).toBe('4.4.3');
   });
 

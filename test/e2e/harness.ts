@@ -1,0 +1,114 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { parseConfig } from '../../src/config/load.js';
+import { Relay } from '../../src/relay.js';
+
+export interface RunningRelay {
+  readonly port: number;
+  /** Every log line the relay wrote, parsed. */
+  readonly logs: Record<string, unknown>[];
+  /** The raw log output, for grepping secrets. */
+  rawLog(): string;
+  stop(): Promise<void>;
+}
+
+/** Starts the real Relay object on a free loopback port with the given YAML. */
+export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv } = {}): Promise<RunningRelay> {
+  const dir = mkdtempSync(join(tmpdir(), 'sendas-e2e-'));
+  const file = join(dir, 'relay.yaml');
+  writeFileSync(file, yaml);
+  const snapshot = parseConfig(yaml, file, { env: opts.env ?? {} });
+  const chunks: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      chunks.push(chunk.toString());
+      done();
+    },
+  });
+  const logger = pino({ level: 'debug', base: { service: 'sendas' } }, sink);
+  const relay = new Relay({ snapshot, logger, hostname: 'relay.test' });
+  const address = await relay.start({ host: '127.0.0.1', port: 0 });
+  return {
+    port: address.port,
+    get logs() {
+      return chunks
+        .join('')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    },
+    rawLog: () => chunks.join(''),
+    stop: () => relay.stop(),
+  };
+}
+
+/** A relay config in front of one test upstream. */
+export function relayYaml(upstreamPort: number, extra = '', serverExtra = ''): string {
+  return `
+listen:
+  max_message_size: 2MB
+servers:
+  - name: main
+    default: true
+    host: 127.0.0.1
+    port: ${upstreamPort}
+    security: none
+    auth: login
+    username: relay@acme.example
+    password: server-secret-1
+${serverExtra}
+channels:
+  - name: support
+    address: support@acme.example
+    display_name: Acme Support
+    override:
+      password: support-secret-2
+  - name: sales
+    address: sales@acme.example
+agents:
+  - name: alice
+    address: alice@acme.example
+    override:
+      password: alice-secret-3
+  - name: bob
+    address: bob@acme.example
+    override:
+clients:
+  - username: crm
+    password: crm-secret-4
+  - username: alice-desk
+    password: alice-desk-secret-5
+    send_as: [alice]
+${extra}`;
+}
+
+export const ACCOUNTS = [
+  { username: 'relay@acme.example', password: 'server-secret-1' },
+  { username: 'support@acme.example', password: 'support-secret-2' },
+  { username: 'alice@acme.example', password: 'alice-secret-3' },
+];
+
+export const SECRETS = ['server-secret-1', 'support-secret-2', 'alice-secret-3', 'crm-secret-4', 'alice-desk-secret-5'];
+
+/** A message as legacy software writes it, CRLF line endings. */
+export function message(headers: Record<string, string>, body = 'Hello,\r\n\r\nyour ticket #4711 was updated.\r\n'): string {
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}`);
+  return `${lines.join('\r\n')}\r\n\r\n${body}`;
+}
+
+/** Header section and body of a received message. */
+export function split(raw: Buffer): { head: string; body: Buffer } {
+  const end = raw.indexOf('\r\n\r\n');
+  return { head: raw.subarray(0, end + 2).toString('utf8'), body: raw.subarray(end + 4) };
+}
+
+export function headerValues(head: string, name: string): string[] {
+  return head
+    .replace(/\r\n[ \t]/g, ' ')
+    .split('\r\n')
+    .filter((l) => l.toLowerCase().startsWith(`${name.toLowerCase()}:`))
+    .map((l) => l.slice(name.length + 1).trim());
+}
