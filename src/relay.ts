@@ -107,6 +107,14 @@ export class Relay {
       rewrite.once('error', reject);
     });
     failed.catch(() => undefined);
+    msg.stream.once('close', () => {
+      // smtp-server destroys the data stream when the client disconnects mid-DATA: abort the
+      // upstream transaction too, so nodemailer drops its connection instead of ending DATA,
+      // and the upstream discards the partial message
+      if (!msg.stream.readableEnded) {
+        guard.destroy(new RelayError('client', { code: 421, enhanced: '4.4.2' }, 'The client disconnected before the end of the message; nothing was relayed'));
+      }
+    });
     msg.stream.pipe(guard).pipe(rewrite);
 
     const refuse = async (err: unknown): Promise<never> => {
@@ -125,6 +133,7 @@ export class Relay {
       return refuse(err);
     }
     const { account } = decision!.resolution;
+    this.logger.debug({ id: msg.id, server: account.server.name, account: account.key }, 'upstream transaction started');
 
     let outcome: DeliveryOutcome;
     try {

@@ -6,6 +6,7 @@
 export type ErrorKind =
   | 'config' // our own configuration can't serve this message (e.g. override without a password)
   | 'access' // the client is not allowed to relay (not logged in, outside `allow`)
+  | 'client' // the client went away before the end of the message
   | 'policy' // sendas refuses the message by policy (unknown sender, From not allowed, send_as)
   | 'message' // the message itself can't be handled (too large, unparseable From)
   | 'auth' // the upstream refused our sign-in

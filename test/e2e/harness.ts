@@ -12,6 +12,8 @@ export interface RunningRelay {
   readonly logs: Record<string, unknown>[];
   /** The raw log output, for grepping secrets. */
   rawLog(): string;
+  /** Resolves with the first log line (already written or still to come) that matches. */
+  waitForLog(match: (line: Record<string, unknown>) => boolean, opts?: { after?: number; timeoutMs?: number }): Promise<Record<string, unknown>>;
   stop(): Promise<void>;
 }
 
@@ -22,25 +24,45 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv }
   writeFileSync(file, yaml);
   const snapshot = parseConfig(yaml, file, { env: opts.env ?? {} });
   const chunks: string[] = [];
+  const waiters: { match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
       chunks.push(chunk.toString());
+      for (const text of chunk.toString().split('\n').filter(Boolean)) {
+        const line = JSON.parse(text) as Record<string, unknown>;
+        for (const w of [...waiters]) {
+          if (w.match(line)) {
+            waiters.splice(waiters.indexOf(w), 1);
+            w.resolve(line);
+          }
+        }
+      }
       done();
     },
   });
+  const parsedLogs = () =>
+    chunks
+      .join('')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
   const logger = pino({ level: 'debug', base: { service: 'sendas' } }, sink);
   const relay = new Relay({ snapshot, logger, hostname: 'relay.test' });
   const address = await relay.start({ host: '127.0.0.1', port: 0 });
   return {
     port: address.port,
     get logs() {
-      return chunks
-        .join('')
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      return parsedLogs();
     },
     rawLog: () => chunks.join(''),
+    waitForLog: (match, { after = 0, timeoutMs = 10_000 } = {}) => {
+      const existing = parsedLogs().slice(after).find(match);
+      if (existing) return Promise.resolve(existing);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('expected log line did not appear')), timeoutMs);
+        waiters.push({ match, resolve: (l) => (clearTimeout(timer), resolve(l)) });
+      });
+    },
     stop: () => relay.stop(),
   };
 }

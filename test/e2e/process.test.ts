@@ -99,6 +99,8 @@ agents:
     expect(code).toBe(0);
     const output = relay.lines.join('\n') + relay.stderr();
     expect(output).toContain('"msg":"stopped"');
+    // security: none with a password: allowed for a local upstream, but said at start
+    expect(relay.lines.some((l) => l.includes('"level":"warn"') && l.includes('sends its password in plain text'))).toBe(true);
     for (const secret of SECRETS) expect(output).not.toContain(secret);
   });
 });

@@ -1,4 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { connect } from 'node:net';
+import { createInterface } from 'node:readline';
 import { simpleParser } from 'mailparser';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import { startTestUpstream, type TestUpstream } from '../support/upstream.js';
@@ -162,9 +164,45 @@ describe('relay end to end', () => {
     for (let i = 0; i < 3; i++) {
       const r = await send({ from: 'alice@acme.example', data: message({ From: 'alice@acme.example', Subject: `n${i}` }) });
       expect(r.finalCode).toBe(250);
+      expect(headerValues(split((await upstream.nextMessage()).raw).head, 'Subject')).toEqual([`n${i}`]);
     }
     // the first message of this test may open the alice pool; the next two reuse it
     expect(upstream.connections - before).toBeLessThanOrEqual(1);
+  });
+
+  it('abandons the upstream transaction when the client disconnects mid-message: nothing truncated is delivered', async () => {
+    const received = countFrom();
+    const mark = relay.logs.length;
+    const socket = connect(relay.port, '127.0.0.1');
+    const lines = createInterface({ input: socket });
+    const replies: string[] = [];
+    let waiting: ((l: string) => void) | undefined;
+    lines.on('line', (l) => {
+      if (/^\d{3} /.test(l)) {
+        if (waiting) {
+          const w = waiting;
+          waiting = undefined;
+          w(l);
+        } else replies.push(l);
+      }
+    });
+    const reply = () => (replies.length ? Promise.resolve(replies.shift()!) : new Promise<string>((r) => (waiting = r)));
+    expect(await reply()).toMatch(/^220 /);
+    for (const [cmd, code] of [['EHLO crm.local', '250'], ['MAIL FROM:<support@acme.example>', '250'], ['RCPT TO:<c@example.net>', '250'], ['DATA', '354']] as const) {
+      socket.write(`${cmd}\r\n`);
+      expect((await reply()).slice(0, 3)).toBe(code);
+    }
+    socket.write(`From: support@acme.example\r\nSubject: cut\r\n\r\n${'partial body line\r\n'.repeat(20_000)}`);
+    // the relay has started relaying (it resolved the identity) before the client goes away
+    await relay.waitForLog((l) => l.msg === 'upstream transaction started', { after: mark });
+    socket.destroy();
+    const line = await relay.waitForLog((l) => l.result === 'refused' && l.kind === 'client', { after: mark });
+    expect(line.reason).toMatch(/client disconnected/);
+    // the next message on the same account still goes through, and only it arrives
+    const r = await send({ from: 'support@acme.example', data: message({ From: 'support@acme.example', Subject: 'after' }) });
+    expect(r.finalCode).toBe(250);
+    expect(headerValues(split((await upstream.nextMessage()).raw).head, 'Subject')).toEqual(['after']);
+    expect(received()).toBe(1);
   });
 
   it('logs one line per message with identity, server, upstream login and From before → after', async () => {
