@@ -2,7 +2,12 @@ import { hostname } from 'node:os';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import type { ConfigSnapshot } from './config/types.js';
-import { deliverNow, type DeliveryOutcome } from './delivery/passthrough.js';
+import { deliverNow, type DeliveryOutcome } from './delivery/send.js';
+import { QueueRunner, identityLabel } from './delivery/queue-runner.js';
+import { createNoticeWriter } from './notify/notice-writer.js';
+import { QueueStore } from './queue/store.js';
+import type { QueueEntryMeta } from './queue/entry.js';
+import { QueueControl } from './queue/control.js';
 import { RelayError, isRelayError } from './errors/relay-error.js';
 import type { Logger } from './log.js';
 import { Listener, type IncomingMessage } from './listener/server.js';
@@ -19,6 +24,8 @@ export interface RelayOptions {
   readonly logger: Logger;
   /** Name used in the greeting, EHLO upstream and Received headers; defaults to the host name. */
   readonly hostname?: string;
+  /** On stop, how long running deliveries may take before the rest is left queued. */
+  readonly shutdownGraceMs?: number;
 }
 
 /**
@@ -32,12 +39,23 @@ export class Relay {
   private readonly listener: Listener;
   private readonly pools: TransportPools;
   private readonly hostname: string;
+  private readonly queue: { store: QueueStore; runner: QueueRunner; control: QueueControl } | undefined;
+  private readonly graceMs: number;
 
   constructor(opts: RelayOptions) {
     this.snapshot = opts.snapshot;
     this.logger = opts.logger;
     this.hostname = opts.hostname ?? hostname();
+    this.graceMs = opts.shutdownGraceMs ?? 5_000;
     this.pools = new TransportPools({ ...DEFAULT_TUNING, helo: this.hostname });
+    if (this.snapshot.delivery === 'queue') {
+      const store = new QueueStore(this.snapshot.queue.dir);
+      const getSnapshot = () => this.snapshot;
+      let runner: QueueRunner | undefined;
+      const writeNotice = createNoticeWriter({ store, getSnapshot, enqueue: (m) => runner?.enqueue(m), logger: this.logger, hostname: this.hostname });
+      runner = new QueueRunner({ store, getSnapshot, pools: this.pools, logger: this.logger, maxPerAccount: DEFAULT_TUNING.maxConnections, writeNotice });
+      this.queue = { store, runner, control: new QueueControl(store, runner, this.logger) };
+    }
     this.listener = new Listener({
       getSnapshot: () => this.snapshot,
       handleMessage: (m) => this.handleMessage(m),
@@ -48,6 +66,13 @@ export class Relay {
 
   /** Binds the configured address (or the given override, e.g. port 0 in tests). */
   async start(bind?: { host?: string; port?: number }): Promise<AddressInfo> {
+    if (this.queue) {
+      // claim the queue directory first: two relays on one queue would deliver messages twice
+      await this.queue.store.init();
+      await this.queue.control.start();
+      const pending = await this.queue.runner.start();
+      this.logger.info({ dir: this.queue.store.dir, pending }, pending ? `picked up ${pending} queued message${pending === 1 ? '' : 's'}` : 'queue is empty');
+    }
     const host = bind?.host ?? this.snapshot.listen.host;
     const port = bind?.port ?? this.snapshot.listen.port;
     const address = await this.listener.listen(host, port);
@@ -56,7 +81,16 @@ export class Relay {
     return address;
   }
 
+  /**
+   * New sessions get 421; running deliveries get `shutdownGraceMs` to finish; whatever is left
+   * stays in the queue for the next start.
+   */
   async stop(): Promise<void> {
+    this.listener.drain();
+    if (this.queue) {
+      await this.queue.runner.stop(this.graceMs);
+      await this.queue.control.stop();
+    }
     await this.listener.close();
     this.pools.closeAll();
   }
@@ -132,13 +166,86 @@ export class Relay {
     } catch (err) {
       return refuse(err);
     }
-    const { account } = decision!.resolution;
+    if (this.queue) return this.acceptIntoQueue(msg, decision!, rewrite, failed, refuse, started);
+    return this.relayNow(msg, decision!, rewrite, guard, failed, clientDone, refuse, logBase, started);
+  }
+
+  /** delivery: queue — 250 once the message, its envelope and its routing are durably on disk. */
+  private async acceptIntoQueue(
+    msg: IncomingMessage,
+    decision: MessageDecision,
+    rewrite: Readable,
+    failed: Promise<never>,
+    refuse: (err: unknown) => Promise<never>,
+    started: number,
+  ): Promise<string> {
+    const { store, runner } = this.queue!;
+    const { resolution, plan } = decision;
+    let meta: QueueEntryMeta;
+    try {
+      meta = await Promise.race([
+        store.accept(msg.id, rewrite, (size) => ({
+          format: 1,
+          id: msg.id,
+          receivedAt: msg.receivedAt.toISOString(),
+          client: { address: msg.client.address, login: msg.client.login },
+          envelope: { originalFrom: msg.envelope.mailFrom ?? '', eightBit: msg.envelope.eightBit },
+          identity: resolution.identity ? { kind: resolution.identity.kind, name: resolution.identity.name } : null,
+          serverName: resolution.account.server.name,
+          accountAddress: resolution.account.address,
+          fromBefore: decision.headerFrom,
+          fromAfter: plan.from.address,
+          subject: decision.subject,
+          size,
+          notice: false,
+          recipients: msg.envelope.rcptTo.map((address) => ({ address, status: 'pending' as const, attempts: 0 })),
+          attempts: 0,
+          nextAttemptAt: undefined,
+          lastError: undefined,
+        })),
+        failed,
+      ]);
+    } catch (err) {
+      return refuse(err);
+    }
+    if (msg.stream.sizeExceeded) {
+      // smtp-server answers 552: the entry must not be delivered
+      await store.remove(meta.id);
+      return refuse(new RelayError('message', { code: 552, enhanced: '5.3.4' }, `Message exceeds the maximum size of ${msg.snapshot.listen.maxMessageSize} bytes`));
+    }
+    runner.enqueue(meta);
+    this.logOutcome('queued', {
+      id: msg.id,
+      client: msg.client.address,
+      login: msg.client.login,
+      envelopeFrom: msg.envelope.mailFrom ?? '<>',
+      recipients: msg.envelope.rcptTo.length,
+      ...decisionLog(decision),
+      size: meta.size,
+      durationMs: ms(started),
+    });
+    return `2.0.0 Queued as ${msg.id}: sending as ${resolution.account.address} through ${resolution.account.server.name}`;
+  }
+
+  /** delivery: passthrough — 250 only after the upstream accepted. */
+  private async relayNow(
+    msg: IncomingMessage,
+    decision: MessageDecision,
+    rewrite: Readable,
+    guard: SizeGuard,
+    failed: Promise<never>,
+    clientDone: Promise<void>,
+    refuse: (err: unknown) => Promise<never>,
+    logBase: Record<string, unknown>,
+    started: number,
+  ): Promise<string> {
+    const { account } = decision.resolution;
     this.logger.debug({ id: msg.id, server: account.server.name, account: account.key }, 'upstream transaction started');
 
     let outcome: DeliveryOutcome;
     try {
       outcome = await Promise.race([
-        deliverNow(this.pools, account, { from: decision!.plan.envelopeFrom, to: msg.envelope.rcptTo, eightBit: msg.envelope.eightBit }, rewrite),
+        deliverNow(this.pools, account, { from: decision.plan.envelopeFrom, to: msg.envelope.rcptTo, eightBit: msg.envelope.eightBit }, rewrite),
         failed,
       ]);
     } catch (err) {
@@ -173,8 +280,8 @@ export class Relay {
     return `2.0.0 Relayed as ${account.address} through ${account.server.name} (id ${msg.id})`;
   }
 
-  private logOutcome(result: 'relayed' | 'partial' | 'refused', fields: Record<string, unknown>): void {
-    const level = result === 'relayed' ? 'info' : 'warn';
+  private logOutcome(result: 'relayed' | 'queued' | 'partial' | 'refused', fields: Record<string, unknown>): void {
+    const level = result === 'relayed' || result === 'queued' ? 'info' : 'warn';
     this.logger[level]({ result, ...fields }, `message ${result}`);
   }
 }

@@ -140,6 +140,10 @@ function knownKeysAt(path: Path): string[] {
       return KNOWN_KEYS.servers;
     case 'tls':
       return KNOWN_KEYS.tls;
+    case 'alternate':
+      return KNOWN_KEYS.alternate;
+    case 'queue':
+      return KNOWN_KEYS.queue;
     case 'channels':
     case 'agents':
       return KNOWN_KEYS.identity;
@@ -355,6 +359,11 @@ function buildSnapshot(data: RawConfig, secrets: ResolvedSecrets, file: string, 
       password: secrets.servers[i],
       address: s.address ?? s.username ?? '',
       tls: Object.freeze({ ca: secrets.serverCas[i]?.reveal(), rejectUnauthorized: s.tls?.reject_unauthorized ?? true }),
+      alternate: s.alternate
+        ? Object.freeze({ host: s.alternate.host, port: s.alternate.port ?? s.port ?? DEFAULT_PORT[s.security], cooldownMs: s.alternate.cooldown })
+        : undefined,
+      maxRecipients: s.max_recipients,
+      rate: s.rate ? Object.freeze({ ...s.rate }) : undefined,
       path: `servers[${i}]`,
     }),
   );
@@ -388,6 +397,13 @@ function buildSnapshot(data: RawConfig, secrets: ResolvedSecrets, file: string, 
       maxMessageSize: data.listen.max_message_size,
     }),
     delivery: data.delivery,
+    queue: Object.freeze({
+      // relative to the config file, like {file: …} secrets, so the relay finds it whatever its working directory
+      dir: resolve(dirname(file), data.queue.dir),
+      retryMs: Object.freeze([...data.queue.retry]),
+      maxAgeMs: data.queue.max_age,
+      notify: data.queue.notify,
+    }),
     clients: Object.freeze(clients),
     servers: Object.freeze(servers),
     identities: Object.freeze(identities),

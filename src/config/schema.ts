@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { parseDuration, parseRate } from './duration.js';
 import { parseSize } from './size.js';
 
 /**
@@ -49,6 +50,24 @@ const size = z.union([z.number(), z.string()], { error: 'must be a size such as 
   return bytes;
 });
 
+const duration = z.union([z.number(), z.string()], { error: 'must be a duration such as 30s, 15m, 2h or 2d' }).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === undefined) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration: write a number with s, m, h or d (e.g. 15m)` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const rate = z.string({ error: 'must be a rate such as 30/min' }).transform((v, ctx) => {
+  const r = parseRate(v);
+  if (!r) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a rate: write messages per s, min, hour or day (e.g. 30/min)` });
+    return z.NEVER;
+  }
+  return r;
+});
+
 const cidr = z.string().refine(
   (v) => {
     const [addr, prefix, ...rest] = v.split('/');
@@ -91,6 +110,22 @@ const server = z.strictObject({
       reject_unauthorized: z.boolean().default(true),
     })
     .optional(),
+  alternate: z
+    .strictObject({
+      host: z.string().min(1, { error: 'must not be empty' }),
+      port: port.optional(),
+      cooldown: duration.default(60_000),
+    })
+    .optional(),
+  max_recipients: z.number({ error: 'must be a whole number' }).int().min(1).optional(),
+  rate: rate.optional(),
+});
+
+const queue = z.strictObject({
+  dir: z.string().min(1).default('./var/queue'),
+  retry: z.array(duration).min(1, { error: 'needs at least one wait' }).default([60_000, 300_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000]),
+  max_age: duration.default(2 * 86_400_000),
+  notify: address.optional(),
 });
 
 const override = z
@@ -119,7 +154,8 @@ const policy = z.strictObject({
 
 export const configSchema = z.strictObject({
   listen: orDefault(listen.default({ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], max_message_size: 25 * 1024 * 1024 })),
-  delivery: lowerEnum(['passthrough'] as const).default('passthrough'),
+  delivery: lowerEnum(['queue', 'passthrough'] as const).default('queue'),
+  queue: orDefault(queue.default({ dir: './var/queue', retry: [60_000, 300_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000], max_age: 2 * 86_400_000 })),
   clients: orDefault(z.array(client).default([])),
   servers: z.array(server, { error: 'must be a list of servers' }).min(1, { error: 'at least one server is needed' }),
   channels: orDefault(z.array(identity).default([])),
@@ -138,6 +174,8 @@ export const KNOWN_KEYS = {
   clients: Object.keys(client.shape),
   servers: Object.keys(server.shape),
   tls: ['ca', 'reject_unauthorized'],
+  alternate: ['host', 'port', 'cooldown'],
+  queue: Object.keys(queue.shape),
   identity: Object.keys(identity.shape),
   override: ['username', 'password'],
   policy: Object.keys(policy.shape),

@@ -32,6 +32,28 @@ export interface ServerTlsConfig {
   readonly rejectUnauthorized: boolean;
 }
 
+export interface AlternateConfig {
+  readonly host: string;
+  readonly port: number;
+  /** How long after failing over the primary is probed again. */
+  readonly cooldownMs: number;
+}
+
+export interface RateConfig {
+  readonly count: number;
+  readonly windowMs: number;
+}
+
+export interface QueueConfig {
+  /** Absolute path of the queue directory. */
+  readonly dir: string;
+  /** Waits between attempts; the last one repeats. */
+  readonly retryMs: readonly number[];
+  readonly maxAgeMs: number;
+  /** Copy of every failure notice. */
+  readonly notify: string | undefined;
+}
+
 export interface ServerConfig {
   readonly name: string;
   readonly isDefault: boolean;
@@ -44,6 +66,12 @@ export interface ServerConfig {
   /** The server account's mailbox: the From of identities that don't override. */
   readonly address: string;
   readonly tls: ServerTlsConfig;
+  /** Same accounts, another host: used while the primary can't be reached. */
+  readonly alternate: AlternateConfig | undefined;
+  /** Larger recipient lists go upstream in batches of this size. */
+  readonly maxRecipients: number | undefined;
+  /** Per account: messages wait for it, they never fail for it. */
+  readonly rate: RateConfig | undefined;
   /** Key path in the YAML, e.g. "servers[0]", for messages that point ops at the right place. */
   readonly path: string;
 }
@@ -81,7 +109,8 @@ export interface ConfigSnapshot {
   /** Absolute path of the YAML file this snapshot came from. */
   readonly file: string;
   readonly listen: ListenConfig;
-  readonly delivery: 'passthrough';
+  readonly delivery: 'queue' | 'passthrough';
+  readonly queue: QueueConfig;
   readonly clients: readonly ClientConfig[];
   readonly servers: readonly ServerConfig[];
   readonly identities: readonly IdentityConfig[];

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
@@ -7,6 +7,7 @@ import { RelayError, isRelayError } from '../errors/relay-error.js';
 import type { Logger } from '../log.js';
 import { AllowList } from './access.js';
 import { installEnhancedCodePassthrough } from './enhanced-codes.js';
+import { newMessageId } from '../queue/id.js';
 
 /** A message as the listener hands it on: the client's bytes still streaming in. */
 export interface IncomingMessage {
@@ -51,6 +52,7 @@ export class Listener {
   private readonly server: SMTPServer;
   private readonly snapshots = new Map<string, ConfigSnapshot>();
   private readonly allowLists = new WeakMap<ConfigSnapshot, AllowList>();
+  private draining = false;
 
   constructor(private readonly opts: ListenerOptions) {
     installEnhancedCodePassthrough();
@@ -69,6 +71,10 @@ export class Listener {
       socketTimeout: 5 * 60_000,
       closeTimeout: 30_000,
       onConnect: (session, cb) => {
+        if (this.draining) {
+          cb(new RelayError('internal', { code: 421, enhanced: '4.3.2' }, 'sendas is shutting down; try again in a moment').toSmtpServerError());
+          return;
+        }
         this.snapshots.set(session.id, opts.getSnapshot());
         cb();
       },
@@ -92,6 +98,11 @@ export class Listener {
       });
     });
     return this.server.server.address() as AddressInfo;
+  }
+
+  /** New sessions get 421 from now on; sessions in progress carry on. */
+  drain(): void {
+    this.draining = true;
   }
 
   /** Stops accepting connections; sessions in progress may finish (bounded by closeTimeout). */
@@ -171,8 +182,3 @@ function sameSecret(given: string, expected: string): boolean {
   return timingSafeEqual(a, b);
 }
 
-/** 12 characters of base32: unique enough for logs, short enough to read over the phone. */
-function newMessageId(): string {
-  const alphabet = 'ABCDEFGHJKLMNPQRSTUVWXYZ23456789';
-  return [...randomBytes(12)].map((b) => alphabet[b % 32]).join('');
-}

@@ -10,6 +10,8 @@ export interface MessageDecision {
   readonly plan: AlignmentPlan;
   /** The From address the client wrote (for the log line), if any. */
   readonly headerFrom: string | undefined;
+  /** Decoded Subject, for queue listings and failure notices. */
+  readonly subject: string | undefined;
 }
 
 export interface SessionFacts {
@@ -34,5 +36,6 @@ export function processHeaders(snapshot: ConfigSnapshot, headers: Headers, sessi
 
   applyAlignment(headers, plan);
   addTraceHeaders(headers, { ...trace, messageIdDomain: plan.from.address.slice(plan.from.address.lastIndexOf('@') + 1) });
-  return { resolution, plan, headerFrom };
+  const subject = headers.getFirst('subject') || undefined;
+  return { resolution, plan, headerFrom, subject };
 }

@@ -19,13 +19,14 @@ export const DEFAULT_TUNING: Omit<TransportTuning, 'helo'> = {
 };
 
 /** nodemailer pool options for one upstream account. Pure, so the mapping is unit-tested. */
-export function poolOptions(account: Account, tuning: TransportTuning): SMTPPool.Options {
+export function poolOptions(account: Account, tuning: TransportTuning, route?: { host: string; port: number }): SMTPPool.Options {
   const { server } = account;
+  const host = route?.host ?? server.host;
   const auth = server.auth === 'none' ? undefined : { user: account.username ?? '', pass: account.password?.reveal() ?? '' };
   return {
     pool: true,
-    host: server.host,
-    port: server.port,
+    host,
+    port: route?.port ?? server.port,
     secure: server.security === 'tls',
     requireTLS: server.security === 'starttls',
     ignoreTLS: server.security === 'none',
@@ -34,7 +35,7 @@ export function poolOptions(account: Account, tuning: TransportTuning): SMTPPool
       rejectUnauthorized: server.tls.rejectUnauthorized,
       ...(server.tls.ca ? { ca: server.tls.ca } : {}),
       // SNI needs a host name; an IP address as servername is refused by Node
-      ...(isIP(server.host) === 0 ? { servername: server.host } : {}),
+      ...(isIP(host) === 0 ? { servername: host } : {}),
     },
     name: tuning.helo,
     maxConnections: tuning.maxConnections,

@@ -18,15 +18,17 @@ export class TransportPools {
 
   constructor(private readonly tuning: TransportTuning) {}
 
-  get(account: Account): Transporter<SMTPPool.SentMessageInfo> {
-    const options = poolOptions(account, this.tuning);
+  /** The pool for an account, on its server's primary host or on the given route (the alternate). */
+  get(account: Account, route?: { host: string; port: number }): Transporter<SMTPPool.SentMessageInfo> {
+    const options = poolOptions(account, this.tuning, route);
     const fingerprint = JSON.stringify(options);
-    const existing = this.pools.get(account.key);
+    const key = route ? `${account.key}@${route.host}:${route.port}` : account.key;
+    const existing = this.pools.get(key);
     if (existing && existing.fingerprint === fingerprint) return existing.transporter;
     // settings changed (rotated password, moved host): retire the old pool, its sends finish first
     if (existing) existing.transporter.close();
     const transporter = nodemailer.createTransport(options);
-    this.pools.set(account.key, { transporter, fingerprint });
+    this.pools.set(key, { transporter, fingerprint });
     return transporter;
   }
 

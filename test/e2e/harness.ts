@@ -68,8 +68,9 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv }
 }
 
 /** A relay config in front of one test upstream. */
-export function relayYaml(upstreamPort: number, extra = '', serverExtra = ''): string {
+export function relayYaml(upstreamPort: number, extra = '', serverExtra = '', delivery = 'passthrough'): string {
   return `
+delivery: ${delivery}
 listen:
   max_message_size: 2MB
 servers:

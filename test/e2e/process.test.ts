@@ -23,7 +23,8 @@ describe('sendas serve (real process)', () => {
     writeFileSync(join(dir, 'support.secret'), 'support-secret-2\n');
     writeFileSync(
       join(dir, 'relay.yaml'),
-      `listen:
+      `delivery: passthrough
+listen:
   host: 127.0.0.1
   port: 0
   max_message_size: 60MB

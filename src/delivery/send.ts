@@ -17,25 +17,32 @@ export interface DeliveryOutcome {
   readonly upstreamReply: string;
 }
 
-export function upstreamContext(account: Account): UpstreamContext {
+export function upstreamContext(account: Account, route?: { host: string; port: number }): UpstreamContext {
   return {
     serverName: account.server.name,
-    host: account.server.host,
-    port: account.server.port,
+    host: route?.host ?? account.server.host,
+    port: route?.port ?? account.server.port,
     login: account.server.auth === 'none' ? undefined : account.username,
     passwordPath: account.passwordPath,
   };
 }
 
 /**
- * Sends one message through the account's pool while the client waits (delivery: passthrough).
+ * Sends one message through the account's pool: while the client waits (delivery: passthrough),
+ * or for a queue entry's attempt.
  * Resolves with per-recipient results when the upstream took the message for at least one
  * recipient; rejects with a classified RelayError otherwise.
  */
-export async function deliverNow(pools: TransportPools, account: Account, envelope: UpstreamEnvelope, message: Readable): Promise<DeliveryOutcome> {
-  const ctx = upstreamContext(account);
+export async function deliverNow(
+  pools: TransportPools,
+  account: Account,
+  envelope: UpstreamEnvelope,
+  message: Readable,
+  route?: { host: string; port: number },
+): Promise<DeliveryOutcome> {
+  const ctx = upstreamContext(account, route);
   try {
-    const info = await pools.get(account).sendMail({
+    const info = await pools.get(account, route).sendMail({
       envelope: { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.eightBit } as never,
       raw: message,
     });
