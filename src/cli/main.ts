@@ -6,14 +6,17 @@ import { createLogger } from '../log.js';
 import { Relay } from '../relay.js';
 import { explain } from './explain.js';
 import { checkReport } from './report.js';
+import { QUEUE_USAGE, queueCommand } from './queue.js';
 
 const USAGE = `usage: sendas <command> [options]
 
 commands:
-  serve    --config FILE                  run the relay (SIGTERM/SIGINT stop it cleanly)
+  serve    --config FILE                  run the relay (SIGTERM/SIGINT: 421 to new sessions, running deliveries
+                                          get 5 s, the rest stays queued)
   check    --config FILE                  validate the file; list servers with the channels and agents using them
   explain  --config FILE --from ADDR [--envelope ADDR] [--login USER]
                                           show who would send a message, with which account and From; no network
+${QUEUE_USAGE}
 
 --config defaults to $SENDAS_CONFIG.`;
 
@@ -32,15 +35,18 @@ async function main(argv: string[]): Promise<number> {
       from: { type: 'string' },
       envelope: { type: 'string' },
       login: { type: 'string' },
+      failed: { type: 'boolean' },
+      all: { type: 'boolean' },
     },
     strict: true,
+    allowPositionals: command === 'queue',
   });
   } catch (err) {
     // unknown option, stray argument, missing value: a usage mistake, not a bad config
     process.stderr.write(`sendas ${command}: ${(err as Error).message}\n${USAGE}\n`);
     return 2;
   }
-  const { values } = parsed;
+  const { values, positionals } = parsed;
   const file = values.config ?? process.env.SENDAS_CONFIG;
   if (!file) {
     process.stderr.write('sendas: no configuration: pass --config FILE or set SENDAS_CONFIG\n');
@@ -67,6 +73,11 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'serve':
       return serve(file);
+    case 'queue': {
+      const snapshot = load(file);
+      if (!snapshot) return 1;
+      return queueCommand(snapshot, { sub: positionals[0], id: positionals[1], failed: values.failed === true, all: values.all === true }, process.stdout);
+    }
     default:
       process.stderr.write(`sendas: unknown command "${command}"\n${USAGE}\n`);
       return 2;
@@ -104,7 +115,12 @@ async function serve(file: string): Promise<number> {
     await relay.start();
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    logger.fatal({ code: e.code, host: snapshot.listen.host, port: snapshot.listen.port }, `cannot listen on ${snapshot.listen.host}:${snapshot.listen.port}: ${e.message}`);
+    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
+      logger.fatal({ code: e.code, host: snapshot.listen.host, port: snapshot.listen.port }, `cannot listen on ${snapshot.listen.host}:${snapshot.listen.port}: ${e.message}`);
+    } else {
+      logger.fatal({ code: e.code }, `cannot start: ${e.message}`);
+    }
+    process.stderr.write(`sendas: cannot start: ${e.message}\n`);
     logger.flush();
     return 1;
   }

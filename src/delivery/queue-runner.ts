@@ -325,6 +325,7 @@ export class QueueRunner {
     const failed = meta.recipients.filter((r) => r.status === 'failed');
     if (failed.length === 0) {
       await this.opts.store.remove(meta.id);
+      this.opts.logger.debug({ id: meta.id }, 'removed from the queue: every recipient has the message');
       return;
     }
     meta.failedAt = now.toISOString();

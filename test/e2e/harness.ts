@@ -8,6 +8,9 @@ import { Relay } from '../../src/relay.js';
 
 export interface RunningRelay {
   readonly port: number;
+  /** The directory holding relay.yaml (and var/queue by default). */
+  readonly dir: string;
+  readonly configFile: string;
   /** Every log line the relay wrote, parsed. */
   readonly logs: Record<string, unknown>[];
   /** The raw log output, for grepping secrets. */
@@ -18,7 +21,7 @@ export interface RunningRelay {
 }
 
 /** Starts the real Relay object on a free loopback port with the given YAML. */
-export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv } = {}): Promise<RunningRelay> {
+export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; shutdownGraceMs?: number } = {}): Promise<RunningRelay> {
   const dir = mkdtempSync(join(tmpdir(), 'sendas-e2e-'));
   const file = join(dir, 'relay.yaml');
   writeFileSync(file, yaml);
@@ -47,10 +50,12 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv }
       .filter(Boolean)
       .map((l) => JSON.parse(l) as Record<string, unknown>);
   const logger = pino({ level: 'debug', base: { service: 'sendas' } }, sink);
-  const relay = new Relay({ snapshot, logger, hostname: 'relay.test' });
+  const relay = new Relay({ snapshot, logger, hostname: 'relay.test', ...(opts.shutdownGraceMs !== undefined ? { shutdownGraceMs: opts.shutdownGraceMs } : {}) });
   const address = await relay.start({ host: '127.0.0.1', port: 0 });
   return {
     port: address.port,
+    dir,
+    configFile: file,
     get logs() {
       return parsedLogs();
     },

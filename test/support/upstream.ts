@@ -52,6 +52,8 @@ export interface TestUpstreamOptions {
   security?: 'none' | 'starttls' | 'tls';
   /** listen address, default 127.0.0.1 */
   host?: string;
+  /** listen port; default: one picked by the OS (use freePort() to start an upstream later on a known port) */
+  port?: number;
   /** recipients refused at RCPT TO (keys compared case-insensitively), e.g. { 'nobody@x.example': { code: 550, message: '5.1.1 No such user' } } */
   refuseRecipients?: Record<string, SmtpReply>;
   /** refuse at MAIL FROM when a reply is returned */
@@ -116,6 +118,16 @@ function sessionLogin(session: SMTPServerSession): string | null {
   if (typeof user === 'string') return user;
   if (user && typeof user === 'object' && 'username' in user && typeof user.username === 'string') return user.username;
   return null;
+}
+
+/** A loopback port that was free a moment ago: for an upstream that is started later, after the relay already points at it. */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const { createServer } = await import('node:net');
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, host, resolve));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
 }
 
 export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise<TestUpstream> {
@@ -303,7 +315,7 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => reject(err);
     server.server.once('error', onError);
-    server.listen(0, host, () => {
+    server.listen(opts.port ?? 0, host, () => {
       server.server.off('error', onError);
       resolve();
     });

@@ -1,0 +1,237 @@
+import { execFile } from 'node:child_process';
+import { createServer, type Server, type Socket } from 'node:net';
+import { promisify } from 'node:util';
+import { afterEach, describe, expect, it } from 'vitest';
+import { simpleParser, type SimpleParserOptions } from 'mailparser';
+import { QueueStore } from '../../src/queue/store.js';
+import { freePort, startTestUpstream, type TestUpstream, type TestUpstreamOptions } from '../support/upstream.js';
+import { swaks } from '../support/swaks.js';
+import { CLI } from '../support/relay-process.js';
+import { ACCOUNTS, headerValues, message, relayYaml, split, startRelay, type RunningRelay } from './harness.js';
+
+const run = promisify(execFile);
+
+/** delivery: queue — 250 means "on disk"; delivery, retries, failover and notices happen after. */
+describe('delivery: queue', () => {
+  const upstreams: TestUpstream[] = [];
+  const relays: RunningRelay[] = [];
+  const servers: Server[] = [];
+  afterEach(async () => {
+    for (const r of relays.splice(0)) await r.stop();
+    for (const u of upstreams.splice(0)) await u.close();
+    for (const s of servers.splice(0)) await new Promise((resolve) => s.close(resolve));
+  });
+
+  const upstream = async (opts: TestUpstreamOptions = {}) => {
+    const u = await startTestUpstream({ accounts: ACCOUNTS, requireSenderMatchesLogin: true, ...opts });
+    upstreams.push(u);
+    return u;
+  };
+  const relay = async (port: number, queueYaml: string, serverExtra = '', opts: { shutdownGraceMs?: number } = {}) => {
+    const r = await startRelay(relayYaml(port, queueYaml, serverExtra, 'queue'), opts);
+    relays.push(r);
+    return r;
+  };
+  const send = (r: RunningRelay, opts: { from?: string; to?: string | string[]; subject?: string; envelope?: string } = {}) =>
+    swaks({
+      server: '127.0.0.1',
+      port: r.port,
+      from: opts.envelope ?? opts.from ?? 'support@acme.example',
+      to: opts.to ?? 'customer@example.net',
+      data: message({ From: opts.from ?? 'support@acme.example', Subject: opts.subject ?? 'queued' }),
+    });
+  const queued = (r: RunningRelay, area: 'active' | 'failed' = 'active') => new QueueStore(`${r.dir}/var/queue`).list(area);
+
+  it('answers 250 once the message is on disk, and delivers it once when the upstream comes up later', async () => {
+    const port = await freePort();
+    const r = await relay(port, 'queue:\n  retry: [300ms]\n');
+    const sent = await send(r);
+    expect(sent.finalCode).toBe(250);
+    expect(sent.finalReply).toMatch(/^250 2\.0\.0 Queued as [A-Z2-9]{12}: sending as support@acme\.example through main$/);
+    const deferred = await r.waitForLog((l) => l.result === 'deferred');
+    expect(deferred).toMatchObject({ kind: 'network', code: 451, attempt: 1 });
+    expect((await queued(r))[0]?.lastError?.reason).toMatch(/Cannot connect to upstream main/);
+
+    const u = await upstream({ port });
+    const got = await u.nextMessage();
+    expect([got.login, got.mailFrom]).toEqual(['support@acme.example', 'support@acme.example']);
+    await r.waitForLog((l) => l.msg === 'removed from the queue: every recipient has the message');
+    expect(await queued(r)).toEqual([]);
+    expect(u.messages).toHaveLength(1);
+  });
+
+  it('retries a 451 on the schedule and delivers once: 451, 451, then 250', async () => {
+    let calls = 0;
+    const seen: number[] = [];
+    const u = await upstream({
+      onData: () => {
+        seen.push(Date.now());
+        return ++calls <= 2 ? { code: 451, message: '4.3.0 Greylisted, try again' } : undefined;
+      },
+    });
+    const r = await relay(u.port, 'queue:\n  retry: [300ms, 600ms]\n');
+    expect((await send(r)).finalCode).toBe(250);
+    await u.nextMessage();
+    await r.waitForLog((l) => l.result === 'delivered');
+    expect(u.rejected).toHaveLength(2);
+    expect(u.messages).toHaveLength(1);
+    // the schedule is honoured: the second wait is the second entry of `retry`
+    expect(seen[1]! - seen[0]!).toBeGreaterThanOrEqual(290);
+    expect(seen[2]! - seen[1]!).toBeGreaterThanOrEqual(590);
+    expect(seen[2]! - seen[0]!).toBeLessThan(5_000);
+    const lines = r.logs.filter((l) => l.id !== undefined && (l.result === 'deferred' || l.result === 'delivered'));
+    expect(lines.map((l) => [l.result, l.attempt])).toEqual([
+      ['deferred', 1],
+      ['deferred', 2],
+      ['delivered', 3],
+    ]);
+    expect(lines[0]).toMatchObject({ kind: 'refused', upstreamReply: '451 4.3.0 Greylisted, try again' });
+  });
+
+  it('fails a 550 recipient for good and sends the envelope sender an RFC 3464 notice, with a copy to queue.notify', async () => {
+    const u = await upstream({ refuseRecipients: { 'gone@example.net': { code: 550, message: '5.1.1 No such user here' } } });
+    const r = await relay(u.port, 'queue:\n  retry: [300ms]\n  notify: postmaster@acme.example\n');
+    const sent = await send(r, { envelope: 'tickets@crm.local', to: ['gone@example.net', 'ok@example.net'], subject: 'Ticket 4711' });
+    expect(sent.finalCode).toBe(250);
+
+    const delivered = await u.nextMessage();
+    expect(delivered.rcptTo).toEqual(['ok@example.net']);
+    const notice = await u.nextMessage();
+    // the notice: null sender, through the default server's account, to the original envelope sender + notify
+    expect(notice.mailFrom).toBe('');
+    expect(notice.login).toBe('relay@acme.example');
+    expect(notice.rcptTo).toEqual(['tickets@crm.local', 'postmaster@acme.example']);
+    const parsed = await simpleParser(notice.raw, { keepDeliveryStatus: true } as unknown as SimpleParserOptions);
+    expect(parsed.headers.get('content-type')).toMatchObject({ value: 'multipart/report', params: { 'report-type': 'delivery-status' } });
+    expect(parsed.subject).toBe('Undelivered Mail Returned to Sender: Ticket 4711');
+    expect(parsed.from?.value[0]?.address).toBe('relay@acme.example');
+    expect(parsed.headers.get('auto-submitted')).toBe('auto-replied');
+    expect(parsed.text).toContain('gone@example.net');
+    const status = parsed.attachments.find((a) => a.contentType === 'message/delivery-status')!.content.toString();
+    expect(status).toContain('Final-Recipient: rfc822; gone@example.net');
+    expect(status).toContain('Action: failed');
+    expect(status).toContain('Status: 5.1.1');
+    expect(status).toContain('Diagnostic-Code: smtp; 550 5.1.1 No such user here');
+    expect(status).not.toContain('ok@example.net');
+    const headers = parsed.attachments.find((a) => a.contentType === 'text/rfc822-headers')!.content.toString();
+    expect(headers).toContain('Subject: Ticket 4711');
+
+    // kept for inspection: only the refused recipient failed; the delivered one is not sent again
+    const failed = await queued(r, 'failed');
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.recipients.map((x) => [x.address, x.status])).toEqual([
+      ['gone@example.net', 'failed'],
+      ['ok@example.net', 'delivered'],
+    ]);
+  });
+
+  it('gives up at max_age with a notice saying so, and never sends a notice about a notice', async () => {
+    // everything with a real sender is deferred; notices (null sender) get through
+    const u = await upstream({ onData: (m) => (m.mailFrom === '' ? undefined : { code: 451, message: '4.4.2 Mailbox server busy' }) });
+    const r = await relay(u.port, 'queue:\n  retry: [250ms]\n  max_age: 1s\n');
+    expect((await send(r, { envelope: 'tickets@crm.local' })).finalCode).toBe(250);
+    const notice = await u.nextMessage(10_000);
+    expect(notice.rcptTo).toEqual(['tickets@crm.local']);
+    const parsed = await simpleParser(notice.raw, { keepDeliveryStatus: true } as unknown as SimpleParserOptions);
+    expect(parsed.text).toMatch(/given up/);
+    const status = parsed.attachments.find((a) => a.contentType === 'message/delivery-status')!.content.toString();
+    expect(status).toContain('Status: 4.4.2');
+    await r.waitForLog((l) => l.msg === 'failure notice queued');
+    expect((await queued(r, 'failed'))[0]!.recipients[0]!.lastError?.reason).toMatch(/^gave up after \d+s and \d+ attempts: /);
+  });
+
+  it('splits a large recipient list into batches of max_recipients', async () => {
+    const u = await upstream();
+    const r = await relay(u.port, '', '    max_recipients: 2\n');
+    const to = ['a@example.net', 'b@example.net', 'c@example.net', 'd@example.net', 'e@example.net'];
+    expect((await send(r, { to })).finalCode).toBe(250);
+    const batches = [await u.nextMessage(), await u.nextMessage(), await u.nextMessage()].map((m) => m.rcptTo);
+    expect(batches).toEqual([['a@example.net', 'b@example.net'], ['c@example.net', 'd@example.net'], ['e@example.net']]);
+  });
+
+  it('makes messages wait for the per-account rate, and fails none of them', async () => {
+    const arrivals: number[] = [];
+    const u = await upstream({ onData: () => void arrivals.push(Date.now()) });
+    const r = await relay(u.port, '', '    rate: 2/s\n');
+    const sent = await Promise.all([0, 1, 2, 3].map((i) => send(r, { subject: `r${i}` })));
+    expect(sent.map((x) => x.finalCode)).toEqual([250, 250, 250, 250]);
+    for (let i = 0; i < 4; i++) await u.nextMessage();
+    // at most 2 sends start in any second, so the third starts a second after the first; unthrottled,
+    // all four land within ~100 ms. (Arrival, not start, is measured: the first one also paid for
+    // the connection, hence 800 rather than 1000.)
+    expect(arrivals[2]! - arrivals[0]!).toBeGreaterThanOrEqual(800);
+    expect(arrivals[1]! - arrivals[0]!).toBeLessThan(800);
+    expect(r.logs.filter((l) => l.result === 'deferred' || l.result === 'failed')).toEqual([]);
+  });
+
+  it('fails over to the alternate while the primary is down, and goes back once it answers again', async () => {
+    const primaryPort = await freePort();
+    const alternate = await upstream();
+    const r = await relay(primaryPort, 'queue:\n  retry: [300ms]\n', `    alternate: {host: 127.0.0.1, port: ${alternate.port}, cooldown: 400ms}\n`);
+    expect((await send(r, { subject: 'one' })).finalCode).toBe(250);
+    const first = await alternate.nextMessage();
+    expect(first.login).toBe('support@acme.example');
+    expect(await r.waitForLog((l) => l.msg === 'primary unreachable: using the alternate')).toMatchObject({ server: 'main', kind: 'network' });
+
+    const primary = await upstream({ port: primaryPort });
+    // within the cool-down the alternate keeps the traffic
+    expect((await send(r, { subject: 'two' })).finalCode).toBe(250);
+    expect(headerValues(split((await alternate.nextMessage()).raw).head, 'Subject')).toEqual(['two']);
+    // the cool-down is the behaviour under test: let it pass, then the next message probes the primary
+    await new Promise((resolve) => setTimeout(resolve, 450));
+    expect((await send(r, { subject: 'three' })).finalCode).toBe(250);
+    expect(headerValues(split((await primary.nextMessage()).raw).head, 'Subject')).toEqual(['three']);
+    await r.waitForLog((l) => l.msg === 'primary reachable again: back from the alternate');
+  });
+
+  it('on stop: 421 to new sessions, running deliveries get the grace period, the rest stays queued', async () => {
+    // an upstream that accepts TCP and never greets: the delivery hangs until we stop
+    const sockets: Socket[] = [];
+    const silent = createServer((s) => sockets.push(s));
+    servers.push(silent);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as { port: number }).port;
+    const r = await startRelay(relayYaml(port, '', '', 'queue'), { shutdownGraceMs: 300 });
+    expect((await send(r)).finalCode).toBe(250);
+    await r.waitForLog((l) => l.msg === 'message queued');
+    while (sockets.length === 0) await new Promise((resolve) => silent.once('connection', resolve));
+
+    const stopping = r.stop();
+    const late = await swaks({ server: '127.0.0.1', port: r.port, from: 'support@acme.example', to: 'c@example.net', data: message({ From: 'support@acme.example' }) });
+    expect(late.finalCode).toBe(421);
+    expect(late.finalReply).toMatch(/^421 4\.3\.2 sendas is shutting down/);
+    await stopping;
+    for (const s of sockets) s.destroy();
+    expect(await new QueueStore(`${r.dir}/var/queue`).list()).toHaveLength(1);
+  });
+
+  it('sendas queue list / show / retry / delete work while the relay runs', async () => {
+    const port = await freePort();
+    const r = await relay(port, 'queue:\n  retry: [1h]\n');
+    expect((await send(r, { subject: 'stuck' })).finalCode).toBe(250);
+    await r.waitForLog((l) => l.result === 'deferred');
+    const [entry] = await queued(r);
+    const cli = (...args: string[]) => run(process.execPath, [CLI, 'queue', ...args, '--config', r.configFile], { timeout: 15_000 });
+
+    const list = await cli('list');
+    expect(list.stdout).toMatch(new RegExp(`^ID +AGE +SENDER +IDENTITY +SERVER +RCPTS +TRIES +NEXT +LAST REASON\\n${entry!.id} .* support@acme\\.example +channel:support +main +1 +1 +in 5\\dm +451 4\\.4\\.1 network: Cannot connect`, 'm'));
+    const show = await cli('show', entry!.id);
+    expect(show.stdout).toContain('customer@example.net: pending (1 attempt) - 451 4.4.1 network: Cannot connect to upstream main');
+
+    // retry goes through the running relay: it makes a new attempt now, not in an hour
+    const u = await upstream({ port });
+    expect((await cli('retry', entry!.id)).stdout).toBe(`${entry!.id} will be tried now\n`);
+    expect(headerValues(split((await u.nextMessage()).raw).head, 'Subject')).toEqual(['stuck']);
+
+    await u.close();
+    upstreams.splice(upstreams.indexOf(u), 1);
+    expect((await send(r, { subject: 'to delete' })).finalCode).toBe(250);
+    await r.waitForLog((l) => l.result === 'deferred' && l.attempt === 1, { after: r.logs.length - 1 });
+    const [second] = await queued(r);
+    expect((await cli('delete', second!.id)).stdout).toBe(`${second!.id} deleted\n`);
+    expect(await queued(r)).toEqual([]);
+    expect((await cli('list')).stdout).toBe('the queue is empty\n');
+    const missing = await cli('show', 'NOSUCHID2345').catch((e: { code: number; stderr: string }) => e);
+    expect(missing).toMatchObject({ code: 1 });
+  });
+});
