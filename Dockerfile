@@ -17,7 +17,8 @@ RUN npm run build
 # ---- runtime: production dependencies + dist/ only ---------------------------------------
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production \
-    SENDAS_CONFIG=/etc/sendas/relay.yaml
+    SENDAS_CONFIG=/etc/sendas/relay.yaml \
+    SENDAS_QUEUE_DIR=/var/lib/sendas/queue
 WORKDIR /app
 COPY package.json package-lock.json ./
 # --ignore-scripts: "prepare" would run tsc, which is a dev dependency
@@ -27,8 +28,11 @@ COPY --from=build /app/dist ./dist
 COPY config ./config
 RUN groupadd --system sendas \
  && useradd --system --gid sendas --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin sendas \
- && mkdir -p /etc/sendas \
+ && mkdir -p /etc/sendas /var/lib/sendas/queue \
+ && chown -R sendas:sendas /var/lib/sendas \
  && cp config/relay.example.yaml /etc/sendas/relay.example.yaml
+# the queue: every accepted message lives here until it is delivered; keep it on a volume
+VOLUME ["/var/lib/sendas/queue"]
 USER sendas
 EXPOSE 2525
 # sendas handles SIGTERM itself (stops accepting, lets sessions in progress finish)

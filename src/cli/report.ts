@@ -1,5 +1,6 @@
 import { serverOf, type ConfigSnapshot, type IdentityConfig, type ServerConfig } from '../config/types.js';
 import { formatSize } from '../config/size.js';
+import { formatDuration } from '../config/duration.js';
 
 /** The channels and agents that send through a server: the "used by" column of admin consoles. */
 export function usedBy(snapshot: ConfigSnapshot, server: ServerConfig): { channels: IdentityConfig[]; agents: IdentityConfig[] } {
@@ -12,12 +13,22 @@ export function checkReport(snapshot: ConfigSnapshot): string {
   const l = snapshot.listen;
   out.push(`${snapshot.file}: OK (version ${snapshot.version})`);
   out.push(`listen ${l.host}:${l.port}, relaying without login from ${l.allow.join(', ') || '(nobody)'}, max message size ${formatSize(l.maxMessageSize)}, delivery ${snapshot.delivery}`);
+  if (snapshot.delivery === 'queue') {
+    const q = snapshot.queue;
+    out.push(`queue ${q.dir}: retry after ${q.retryMs.map(formatDuration).join(', ')} (the last repeats), give up after ${formatDuration(q.maxAgeMs)}${q.notify ? `, copy of failure notices to ${q.notify}` : ''}`);
+  }
   out.push(`clients: ${snapshot.clients.length === 0 ? '(none: only listen.allow may relay)' : snapshot.clients.map((c) => `${c.username}${c.sendAs ? ` (send as ${c.sendAs.join(', ')})` : ' (send as anyone)'}`).join(', ')}`);
   out.push(`policy: from ${snapshot.policy.from}, unknown sender ${snapshot.policy.unknownSender}`);
   out.push('servers:');
   for (const server of snapshot.servers) {
     const login = server.auth === 'none' ? 'no sign-in' : `auth ${server.auth} as ${server.username}`;
     out.push(`  ${server.name}${server.isDefault ? ' (default)' : ''}: ${server.host}:${server.port} ${server.security}, ${login}, account ${server.address}`);
+    const extras = [
+      server.alternate ? `alternate ${server.alternate.host}:${server.alternate.port} (primary probed again after ${formatDuration(server.alternate.cooldownMs)})` : undefined,
+      server.maxRecipients ? `batches of ${server.maxRecipients} recipients` : undefined,
+      server.rate ? `at most ${server.rate.count} messages per ${formatDuration(server.rate.windowMs)} per account` : undefined,
+    ].filter(Boolean);
+    if (extras.length > 0) out.push(`    ${extras.join(', ')}`);
     const { channels, agents } = usedBy(snapshot, server);
     out.push(`    used by ${count(channels.length, 'channel')}${names(channels)}`);
     out.push(`    used by ${count(agents.length, 'agent')}${names(agents)}`);

@@ -3,9 +3,9 @@ const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_00
 /** "15m" → 900000. Units: ms, s, m, h, d; a bare number is seconds. Undefined when not a duration. */
 export function parseDuration(value: string | number): number | undefined {
   if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? value * 1000 : undefined;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(value);
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/i.exec(value);
   if (!m) return undefined;
-  return Math.round(Number(m[1]) * UNIT_MS[m[2] ?? 's']!);
+  return Math.round(Number(m[1]) * UNIT_MS[(m[2] ?? 's').toLowerCase()]!);
 }
 
 /** 900000 → "15m": the largest unit that divides evenly, for logs and tables. */

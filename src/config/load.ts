@@ -104,7 +104,8 @@ export function parseConfig(text: string, file: string, opts: LoadOptions = {}):
   if (issues.length > 0 || !parsed.success) {
     throw new ConfigError(file, issues.length > 0 ? sortIssues(issues) : [{ path: '', line: undefined, col: undefined, message: 'invalid configuration' }]);
   }
-  return buildSnapshot(parsed.data, resolved, file, text, warnings);
+  const rawQueueDir = isRecord(raw.queue) && typeof raw.queue.dir === 'string' ? raw.queue.dir : undefined;
+  return buildSnapshot(parsed.data, resolved, file, text, warnings, rawQueueDir, env);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -345,7 +346,15 @@ function resolveAllSecrets(raw: Record<string, unknown>, secrets: SecretResolver
 
 const DEFAULT_PORT: Record<Security, number> = { none: 25, starttls: 587, tls: 465 };
 
-function buildSnapshot(data: RawConfig, secrets: ResolvedSecrets, file: string, text: string, warnings: ConfigWarning[]): ConfigSnapshot {
+function buildSnapshot(
+  data: RawConfig,
+  secrets: ResolvedSecrets,
+  file: string,
+  text: string,
+  warnings: ConfigWarning[],
+  rawQueueDir: string | undefined,
+  env: NodeJS.ProcessEnv,
+): ConfigSnapshot {
   const servers: ServerConfig[] = data.servers.map((s, i) =>
     Object.freeze({
       name: s.name,
@@ -398,8 +407,9 @@ function buildSnapshot(data: RawConfig, secrets: ResolvedSecrets, file: string, 
     }),
     delivery: data.delivery,
     queue: Object.freeze({
-      // relative to the config file, like {file: …} secrets, so the relay finds it whatever its working directory
-      dir: resolve(dirname(file), data.queue.dir),
+      // relative to the config file, like {file: …} secrets, so the relay finds it whatever its working
+      // directory; without `dir`, SENDAS_QUEUE_DIR (set by the Docker image) or ./var/queue
+      dir: resolve(dirname(file), rawQueueDir ?? env.SENDAS_QUEUE_DIR ?? data.queue.dir),
       retryMs: Object.freeze([...data.queue.retry]),
       maxAgeMs: data.queue.max_age,
       notify: data.queue.notify,

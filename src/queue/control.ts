@@ -3,7 +3,7 @@ import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import type { QueueEntryMeta } from './entry.js';
-import type { QueueStore } from './store.js';
+import { isQueueId, type QueueStore } from './store.js';
 
 /** What the running relay must be told about, so its in-memory schedule matches the files. */
 export interface QueueScheduler {
@@ -24,6 +24,9 @@ export interface QueueResponse {
  * entry at once); the CLI runs them directly on the files when no relay holds the queue.
  */
 export async function runQueueRequest(store: QueueStore, req: QueueRequest, scheduler?: QueueScheduler): Promise<QueueResponse> {
+  if (req.op !== 'retry-all' && !isQueueId(req.id)) {
+    return { ok: false, message: `"${req.id}" is not a queue id (12 characters such as 55EWMLCJ78Q4; see sendas queue list)` };
+  }
   if (req.op === 'retry-all') {
     const metas = await store.list('active');
     for (const meta of metas) {
@@ -52,6 +55,8 @@ export async function runQueueRequest(store: QueueStore, req: QueueRequest, sche
       }
     }
     failed.requeuedAt = new Date().toISOString();
+    // a new round: the retry schedule starts from its first wait again (recipients keep their counts)
+    failed.attempts = 0;
     failed.failedAt = undefined;
     failed.nextAttemptAt = undefined;
     await store.moveToActive(failed);

@@ -34,12 +34,35 @@ export class QueueStore {
     for (const area of ['active', 'failed', 'tmp', 'requests'] as const) await mkdir(this.areaDir(area), { recursive: true });
     // half-written entries of a relay that died while accepting: the client never got a 250
     for (const name of await readdir(this.areaDir('tmp'))) await rm(join(this.areaDir('tmp'), name), { force: true });
-    // a message file without metadata was never acknowledged either
+    await this.repairMoves('active', 'failed');
+    await this.repairMoves('failed', 'active');
+    // a message file without metadata in active/ was never acknowledged: the client got no 250
     const active = await readdir(this.areaDir('active'));
     const metas = new Set(active.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)));
     for (const name of active) {
       if (name.endsWith('.eml') && !metas.has(name.slice(0, -4))) await rm(join(this.areaDir('active'), name), { force: true });
     }
+  }
+
+  /**
+   * Finishes or undoes a move between areas that a crash interrupted. A move renames the
+   * message, then writes the metadata, then deletes the old metadata; so metadata without its
+   * message in `from` means the message already went to `to`. If `to` has the complete entry,
+   * the move finished but for the delete; otherwise the message is brought back and the entry
+   * stays where its metadata is (it is looked at again, e.g. re-attempted).
+   */
+  private async repairMoves(from: QueueArea, to: QueueArea): Promise<void> {
+    const names = new Set(await readdir(this.areaDir(from)));
+    const other = new Set(await readdir(this.areaDir(to)));
+    for (const name of names) {
+      if (!name.endsWith('.json')) continue;
+      const id = name.slice(0, -5);
+      if (names.has(`${id}.eml`) || !other.has(`${id}.eml`)) continue;
+      if (other.has(`${id}.json`)) await rm(join(this.areaDir(from), name), { force: true });
+      else await rename(join(this.areaDir(to), `${id}.eml`), join(this.areaDir(from), `${id}.eml`));
+    }
+    await this.syncs[from].sync();
+    await this.syncs[to].sync();
   }
 
   /**
@@ -153,7 +176,7 @@ export class QueueStore {
   }
 
   path(id: string, kind: 'eml' | 'json', area: QueueArea): string {
-    if (!/^[A-Z0-9]{6,32}$/.test(id)) throw new Error(`not a queue id: ${JSON.stringify(id)}`);
+    if (!isQueueId(id)) throw new Error(`not a queue id: ${JSON.stringify(id)}`);
     return join(this.areaDir(area), `${id}.${kind}`);
   }
 }
@@ -168,6 +191,10 @@ function fileSink(fh: FileHandle): Writable {
       fh.writev(chunks.map((c) => c.chunk as Buffer)).then(() => done(), done);
     },
   });
+}
+
+export function isQueueId(id: string): boolean {
+  return /^[A-Z0-9]{6,32}$/.test(id);
 }
 
 async function writeDurably(path: string, write: (fh: FileHandle) => Promise<void>): Promise<void> {

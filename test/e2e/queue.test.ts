@@ -184,6 +184,29 @@ describe('delivery: queue', () => {
     await r.waitForLog((l) => l.msg === 'primary reachable again: back from the alternate');
   });
 
+  it('one stuck account does not hold up the others', async () => {
+    // support's server accepts TCP and never answers; sales goes through a working one
+    const sockets: Socket[] = [];
+    const silent = createServer((sock) => sockets.push(sock));
+    servers.push(silent);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const stuckPort = (silent.address() as { port: number }).port;
+    const u = await upstream();
+    const yaml = relayYaml(u.port, '', '', 'queue')
+      .replace('channels:', `  - name: stuck\n    host: 127.0.0.1\n    port: ${stuckPort}\n    security: none\n    address: stuck@acme.example\nchannels:`)
+      .replace('    display_name: Acme Support\n', '    display_name: Acme Support\n    server: stuck\n');
+    const r = await startRelay(yaml, { shutdownGraceMs: 200 });
+    relays.push(r);
+    for (let i = 0; i < 8; i++) expect((await send(r, { subject: `stuck-${i}` })).finalCode).toBe(250);
+    while (sockets.length < 5) await new Promise((resolve) => silent.once('connection', resolve));
+    expect((await send(r, { from: 'sales@acme.example', subject: 'not starved' })).finalCode).toBe(250);
+    const got = await u.nextMessage(5_000);
+    expect(headerValues(split(got.raw).head, 'Subject')).toEqual(['not starved']);
+    // the stuck account uses its pool size (5 connections), not more
+    expect(sockets.length).toBe(5);
+    for (const sock of sockets) sock.destroy();
+  });
+
   it('on stop: 421 to new sessions, running deliveries get the grace period, the rest stays queued', async () => {
     // an upstream that accepts TCP and never greets: the delivery hangs until we stop
     const sockets: Socket[] = [];

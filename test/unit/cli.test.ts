@@ -96,7 +96,9 @@ describe.concurrent('sendas check', () => {
     expect(r.code).toBe(0);
     const lines = r.stdout.split('\n');
     expect(lines[0]).toMatch(new RegExp(`^${GOOD.replace(/[.]/g, '\\.')}: OK \\(version [0-9a-f]{12}\\)$`));
-    expect(lines).toContain('listen 127.0.0.1:2525, relaying without login from 127.0.0.0/8, ::1, max message size 10MB, delivery passthrough');
+    expect(lines).toContain('listen 127.0.0.1:2525, relaying without login from 127.0.0.0/8, ::1, max message size 10MB, delivery queue');
+    // the queue directory is relative to the config file when not absolute
+    expect(lines).toContain(`queue ${dirname(GOOD)}/var/queue: retry after 1m, 5m, 15m, 30m, 1h, 2h, 4h (the last repeats), give up after 2d`);
     expect(lines).toContain('clients: crm (send as sales, billing), helpdesk (send as anyone)');
     expect(lines).toContain('policy: from rewrite, unknown sender reject');
     expect(serversSection(r.stdout)).toEqual([
@@ -163,7 +165,7 @@ describe.concurrent('sendas check', () => {
       `  ${BROKEN}:3:21 listen.max_message_size: "25XB" is not a size: write a number of bytes or a number with KB, MB or GB (e.g. 25MB)`,
       `  ${BROKEN}:5:3 servers: no server is the default: set \`default: true\` on exactly one server`,
       `  ${BROKEN}:5:5 servers[0]: auth is login but no password is set: add \`password:\` (a string, {env: NAME} or {file: PATH})`,
-      `  ${BROKEN}:7:5 servers[0].securty: unknown key "securty" (did you mean "security"?); known keys here: name, default, host, port, security, auth, username, password, address, tls`,
+      `  ${BROKEN}:7:5 servers[0].securty: unknown key "securty" (did you mean "security"?); known keys here: name, default, host, port, security, auth, username, password, address, tls, alternate, max_recipients, rate`,
       `  ${BROKEN}:9:5 servers[1]: needs \`address:\` (the mailbox messages are sent from) when it has no username`,
       `  ${BROKEN}:14:13 channels[0].server: unknown server "nowhere"; servers are: main, backup`,
       `  ${BROKEN}:16:11 agents[0].name: duplicate name "support" (already used by channels[0]; channels and agents share one set of names)`,

@@ -82,7 +82,13 @@ describe('a valid configuration', () => {
       version: expect.stringMatching(/^[0-9a-f]{12}$/),
       file,
       listen: { host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 26214400 },
-      delivery: 'passthrough',
+      delivery: 'queue',
+      queue: {
+        dir: join(tmp, 'example/var/queue'),
+        retryMs: [60_000, 300_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000],
+        maxAgeMs: 2 * 86_400_000,
+        notify: 'postmaster@acme.example',
+      },
       clients: [{ username: 'crm', password: 'secret(crm-env-pw, env CRM_RELAY_PASSWORD)', sendAs: ['support', 'sales'], path: 'clients[0]' }],
       servers: [
         {
@@ -96,6 +102,9 @@ describe('a valid configuration', () => {
           password: 'secret(main-env-pw, env MAIN_SMTP_PASSWORD)',
           address: 'relay@acme.example',
           tls: { ca: undefined, rejectUnauthorized: true },
+          alternate: { host: 'smtp2.acme.example', port: 587, cooldownMs: 60_000 },
+          maxRecipients: 100,
+          rate: { count: 30, windowMs: 60_000 },
           path: 'servers[0]',
         },
       ],
@@ -134,7 +143,8 @@ describe('a valid configuration', () => {
   it('fills in listen, delivery and policy defaults when the file only lists servers', () => {
     const s = parseConfig(ONE_SERVER, FILE, { env: {} });
     expect(s.listen).toEqual({ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 26214400 });
-    expect(s.delivery).toBe('passthrough');
+    expect(s.delivery).toBe('queue');
+    expect(s.queue).toEqual({ dir: join(dirname(FILE), 'var/queue'), retryMs: [60_000, 300_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000], maxAgeMs: 172_800_000, notify: undefined });
     expect(s.policy).toEqual({ from: 'rewrite', unknownSender: 'reject' });
     expect(s.clients).toEqual([]);
     expect(s.identities).toEqual([]);
@@ -482,7 +492,7 @@ channels:
         path: 'servers[0].flavour',
         line: 6,
         col: 5,
-        message: 'unknown key "flavour"; known keys here: name, default, host, port, security, auth, username, password, address, tls',
+        message: 'unknown key "flavour"; known keys here: name, default, host, port, security, auth, username, password, address, tls, alternate, max_recipients, rate',
       },
     ]);
   });

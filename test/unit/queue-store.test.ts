@@ -253,7 +253,7 @@ describe('QueueStore.init', () => {
   // handles the opposite case (.eml without .json), so the active entry survives the restart
   // with no message: every attempt fails to open ID.eml. moveToActive has the mirror window
   // (failed/ID.json without its .eml).
-  it.fails('BUG: a crash inside moveToFailed leaves an active entry without its message after init()', async () => {
+  it('init() finishes a moveToFailed that crashed before deleting the active metadata', async () => {
     const meta = await enqueue();
     await store.moveToFailed(meta);
     // the state between "rename .eml to failed/" + "rename .json into failed/" and "rm active/ID.json"
@@ -263,7 +263,7 @@ describe('QueueStore.init', () => {
     for (const m of active) expect(await exists(store.path(m.id, 'eml', 'active'))).toBe(true);
   });
 
-  it.fails('BUG: a crash between the two renames of moveToFailed strands the message: active/ID.json without .eml, failed/ID.eml without .json', async () => {
+  it('init() brings the message back when moveToFailed crashed between its two renames', async () => {
     const meta = await enqueue();
     // the .eml already renamed into failed/, the metadata not yet
     await rename(store.path(meta.id, 'eml', 'active'), store.path(meta.id, 'eml', 'failed'));
