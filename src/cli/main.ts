@@ -135,7 +135,9 @@ async function serve(file: string): Promise<number> {
   await relay.stop();
   logger.info('stopped');
   await new Promise<void>((resolve) => logger.flush(() => resolve()));
-  return 0;
+  // an upstream connection still hanging past the grace period must not keep the process alive:
+  // what it was sending is still in the queue and goes out after the next start
+  process.exit(0);
 }
 
 main(process.argv.slice(2)).then(

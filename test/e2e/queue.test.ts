@@ -19,8 +19,26 @@ describe('delivery: queue', () => {
   afterEach(async () => {
     for (const r of relays.splice(0)) await r.stop();
     for (const u of upstreams.splice(0)) await u.close();
-    for (const s of servers.splice(0)) await new Promise((resolve) => s.close(resolve));
+    for (const s of servers.splice(0)) {
+      const closed = new Promise((resolve) => s.close(resolve));
+      for (const sock of openSockets.get(s) ?? []) sock.destroy();
+      await closed;
+    }
   });
+  /** Sockets of the silent servers, destroyed at the end so close() can finish. */
+  const openSockets = new Map<Server, Set<Socket>>();
+  const silentServer = async (onSocket: (s: Socket) => void = () => undefined) => {
+    const set = new Set<Socket>();
+    const server = createServer((sock) => {
+      set.add(sock);
+      sock.on('close', () => set.delete(sock));
+      onSocket(sock);
+    });
+    openSockets.set(server, set);
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return { server, port: (server.address() as { port: number }).port };
+  };
 
   const upstream = async (opts: TestUpstreamOptions = {}) => {
     const u = await startTestUpstream({ accounts: ACCOUNTS, requireSenderMatchesLogin: true, ...opts });
@@ -187,10 +205,7 @@ describe('delivery: queue', () => {
   it('one stuck account does not hold up the others', async () => {
     // support's server accepts TCP and never answers; sales goes through a working one
     const sockets: Socket[] = [];
-    const silent = createServer((sock) => sockets.push(sock));
-    servers.push(silent);
-    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-    const stuckPort = (silent.address() as { port: number }).port;
+    const { server: silent, port: stuckPort } = await silentServer((sock) => sockets.push(sock));
     const u = await upstream();
     const yaml = relayYaml(u.port, '', '', 'queue')
       .replace('channels:', `  - name: stuck\n    host: 127.0.0.1\n    port: ${stuckPort}\n    security: none\n    address: stuck@acme.example\nchannels:`)
@@ -204,16 +219,12 @@ describe('delivery: queue', () => {
     expect(headerValues(split(got.raw).head, 'Subject')).toEqual(['not starved']);
     // the stuck account uses its pool size (5 connections), not more
     expect(sockets.length).toBe(5);
-    for (const sock of sockets) sock.destroy();
   });
 
   it('on stop: 421 to new sessions, running deliveries get the grace period, the rest stays queued', async () => {
     // an upstream that accepts TCP and never greets: the delivery hangs until we stop
     const sockets: Socket[] = [];
-    const silent = createServer((s) => sockets.push(s));
-    servers.push(silent);
-    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-    const port = (silent.address() as { port: number }).port;
+    const { server: silent, port } = await silentServer((sock) => sockets.push(sock));
     const r = await startRelay(relayYaml(port, '', '', 'queue'), { shutdownGraceMs: 300 });
     expect((await send(r)).finalCode).toBe(250);
     await r.waitForLog((l) => l.msg === 'message queued');
@@ -224,7 +235,6 @@ describe('delivery: queue', () => {
     expect(late.finalCode).toBe(421);
     expect(late.finalReply).toMatch(/^421 4\.3\.2 sendas is shutting down/);
     await stopping;
-    for (const s of sockets) s.destroy();
     expect(await new QueueStore(`${r.dir}/var/queue`).list()).toHaveLength(1);
   });
 
