@@ -185,18 +185,23 @@ describe('delivery: queue', () => {
   it('fails over to the alternate while the primary is down, and goes back once it answers again', async () => {
     const primaryPort = await freePort();
     const alternate = await upstream();
-    const r = await relay(primaryPort, 'queue:\n  retry: [300ms]\n', `    alternate: {host: 127.0.0.1, port: ${alternate.port}, cooldown: 400ms}\n`);
+    // the cool-down must outlast sending message two even on a loaded CI machine
+    const cooldownMs = 3_000;
+    const r = await relay(primaryPort, 'queue:\n  retry: [300ms]\n', `    alternate: {host: 127.0.0.1, port: ${alternate.port}, cooldown: ${cooldownMs}ms}\n`);
     expect((await send(r, { subject: 'one' })).finalCode).toBe(250);
     const first = await alternate.nextMessage();
     expect(first.login).toBe('support@acme.example');
-    expect(await r.waitForLog((l) => l.msg === 'primary unreachable: using the alternate')).toMatchObject({ server: 'main', kind: 'network' });
+    const failedOver = await r.waitForLog((l) => l.msg === 'primary unreachable: using the alternate');
+    expect(failedOver).toMatchObject({ server: 'main', kind: 'network' });
+    const failedOverAt = typeof failedOver.time === 'number' ? failedOver.time : Date.parse(String(failedOver.time));
 
     const primary = await upstream({ port: primaryPort });
     // within the cool-down the alternate keeps the traffic
     expect((await send(r, { subject: 'two' })).finalCode).toBe(250);
     expect(headerValues(split((await alternate.nextMessage()).raw).head, 'Subject')).toEqual(['two']);
-    // the cool-down is the behaviour under test: let it pass, then the next message probes the primary
-    await new Promise((resolve) => setTimeout(resolve, 450));
+    expect(Date.now() - failedOverAt).toBeLessThan(cooldownMs);
+    // the cool-down is the behaviour under test: let the rest of it pass, then the next message probes the primary
+    await new Promise((resolve) => setTimeout(resolve, failedOverAt + cooldownMs + 50 - Date.now()));
     expect((await send(r, { subject: 'three' })).finalCode).toBe(250);
     expect(headerValues(split((await primary.nextMessage()).raw).head, 'Subject')).toEqual(['three']);
     await r.waitForLog((l) => l.msg === 'primary reachable again: back from the alternate');
