@@ -78,6 +78,20 @@ describe('delivery: queue', () => {
     expect(u.messages).toHaveLength(1);
   });
 
+  it('refuses a message over max_message_size with 552 and queues nothing of it', async () => {
+    const u = await upstream();
+    const r = await relay(u.port, '');
+    const big = message({ From: 'support@acme.example', Subject: 'big' }, `${'z'.repeat(998)}\r\n`.repeat(2_200));
+    const sent = await swaks({ server: '127.0.0.1', port: r.port, from: 'support@acme.example', to: 'c@example.net', data: big });
+    expect(sent.finalCode).toBe(552);
+    expect(sent.finalReply).toMatch(/^552 5\.3\.4 /);
+    await r.waitForLog((l) => l.result === 'refused');
+    expect(await queued(r)).toEqual([]);
+    expect((await send(r, { subject: 'small' })).finalCode).toBe(250);
+    expect(headerValues(split((await u.nextMessage()).raw).head, 'Subject')).toEqual(['small']);
+    expect(u.messages).toHaveLength(1);
+  });
+
   it('retries a 451 on the schedule and delivers once: 451, 451, then 250', async () => {
     let calls = 0;
     const seen: number[] = [];
