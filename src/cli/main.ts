@@ -4,9 +4,12 @@ import { ConfigError, loadConfigFile } from '../config/load.js';
 import type { ConfigSnapshot } from '../config/types.js';
 import { createLogger } from '../log.js';
 import { Relay } from '../relay.js';
+import { OpsServer } from '../ops/http.js';
+import { ConfigWatcher } from '../config/watch.js';
 import { explain } from './explain.js';
 import { checkReport } from './report.js';
 import { QUEUE_USAGE, queueCommand } from './queue.js';
+import { TEST_USAGE, testCommand } from './test-send.js';
 
 const USAGE = `usage: sendas <command> [options]
 
@@ -17,6 +20,7 @@ commands:
   explain  --config FILE --from ADDR [--envelope ADDR] [--login USER]
                                           show who would send a message, with which account and From; no network
 ${QUEUE_USAGE}
+${TEST_USAGE}
 
 --config defaults to $SENDAS_CONFIG.`;
 
@@ -37,6 +41,11 @@ async function main(argv: string[]): Promise<number> {
       login: { type: 'string' },
       failed: { type: 'boolean' },
       all: { type: 'boolean' },
+      // sendas test
+      server: { type: 'string' },
+      channel: { type: 'string' },
+      agent: { type: 'string' },
+      to: { type: 'string' },
     },
     strict: true,
     allowPositionals: command === 'queue',
@@ -78,6 +87,17 @@ async function main(argv: string[]): Promise<number> {
       if (!snapshot) return 1;
       return queueCommand(snapshot, { sub: positionals[0], id: positionals[1], failed: values.failed === true, all: values.all === true }, process.stdout);
     }
+    case 'test': {
+      const targets = (['server', 'channel', 'agent'] as const).filter((k) => values[k] !== undefined);
+      if (targets.length !== 1) {
+        process.stderr.write('sendas test: pass exactly one of --server NAME, --channel NAME, --agent NAME (and optionally --to ADDR)\n');
+        return 2;
+      }
+      const snapshot = load(file);
+      if (!snapshot) return 1;
+      const kind = targets[0]!;
+      return testCommand(snapshot, { kind, name: values[kind]! }, { to: values.to }, process.stdout, process.stderr);
+    }
     default:
       process.stderr.write(`sendas: unknown command "${command}"\n${USAGE}\n`);
       return 2;
@@ -97,41 +117,62 @@ function load(file: string): ConfigSnapshot | undefined {
 }
 
 async function serve(file: string): Promise<number> {
-  const logger = createLogger();
   let snapshot: ConfigSnapshot;
   try {
     snapshot = loadConfigFile(file);
   } catch (err) {
     if (err instanceof ConfigError) {
+      const logger = createLogger();
       logger.fatal({ issues: err.issues }, 'configuration is invalid; not starting');
       process.stderr.write(`${err.message}\n`);
-      logger.flush();
+      await new Promise<void>((resolve) => logger.flush(() => resolve()));
       return 1;
     }
     throw err;
   }
+  const logger = createLogger({ level: snapshot.log.level });
   const relay = new Relay({ snapshot, logger });
+  let ops: OpsServer | undefined;
   try {
     await relay.start();
+    if (snapshot.http) {
+      ops = new OpsServer({ ready: () => relay.ready(), status: () => relay.status(), registry: relay.metrics.registry, logger });
+      const at = await ops.listen(snapshot.http.host, snapshot.http.port);
+      logger.info({ host: at.address, port: at.port }, `monitoring on http://${at.address}:${at.port} (/healthz /readyz /metrics /status)`);
+    }
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
-      logger.fatal({ code: e.code, host: snapshot.listen.host, port: snapshot.listen.port }, `cannot listen on ${snapshot.listen.host}:${snapshot.listen.port}: ${e.message}`);
+      logger.fatal({ code: e.code }, `cannot listen: ${e.message}`);
     } else {
       logger.fatal({ code: e.code }, `cannot start: ${e.message}`);
     }
     process.stderr.write(`sendas: cannot start: ${e.message}\n`);
-    logger.flush();
-    return 1;
+    await new Promise<void>((resolve) => logger.flush(() => resolve()));
+    process.exit(1);
   }
+
+  // hot reload: file and secret changes (debounced) and SIGHUP
+  const watcher = new ConfigWatcher((reason) => {
+    relay.reloadFromFile(reason);
+    void watcher.watch(relay.currentSnapshot.file, relay.currentSnapshot.secretFiles);
+  });
+  await watcher.watch(snapshot.file, snapshot.secretFiles);
+  process.on('SIGHUP', () => {
+    relay.reloadFromFile('SIGHUP');
+    void watcher.watch(relay.currentSnapshot.file, relay.currentSnapshot.secretFiles);
+  });
+
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
-      logger.info({ signal }, 'stopping: no new connections; sessions in progress may finish');
+      logger.info({ signal }, 'stopping: new sessions get 421; running deliveries may finish');
       resolve();
     };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });
+  await watcher.close();
+  await ops?.close();
   await relay.stop();
   logger.info('stopped');
   await new Promise<void>((resolve) => logger.flush(() => resolve()));
