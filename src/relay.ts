@@ -3,7 +3,7 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import type { ConfigSnapshot } from './config/types.js';
 import { deliverNow, type DeliveryOutcome } from './delivery/send.js';
-import { QueueRunner, identityLabel } from './delivery/queue-runner.js';
+import { QueueRunner } from './delivery/queue-runner.js';
 import { createNoticeWriter } from './notify/notice-writer.js';
 import { QueueStore } from './queue/store.js';
 import type { QueueEntryMeta } from './queue/entry.js';
@@ -15,6 +15,12 @@ import { HeaderRewriteStream, HeaderTooLargeError } from './policy/header-stream
 import { processHeaders, type MessageDecision } from './policy/process.js';
 import { TransportPools } from './transport/pools.js';
 import { DEFAULT_TUNING } from './transport/options.js';
+import { ConfigError, loadConfigFile, type ConfigIssue } from './config/load.js';
+import { describeChange, diffSnapshots, isEmptyChange, type ConfigChange } from './config/diff.js';
+import { accountFor } from './identity/account.js';
+import { RelayMetrics } from './ops/metrics.js';
+import { relayStatus, type RelayStatus } from './ops/status.js';
+import { access, constants } from 'node:fs/promises';
 
 /** The largest header section accepted; the body is never held in memory, the header is. */
 const MAX_HEADER_BYTES = 1024 * 1024;
@@ -41,6 +47,9 @@ export class Relay {
   private readonly hostname: string;
   private readonly queue: { store: QueueStore; runner: QueueRunner; control: QueueControl } | undefined;
   private readonly graceMs: number;
+  readonly metrics: RelayMetrics;
+  private loadedAt = new Date();
+  private lastReloadError: { at: Date; issues: readonly ConfigIssue[] } | undefined;
 
   constructor(opts: RelayOptions) {
     this.snapshot = opts.snapshot;
@@ -48,12 +57,17 @@ export class Relay {
     this.hostname = opts.hostname ?? hostname();
     this.graceMs = opts.shutdownGraceMs ?? 5_000;
     this.pools = new TransportPools({ ...DEFAULT_TUNING, helo: this.hostname });
+    this.metrics = new RelayMetrics({
+      queueStats: () => this.queue?.runner.stats() ?? { depth: 0, oldestAgeSeconds: 0 },
+      upstreamConnections: () => this.pools.openConnections(),
+    });
+    this.metrics.setConfigVersion(this.snapshot.version);
     if (this.snapshot.delivery === 'queue') {
       const store = new QueueStore(this.snapshot.queue.dir);
       const getSnapshot = () => this.snapshot;
       let runner: QueueRunner | undefined;
       const writeNotice = createNoticeWriter({ store, getSnapshot, enqueue: (m) => runner?.enqueue(m), logger: this.logger, hostname: this.hostname });
-      runner = new QueueRunner({ store, getSnapshot, pools: this.pools, logger: this.logger, maxPerAccount: DEFAULT_TUNING.maxConnections, writeNotice });
+      runner = new QueueRunner({ store, getSnapshot, pools: this.pools, logger: this.logger, maxPerAccount: DEFAULT_TUNING.maxConnections, writeNotice, metrics: this.metrics });
       this.queue = { store, runner, control: new QueueControl(store, runner, this.logger) };
     }
     this.listener = new Listener({
@@ -79,6 +93,110 @@ export class Relay {
     this.logger.info({ host: address.address, port: address.port, config: this.snapshot.file, version: this.snapshot.version }, 'sendas listening');
     for (const w of this.snapshot.warnings) this.logger.warn({ path: w.path }, w.message);
     return address;
+  }
+
+  get currentSnapshot(): ConfigSnapshot {
+    return this.snapshot;
+  }
+
+  /**
+   * Re-reads the config file. Valid: the new snapshot replaces the old one at once (sessions in
+   * progress keep theirs; queued messages use it at their next attempt) and pools of accounts
+   * that changed or disappeared are closed. Invalid: the relay keeps serving with the last good
+   * config, and the errors are logged and shown in /status until a valid file arrives.
+   */
+  reloadFromFile(reason: string): ConfigChange | undefined {
+    let next: ConfigSnapshot;
+    try {
+      next = loadConfigFile(this.snapshot.file);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      const repeated = this.lastReloadError && JSON.stringify(this.lastReloadError.issues) === JSON.stringify(err.issues);
+      this.lastReloadError = { at: new Date(), issues: err.issues };
+      this.metrics.reloads.inc({ result: 'failed' });
+      if (!repeated) {
+        this.logger.error(
+          { reason, file: err.file, issues: err.issues, version: this.snapshot.version },
+          `configuration reload failed; still serving with version ${this.snapshot.version}: ${err.issues.length} problem${err.issues.length === 1 ? '' : 's'}`,
+        );
+      }
+      return undefined;
+    }
+    if (next.version === this.snapshot.version) {
+      // an editor touched the file, or a directory event: nothing to do, but an earlier error is over
+      if (this.lastReloadError) this.recovered(next, reason);
+      return undefined;
+    }
+    return this.apply(next, reason);
+  }
+
+  /** Swaps in a validated snapshot. */
+  apply(next: ConfigSnapshot, reason = 'api'): ConfigChange {
+    const change = diffSnapshots(this.snapshot, next);
+    this.snapshot = next;
+    this.loadedAt = new Date();
+    const hadError = this.lastReloadError !== undefined;
+    this.lastReloadError = undefined;
+    this.logger.level = next.log.level;
+    this.listener.applyLimits(next);
+    const closed = this.pools.retain(this.wantedPools(next));
+    this.metrics.reloads.inc({ result: 'ok' });
+    this.metrics.setConfigVersion(next.version);
+    const fields = { reason, version: next.version, change, closedPools: closed, ...(hadError ? { recovered: true } : {}) };
+    const text = `configuration reloaded (version ${next.version}): ${describeChange(change)}`;
+    if (change.needsRestart.length > 0) this.logger.warn(fields, `${text}. Restart sendas to apply ${change.needsRestart.join(', ')}`);
+    else this.logger.info(fields, isEmptyChange(change) ? `configuration reloaded (version ${next.version}): secrets or formatting only` : text);
+    for (const w of next.warnings) this.logger.warn({ path: w.path }, w.message);
+    return change;
+  }
+
+  private recovered(current: ConfigSnapshot, reason: string): void {
+    this.lastReloadError = undefined;
+    this.metrics.reloads.inc({ result: 'ok' });
+    this.logger.info({ reason, version: current.version, recovered: true }, `configuration is valid again (version ${current.version}, unchanged)`);
+  }
+
+  /** Every pool the new config can use, with its settings fingerprint: the rest are closed. */
+  private wantedPools(snapshot: ConfigSnapshot): Map<string, string> {
+    const wanted = new Map<string, string>();
+    const add = (identity: Parameters<typeof accountFor>[1]) => {
+      const account = accountFor(snapshot, identity);
+      if (isRelayError(account)) return;
+      const [key, fingerprint] = this.pools.identify(account);
+      wanted.set(key, fingerprint);
+      const alt = account.server.alternate;
+      if (alt) {
+        const [altKey, altFingerprint] = this.pools.identify(account, { host: alt.host, port: alt.port });
+        wanted.set(altKey, altFingerprint);
+      }
+    };
+    add(undefined);
+    for (const identity of snapshot.identities) add(identity);
+    return wanted;
+  }
+
+  /** /readyz: listener bound, config loaded, queue writable. */
+  async ready(): Promise<{ ready: boolean; problems: string[] }> {
+    const problems: string[] = [];
+    if (!this.listener.listening) problems.push('the SMTP listener is not bound');
+    if (this.queue) {
+      try {
+        await access(this.queue.store.areaDir('tmp'), constants.W_OK);
+      } catch {
+        problems.push(`the queue directory ${this.queue.store.dir} is not writable`);
+      }
+    }
+    return { ready: problems.length === 0, problems };
+  }
+
+  /** /status: what ops want to see at a glance. */
+  status(): RelayStatus {
+    return relayStatus({
+      snapshot: this.snapshot,
+      loadedAt: this.loadedAt,
+      lastReloadError: this.lastReloadError,
+      queue: this.queue?.runner.stats(),
+    });
   }
 
   /**
@@ -280,7 +398,15 @@ export class Relay {
     return `2.0.0 Relayed as ${account.address} through ${account.server.name} (id ${msg.id})`;
   }
 
+  /** The one place a message's outcome at SMTP time is recorded: log line and metrics together. */
   private logOutcome(result: 'relayed' | 'queued' | 'partial' | 'refused', fields: Record<string, unknown>): void {
+    const server = typeof fields.server === 'string' ? fields.server : 'none';
+    if (result === 'refused') {
+      this.metrics.refused.inc({ reason: String(fields.kind ?? 'internal'), server });
+    } else {
+      this.metrics.received.inc({ server });
+      if (result !== 'queued') this.metrics.relayed.inc({ server });
+    }
     const level = result === 'relayed' || result === 'queued' ? 'info' : 'warn';
     this.logger[level]({ result, ...fields }, `message ${result}`);
   }

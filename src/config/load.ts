@@ -28,12 +28,15 @@ export interface ConfigIssue {
 export class ConfigError extends Error {
   readonly issues: readonly ConfigIssue[];
   readonly file: string;
+  /** Secret files the file references, readable or not: a watcher keeps an eye on them. */
+  readonly secretFiles: readonly string[];
 
-  constructor(file: string, issues: ConfigIssue[]) {
+  constructor(file: string, issues: ConfigIssue[], secretFiles: readonly string[] = []) {
     super(formatIssues(file, issues));
     this.name = 'ConfigError';
     this.file = file;
     this.issues = issues;
+    this.secretFiles = secretFiles;
   }
 }
 
@@ -102,10 +105,10 @@ export function parseConfig(text: string, file: string, opts: LoadOptions = {}):
   const resolved = resolveAllSecrets(raw, secrets);
 
   if (issues.length > 0 || !parsed.success) {
-    throw new ConfigError(file, issues.length > 0 ? sortIssues(issues) : [{ path: '', line: undefined, col: undefined, message: 'invalid configuration' }]);
+    throw new ConfigError(file, issues.length > 0 ? sortIssues(issues) : [{ path: '', line: undefined, col: undefined, message: 'invalid configuration' }], secrets.files);
   }
   const rawQueueDir = isRecord(raw.queue) && typeof raw.queue.dir === 'string' ? raw.queue.dir : undefined;
-  return buildSnapshot(parsed.data, resolved, file, text, warnings, rawQueueDir, env);
+  return buildSnapshot(parsed.data, resolved, file, text, warnings, rawQueueDir, env, secrets.files);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -152,6 +155,10 @@ function knownKeysAt(path: Path): string[] {
       return KNOWN_KEYS.override;
     case 'policy':
       return KNOWN_KEYS.policy;
+    case 'log':
+      return KNOWN_KEYS.log;
+    case 'http':
+      return KNOWN_KEYS.http;
     default:
       return [];
   }
@@ -279,6 +286,8 @@ function effectiveAuth(server: Record<string, unknown>): AuthMethod {
 // secrets
 
 class SecretResolver {
+  readonly files: string[] = [];
+
   constructor(
     private readonly baseDir: string,
     private readonly env: NodeJS.ProcessEnv,
@@ -298,6 +307,7 @@ class SecretResolver {
     }
     if (typeof ref.file === 'string') {
       const file = resolve(this.baseDir, ref.file);
+      this.files.push(file);
       try {
         // one trailing newline is what `echo` and most editors add; anything else is the secret
         const value = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
@@ -354,6 +364,7 @@ function buildSnapshot(
   warnings: ConfigWarning[],
   rawQueueDir: string | undefined,
   env: NodeJS.ProcessEnv,
+  secretFiles: readonly string[],
 ): ConfigSnapshot {
   const servers: ServerConfig[] = data.servers.map((s, i) =>
     Object.freeze({
@@ -397,7 +408,7 @@ function buildSnapshot(
   );
 
   return Object.freeze({
-    version: createHash('sha256').update(text).digest('hex').slice(0, 12),
+    version: configVersion(text, secrets),
     file,
     listen: Object.freeze({
       host: data.listen.host,
@@ -418,13 +429,28 @@ function buildSnapshot(
     servers: Object.freeze(servers),
     identities: Object.freeze(identities),
     policy: Object.freeze({ from: data.policy.from, unknownSender: data.policy.unknown_sender }),
+    log: Object.freeze({ level: data.log.level }),
+    http: data.http === false ? false : Object.freeze({ host: data.http.host, port: data.http.port }),
     warnings: Object.freeze(warnings),
+    secretFiles: Object.freeze([...secretFiles]),
     defaultServer,
     serversByName: new Map(servers.map((s) => [s.name, s])),
     identitiesByAddress: new Map(identities.map((i) => [addressKey(i.address), i])),
     identitiesByName: new Map(identities.map((i) => [i.name, i])),
     clientsByUsername: new Map(clients.map((c) => [c.username, c])),
   });
+}
+
+/**
+ * A short hash that changes when the file or any secret it references changes (a password
+ * rotated in its file is a new config too). Secrets go in as their own digests, so the version
+ * can't be used to test a guessed password without also knowing the whole file.
+ */
+function configVersion(text: string, secrets: ResolvedSecrets): string {
+  const hash = createHash('sha256').update(text);
+  const all = [...secrets.clients, ...secrets.servers, ...secrets.serverCas, ...secrets.channels, ...secrets.agents];
+  for (const secret of all) hash.update('\0').update(secret ? createHash('sha256').update(secret.reveal()).digest() : '-');
+  return hash.digest('hex').slice(0, 12);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -147,6 +147,21 @@ const identity = z.strictObject({
   override: override.optional(),
 });
 
+const log = z.strictObject({
+  level: lowerEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const).default('info'),
+});
+
+const http = z.union(
+  [
+    z.literal(false),
+    z.strictObject({
+      host: z.string().min(1).default('127.0.0.1'),
+      port: port.default(9025),
+    }),
+  ],
+  { error: 'must be false, or a mapping with host and port' },
+);
+
 const policy = z.strictObject({
   from: lowerEnum(['rewrite', 'reject'] as const).default('rewrite'),
   unknown_sender: lowerEnum(['reject', 'default'] as const).default('reject'),
@@ -161,6 +176,8 @@ export const configSchema = z.strictObject({
   channels: orDefault(z.array(identity).default([])),
   agents: orDefault(z.array(identity).default([])),
   policy: orDefault(policy.default({ from: 'rewrite', unknown_sender: 'reject' })),
+  log: orDefault(log.default({ level: 'info' })),
+  http: orDefault(http.default({ host: '127.0.0.1', port: 9025 })),
 });
 
 export type RawConfig = z.infer<typeof configSchema>;
@@ -179,4 +196,6 @@ export const KNOWN_KEYS = {
   identity: Object.keys(identity.shape),
   override: ['username', 'password'],
   policy: Object.keys(policy.shape),
+  log: Object.keys(log.shape),
+  http: ['host', 'port'],
 };

@@ -115,7 +115,12 @@ export interface ConfigSnapshot {
   readonly servers: readonly ServerConfig[];
   readonly identities: readonly IdentityConfig[];
   readonly policy: PolicyConfig;
+  readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  /** The monitoring endpoints; false = off. */
+  readonly http: { readonly host: string; readonly port: number } | false;
   readonly warnings: readonly ConfigWarning[];
+  /** Absolute paths of the {file: …} secrets: watched for rotation. */
+  readonly secretFiles: readonly string[];
 
   readonly defaultServer: ServerConfig;
   readonly serversByName: ReadonlyMap<string, ServerConfig>;

@@ -11,6 +11,7 @@ import { FailoverState, isUnreachable, type Route } from './failover.js';
 import { RateWindow } from './rate-limit.js';
 import { verdictAfterAttempt } from './schedule.js';
 import { deliverNow, type DeliveryOutcome } from './send.js';
+import type { RelayMetrics } from '../ops/metrics.js';
 
 /** Builds the failure notice for an entry; returns undefined when none is due. */
 export type NoticeWriter = (meta: QueueEntryMeta, failed: RecipientState[], gaveUpAfter: string | undefined) => Promise<void>;
@@ -23,6 +24,7 @@ export interface QueueRunnerOptions {
   /** Concurrent upstream transactions per account: the pool size. */
   readonly maxPerAccount: number;
   readonly writeNotice: NoticeWriter;
+  readonly metrics?: RelayMetrics;
 }
 
 interface Tracked {
@@ -96,6 +98,20 @@ export class QueueRunner {
 
   get size(): number {
     return this.tracked.size;
+  }
+
+  /** Queue depth, oldest age and per-server counts, for /metrics and /status. */
+  stats(now = Date.now()): { depth: number; oldestAgeSeconds: number; byServer: Record<string, { queued: number; oldestAgeSeconds: number }> } {
+    let oldest = now;
+    const byServer: Record<string, { queued: number; oldestAgeSeconds: number }> = {};
+    for (const { meta } of this.tracked.values()) {
+      const received = Date.parse(meta.receivedAt);
+      oldest = Math.min(oldest, received);
+      const entry = (byServer[meta.serverName] ??= { queued: 0, oldestAgeSeconds: 0 });
+      entry.queued++;
+      entry.oldestAgeSeconds = Math.max(entry.oldestAgeSeconds, Math.round((now - received) / 1000));
+    }
+    return { depth: this.tracked.size, oldestAgeSeconds: Math.round((now - oldest) / 1000), byServer };
   }
 
   /** Stops starting attempts; waits up to `graceMs` for running ones. Unfinished entries stay queued on disk. */
@@ -215,6 +231,7 @@ export class QueueRunner {
       const temporary = new RelayError(account.kind, { code: 451, enhanced: account.status.enhanced.replace(/^5/, '4') }, account.message);
       for (const r of pendingRecipients(meta)) this.recordFailure(r, temporary, undefined, true);
       meta.lastError = stored(temporary);
+      this.opts.metrics?.failed.inc({ reason: temporary.kind, server: meta.serverName, outcome: 'deferred' });
       this.logAttempt(meta, undefined, undefined, 'deferred', started, { ...temporary.toLog() });
     } else {
       const pending = pendingRecipients(meta);
@@ -253,6 +270,7 @@ export class QueueRunner {
     if (isRelayError(outcome)) {
       for (const r of batch) this.recordFailure(r, outcome, route.host, outcome.temporary);
       meta.lastError = stored(outcome, route.host);
+      this.opts.metrics?.failed.inc({ reason: outcome.kind, server: account.server.name, outcome: outcome.temporary ? 'deferred' : 'failed' });
       this.logAttempt(meta, account, route, outcome.temporary ? 'deferred' : 'failed', started, { recipients: batch.length, ...outcome.toLog() });
       return;
     }
@@ -270,6 +288,11 @@ export class QueueRunner {
     }
     const firstRefusal = outcome.refused[0]?.error;
     if (firstRefusal) meta.lastError = stored(firstRefusal, route.host);
+    this.opts.metrics?.relayed.inc({ server: account.server.name });
+    this.opts.metrics?.deliveryLatency.observe({ server: account.server.name }, (Date.now() - Date.parse(meta.receivedAt)) / 1000);
+    for (const x of outcome.refused) {
+      this.opts.metrics?.failed.inc({ reason: x.error.kind, server: account.server.name, outcome: x.error.temporary ? 'deferred' : 'failed' });
+    }
     this.logAttempt(meta, account, route, outcome.refused.length ? 'partial' : 'delivered', started, {
       recipients: batch.length,
       accepted: batch.length - outcome.refused.length,

@@ -64,7 +64,7 @@ export class Listener {
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: true,
       allowInsecureAuth: true,
-      disabledCommands: snapshot.clients.length > 0 ? ['STARTTLS'] : ['STARTTLS', 'AUTH'],
+      disabledCommands: ['STARTTLS'],
       hideENHANCEDSTATUSCODES: false,
       logger: false,
       // the DATA reply waits for the upstream; give slow upstreams time before the client gives up
@@ -75,7 +75,10 @@ export class Listener {
           cb(new RelayError('internal', { code: 421, enhanced: '4.3.2' }, 'sendas is shutting down; try again in a moment').toSmtpServerError());
           return;
         }
-        this.snapshots.set(session.id, opts.getSnapshot());
+        const current = opts.getSnapshot();
+        this.snapshots.set(session.id, current);
+        // AUTH is offered only while there are client logins; decided per session, so a reload that adds the first one applies at once
+        (session as SMTPServerSession & { disabledCommands?: string[] }).disabledCommands = current.clients.length > 0 ? ['STARTTLS'] : ['STARTTLS', 'AUTH'];
         cb();
       },
       onClose: (session) => {
@@ -98,6 +101,15 @@ export class Listener {
       });
     });
     return this.server.server.address() as AddressInfo;
+  }
+
+  /** A reloaded config: limits that smtp-server reads per message apply from the next one. */
+  applyLimits(snapshot: ConfigSnapshot): void {
+    (this.server.options as { size?: number }).size = snapshot.listen.maxMessageSize;
+  }
+
+  get listening(): boolean {
+    return this.server.server.listening;
   }
 
   /** New sessions get 421 from now on; sessions in progress carry on. */

@@ -36,6 +36,38 @@ export class TransportPools {
     return this.pools.size;
   }
 
+  /** Open upstream connections across all pools (for the metric; nodemailer keeps no public count). */
+  openConnections(): number {
+    let open = 0;
+    for (const { transporter } of this.pools.values()) {
+      const pool = (transporter as unknown as { transporter?: { _connections?: unknown[] } }).transporter;
+      open += pool?._connections?.length ?? 0;
+    }
+    return open;
+  }
+
+  /**
+   * After a reload: pools whose account disappeared or whose settings changed are closed
+   * (a message being sent finishes first); pools of unchanged accounts are kept.
+   */
+  retain(wanted: ReadonlyMap<string, string>): string[] {
+    const closed: string[] = [];
+    for (const [key, entry] of this.pools) {
+      if (wanted.get(key) !== entry.fingerprint) {
+        entry.transporter.close();
+        this.pools.delete(key);
+        closed.push(key);
+      }
+    }
+    return closed;
+  }
+
+  /** The pool key and settings fingerprint an account (on a route) would have. */
+  identify(account: Account, route?: { host: string; port: number }): [string, string] {
+    const key = route ? `${account.key}@${route.host}:${route.port}` : account.key;
+    return [key, JSON.stringify(poolOptions(account, this.tuning, route))];
+  }
+
   closeAll(): void {
     for (const { transporter } of this.pools.values()) transporter.close();
     this.pools.clear();

@@ -24,6 +24,7 @@ describe('sendas serve (real process)', () => {
     writeFileSync(
       join(dir, 'relay.yaml'),
       `delivery: passthrough
+http: false
 listen:
   host: 127.0.0.1
   port: 0

@@ -11,7 +11,8 @@ function config(dir: string, upstreamPort: number, retry = '200ms'): string {
   const file = join(dir, 'relay.yaml');
   writeFileSync(
     file,
-    `listen:
+    `http: false
+listen:
   port: 0
 queue:
   retry: [${retry}]

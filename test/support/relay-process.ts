@@ -11,6 +11,8 @@ export interface RelayProcess {
   /** Every stdout line so far (JSON log lines). */
   readonly lines: string[];
   readonly stderr: () => string;
+  /** Resolves with the first JSON log line after line index `after` that matches. */
+  waitForLog(match: (line: Record<string, unknown>) => boolean, opts?: { after?: number; timeoutMs?: number }): Promise<Record<string, unknown>>;
   /** Peak resident memory of the process so far, in bytes (Linux VmHWM). */
   peakRss(): number;
   /** Sends SIGTERM and resolves with the exit code. */
@@ -27,6 +29,14 @@ export async function startRelayProcess(configFile: string, env: NodeJS.ProcessE
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
+  const waiters: { match: (l: Record<string, unknown>) => boolean; after: number; resolve: (l: Record<string, unknown>) => void }[] = [];
+  const parse = (line: string): Record<string, unknown> | undefined => {
+    try {
+      return JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      return undefined;
+    }
+  };
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -35,6 +45,15 @@ export async function startRelayProcess(configFile: string, env: NodeJS.ProcessE
     const timer = setTimeout(() => reject(new Error(`relay did not start within ${timeoutMs} ms; stderr: ${stderr}`)), timeoutMs);
     createInterface({ input: child.stdout! }).on('line', (line) => {
       lines.push(line);
+      const parsed = parse(line);
+      if (parsed) {
+        for (const w of [...waiters]) {
+          if (lines.length - 1 >= w.after && w.match(parsed)) {
+            waiters.splice(waiters.indexOf(w), 1);
+            w.resolve(parsed);
+          }
+        }
+      }
       try {
         const entry = JSON.parse(line) as { msg?: string; port?: number };
         if (entry.msg === 'sendas listening' && entry.port) {
@@ -56,6 +75,16 @@ export async function startRelayProcess(configFile: string, env: NodeJS.ProcessE
     port,
     lines,
     stderr: () => stderr,
+    waitForLog: (match, { after = 0, timeoutMs = 10_000 } = {}) => {
+      for (const line of lines.slice(after)) {
+        const parsed = parse(line);
+        if (parsed && match(parsed)) return Promise.resolve(parsed);
+      }
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`expected log line did not appear within ${timeoutMs} ms`)), timeoutMs);
+        waiters.push({ match, after, resolve: (l) => (clearTimeout(timer), resolve(l)) });
+      });
+    },
     peakRss: () => {
       const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
       const kb = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];

@@ -1,0 +1,110 @@
+import type { Secret } from './secret.js';
+import type { ClientConfig, ConfigSnapshot, IdentityConfig, ServerConfig } from './types.js';
+
+export interface NamedChanges {
+  readonly added: string[];
+  readonly removed: string[];
+  readonly changed: string[];
+}
+
+export interface ConfigChange {
+  readonly servers: NamedChanges;
+  readonly channels: NamedChanges;
+  readonly agents: NamedChanges;
+  readonly clients: NamedChanges;
+  /** The default server moved: every identity without `server` moves with it. */
+  readonly defaultServer: { readonly from: string; readonly to: string } | undefined;
+  /** Other keys that changed and apply at once (policy, listen.allow, queue.retry, log.level …). */
+  readonly settings: string[];
+  /** Keys that changed but only take effect after a restart. */
+  readonly needsRestart: string[];
+}
+
+/** What changed between two snapshots, in the domain's words. Pure. */
+export function diffSnapshots(before: ConfigSnapshot, after: ConfigSnapshot): ConfigChange {
+  const settings: string[] = [];
+  const needsRestart: string[] = [];
+  const differ = (a: unknown, b: unknown) => JSON.stringify(a) !== JSON.stringify(b);
+
+  if (before.listen.host !== after.listen.host) needsRestart.push('listen.host');
+  if (before.listen.port !== after.listen.port) needsRestart.push('listen.port');
+  if (differ(before.listen.allow, after.listen.allow)) settings.push('listen.allow');
+  if (before.listen.maxMessageSize !== after.listen.maxMessageSize) settings.push('listen.max_message_size');
+  if (before.delivery !== after.delivery) needsRestart.push('delivery');
+  if (before.queue.dir !== after.queue.dir) needsRestart.push('queue.dir');
+  if (differ(before.queue.retryMs, after.queue.retryMs)) settings.push('queue.retry');
+  if (before.queue.maxAgeMs !== after.queue.maxAgeMs) settings.push('queue.max_age');
+  if (before.queue.notify !== after.queue.notify) settings.push('queue.notify');
+  if (differ(before.policy, after.policy)) settings.push('policy');
+  if (before.log.level !== after.log.level) settings.push('log.level');
+  if (differ(before.http, after.http)) needsRestart.push('http');
+
+  const identities = (s: ConfigSnapshot, kind: IdentityConfig['kind']) => s.identities.filter((i) => i.kind === kind);
+  return {
+    servers: compare(before.servers, after.servers, (s) => s.name, serverFingerprint, (a, b) => sameSecret(a.password, b.password)),
+    channels: compare(identities(before, 'channel'), identities(after, 'channel'), (i) => i.name, identityFingerprint, sameOverridePassword),
+    agents: compare(identities(before, 'agent'), identities(after, 'agent'), (i) => i.name, identityFingerprint, sameOverridePassword),
+    clients: compare(before.clients, after.clients, (c) => c.username, clientFingerprint, (a, b) => a.password.equals(b.password)),
+    defaultServer: before.defaultServer.name !== after.defaultServer.name ? { from: before.defaultServer.name, to: after.defaultServer.name } : undefined,
+    settings,
+    needsRestart,
+  };
+}
+
+export function isEmptyChange(c: ConfigChange): boolean {
+  const none = (n: NamedChanges) => n.added.length + n.removed.length + n.changed.length === 0;
+  return none(c.servers) && none(c.channels) && none(c.agents) && none(c.clients) && !c.defaultServer && c.settings.length === 0 && c.needsRestart.length === 0;
+}
+
+/** "servers: +backup ~main; agents: +carol -bob; default server: main → backup" */
+export function describeChange(c: ConfigChange): string {
+  const parts: string[] = [];
+  const named = (label: string, n: NamedChanges) => {
+    const items = [...n.added.map((x) => `+${x}`), ...n.removed.map((x) => `-${x}`), ...n.changed.map((x) => `~${x}`)];
+    if (items.length) parts.push(`${label}: ${items.join(' ')}`);
+  };
+  named('servers', c.servers);
+  named('channels', c.channels);
+  named('agents', c.agents);
+  named('clients', c.clients);
+  if (c.defaultServer) parts.push(`default server: ${c.defaultServer.from} → ${c.defaultServer.to}`);
+  if (c.settings.length) parts.push(`settings: ${c.settings.join(', ')}`);
+  if (c.needsRestart.length) parts.push(`needs a restart: ${c.needsRestart.join(', ')}`);
+  return parts.join('; ') || 'no change';
+}
+
+function compare<T>(before: readonly T[], after: readonly T[], key: (x: T) => string, fingerprint: (x: T) => string, sameSecrets: (a: T, b: T) => boolean): NamedChanges {
+  const was = new Map(before.map((x) => [key(x), x]));
+  const now = new Map(after.map((x) => [key(x), x]));
+  return {
+    added: [...now.keys()].filter((k) => !was.has(k)),
+    removed: [...was.keys()].filter((k) => !now.has(k)),
+    changed: [...now.keys()].filter((k) => {
+      const a = was.get(k);
+      const b = now.get(k)!;
+      return a !== undefined && (fingerprint(a) !== fingerprint(b) || !sameSecrets(a, b));
+    }),
+  };
+}
+
+function serverFingerprint(s: ServerConfig): string {
+  // path is where it sits in the file, not what it is; the password is compared separately
+  const { path: _path, password: _password, ...rest } = s;
+  return JSON.stringify(rest);
+}
+
+function identityFingerprint(i: IdentityConfig): string {
+  return JSON.stringify([i.address, i.displayName, i.serverName, i.override?.username, i.override !== undefined]);
+}
+
+function clientFingerprint(c: ClientConfig): string {
+  return JSON.stringify([c.sendAs]);
+}
+
+function sameOverridePassword(a: IdentityConfig, b: IdentityConfig): boolean {
+  return sameSecret(a.override?.password, b.override?.password);
+}
+
+function sameSecret(a: Secret | undefined, b: Secret | undefined): boolean {
+  return a === undefined ? b === undefined : a.equals(b);
+}

@@ -1,0 +1,86 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * The relay's Prometheus metrics. Reasons are the same error kinds as in the SMTP reply and the
+ * log line. One registry per relay, so several relays in one process (tests) don't collide.
+ */
+export class RelayMetrics {
+  readonly registry = new Registry();
+
+  readonly received = new Counter({
+    name: 'sendas_messages_received_total',
+    help: 'Messages accepted from clients (queued, or relayed in passthrough), by server',
+    labelNames: ['server'] as const,
+    registers: [this.registry],
+  });
+  readonly relayed = new Counter({
+    name: 'sendas_messages_relayed_total',
+    help: 'Upstream transactions that delivered a message (to at least one recipient), by server',
+    labelNames: ['server'] as const,
+    registers: [this.registry],
+  });
+  readonly refused = new Counter({
+    name: 'sendas_messages_refused_total',
+    help: 'Messages refused to the client at SMTP time, by reason and server',
+    labelNames: ['reason', 'server'] as const,
+    registers: [this.registry],
+  });
+  readonly failed = new Counter({
+    name: 'sendas_messages_failed_total',
+    help: 'Failed delivery attempts by reason, server and outcome (deferred: will be retried; failed: for good)',
+    labelNames: ['reason', 'server', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly deliveryLatency = new Histogram({
+    name: 'sendas_delivery_latency_seconds',
+    help: 'Time from acceptance to delivery upstream, by server',
+    labelNames: ['server'] as const,
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400],
+    registers: [this.registry],
+  });
+  readonly reloads = new Counter({
+    name: 'sendas_config_reloads_total',
+    help: 'Configuration reloads, by result (ok, failed)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly configInfo = new Gauge({
+    name: 'sendas_config_info',
+    help: 'The loaded configuration version (1 for the current one)',
+    labelNames: ['version'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(sources: { queueStats: () => { depth: number; oldestAgeSeconds: number }; upstreamConnections: () => number }) {
+    new Gauge({
+      name: 'sendas_queue_depth',
+      help: 'Messages waiting in the queue',
+      registers: [this.registry],
+      collect() {
+        this.set(sources.queueStats().depth);
+      },
+    });
+    new Gauge({
+      name: 'sendas_queue_oldest_age_seconds',
+      help: 'Age of the oldest message in the queue (0 when empty)',
+      registers: [this.registry],
+      collect() {
+        this.set(sources.queueStats().oldestAgeSeconds);
+      },
+    });
+    new Gauge({
+      name: 'sendas_upstream_connections_open',
+      help: 'Open connections to upstream servers, all pools',
+      registers: [this.registry],
+      collect() {
+        this.set(sources.upstreamConnections());
+      },
+    });
+    collectDefaultMetrics({ register: this.registry, prefix: 'sendas_' });
+  }
+
+  setConfigVersion(version: string): void {
+    this.configInfo.reset();
+    this.configInfo.set({ version }, 1);
+  }
+}
