@@ -35,6 +35,10 @@ RUN groupadd --system sendas \
 VOLUME ["/var/lib/sendas/queue"]
 USER sendas
 EXPOSE 2525
+# /healthz on the monitoring port (http: in the config; keep it at its default 127.0.0.1:9025 in the
+# container, or override this HEALTHCHECK). The image has no curl: Node's fetch does the request.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:9025/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # sendas handles SIGTERM itself (stops accepting, lets sessions in progress finish)
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["node", "/app/dist/cli/main.js"]

@@ -130,7 +130,10 @@ describe('a valid configuration', () => {
         },
       ],
       policy: { from: 'rewrite', unknownSender: 'reject' },
+      log: { level: 'info' },
+      http: { host: '127.0.0.1', port: 9025 },
       warnings: [],
+      secretFiles: [secretFile],
       defaultServer: expect.objectContaining({ name: 'main', isDefault: true }),
     });
     expect(snapshot.defaultServer).toBe(snapshot.servers[0]);
