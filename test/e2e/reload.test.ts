@@ -192,6 +192,18 @@ agents:
     expect(line.msg).toMatch(/settings: queue\.retry/);
   });
 
+  it('keeps the connection pool of an account the reload did not change', async () => {
+    expect((await send('sales@acme.example', 'pool one')).finalCode).toBe(250);
+    expect(subjectOf((await a.nextMessage(3_000)).raw)).toBe('pool one');
+    const connections = a.connections;
+    const at = mark();
+    writeConfig(yaml((y) => y.replace('retry: [200ms]', 'retry: [300ms]')));
+    await reloaded(at);
+    expect((await send('sales@acme.example', 'pool two')).finalCode).toBe(250);
+    expect(subjectOf((await a.nextMessage(3_000)).raw)).toBe('pool two');
+    expect(a.connections).toBe(connections);
+  });
+
   it('/status lists each server with the channels and agents that use it', async () => {
     const status = JSON.parse((await get('/status')).text) as { servers: { name: string; default: boolean; usedBy: { channels: string[]; agents: string[] } }[] };
     expect(status.servers.map((s) => [s.name, s.default, s.usedBy])).toEqual([
