@@ -6,12 +6,12 @@
 import { hostname } from 'node:os';
 import nodemailer from 'nodemailer';
 import type SMTPTransport from 'nodemailer/lib/smtp-transport';
-import type { ConfigSnapshot, IdentityConfig, IdentityKind, ServerConfig } from '../config/types.js';
+import type { ConfigSnapshot, IdentityConfig, IdentityKind } from '../config/types.js';
 import { upstreamContext } from '../delivery/send.js';
 import { classifyUpstreamError } from '../errors/classify.js';
 import { RelayError, oneLine } from '../errors/relay-error.js';
-import { accountFor, type Account } from '../identity/account.js';
-import { isPlainAddress, wireAddress } from '../mail/address.js';
+import { accountFor, serverAccount, type Account } from '../identity/account.js';
+import { isPlainAddress } from '../mail/address.js';
 import { formatMailbox, type Mailbox } from '../mail/mailbox.js';
 import { poolOptions, type TransportTuning } from '../transport/options.js';
 
@@ -38,22 +38,6 @@ const TEST_TUNING: Omit<TransportTuning, 'helo'> = {
 
 const TEST_DISPLAY_NAME = 'sendas test';
 
-/**
- * A named server's own account: the same Account accountFor(snapshot, undefined) builds for the
- * default server (identities without override send with it), for any server.
- */
-export function serverAccount(server: ServerConfig): Account {
-  return {
-    server,
-    via: 'server',
-    username: server.username,
-    password: server.password,
-    address: wireAddress(server.address),
-    key: `${server.name}/${server.username ?? server.address}`,
-    passwordPath: `${server.path}.password`,
-  };
-}
-
 export type TestResolution =
   | { readonly ok: true; readonly account: Account; readonly identity: IdentityConfig | undefined }
   /** The target names nothing in the config: a usage error (exit 2). */
@@ -69,7 +53,7 @@ export function resolveTestAccount(snapshot: ConfigSnapshot, target: TestTarget)
       return { ok: false, usage: `unknown server "${target.name}"; servers are: ${snapshot.servers.map((s) => s.name).join(', ')}` };
     }
     // the default server's account is exactly what accountFor builds for "no identity"
-    const account = server === snapshot.defaultServer ? accountFor(snapshot, undefined) : serverAccount(server);
+    const account = serverAccount(server);
     if (account instanceof RelayError) return { ok: false, refusal: account };
     return { ok: true, account, identity: undefined };
   }

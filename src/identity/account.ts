@@ -44,6 +44,11 @@ export function accountFor(snapshot: ConfigSnapshot, identity: IdentityConfig | 
       passwordPath: `${identity.path}.override.password`,
     };
   }
+  return serverAccount(server);
+}
+
+/** A server's own account (the "server configuration" identities use when they don't override). */
+export function serverAccount(server: ServerConfig): Account {
   return {
     server,
     via: 'server',
