@@ -19,6 +19,7 @@ import { ConfigError, loadConfigFile, type ConfigIssue } from './config/load.js'
 import { describeChange, diffSnapshots, isEmptyChange, type ConfigChange } from './config/diff.js';
 import { accountFor } from './identity/account.js';
 import { RelayMetrics } from './ops/metrics.js';
+import { TokenProvider } from './oauth/tokens.js';
 import { relayStatus, type RelayStatus } from './ops/status.js';
 import { access, constants } from 'node:fs/promises';
 
@@ -48,6 +49,7 @@ export class Relay {
   private readonly queue: { store: QueueStore; runner: QueueRunner; control: QueueControl } | undefined;
   private readonly graceMs: number;
   readonly metrics: RelayMetrics;
+  private readonly tokens: TokenProvider;
   private loadedAt = new Date();
   private lastReloadError: { at: Date; issues: readonly ConfigIssue[] } | undefined;
 
@@ -56,7 +58,8 @@ export class Relay {
     this.logger = opts.logger;
     this.hostname = opts.hostname ?? hostname();
     this.graceMs = opts.shutdownGraceMs ?? 5_000;
-    this.pools = new TransportPools({ ...DEFAULT_TUNING, helo: this.hostname });
+    this.tokens = new TokenProvider({ stateDir: () => this.snapshot.stateDir, logger: this.logger, loginHint: `sendas oauth login --config ${this.snapshot.file}` });
+    this.pools = new TransportPools({ ...DEFAULT_TUNING, helo: this.hostname }, this.tokens);
     this.metrics = new RelayMetrics({
       queueStats: () => this.queue?.runner.stats() ?? { depth: 0, oldestAgeSeconds: 0 },
       upstreamConnections: () => this.pools.openConnections(),

@@ -5,6 +5,7 @@ import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml
 import type { z } from 'zod';
 import { addressKey } from '../mail/address.js';
 import { configSchema, KNOWN_KEYS, type RawConfig, type SecretRef } from './schema.js';
+import { withPreset } from './presets.js';
 import { Secret } from './secret.js';
 import type {
   AuthMethod,
@@ -92,6 +93,8 @@ export function parseConfig(text: string, file: string, opts: LoadOptions = {}):
     throw new ConfigError(file, [{ path: '', line: 1, col: 1, message: 'the file must be a YAML mapping with at least a `servers:` list' }]);
   }
 
+  // a preset fills in what the YAML leaves out; explicit keys win (config/presets.ts)
+  if (Array.isArray(raw.servers)) raw.servers = raw.servers.map((srv: unknown) => (isRecord(srv) ? withPreset(srv) : srv));
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) reportSchemaIssue(issue, raw, at);
@@ -108,7 +111,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions = {}):
     throw new ConfigError(file, issues.length > 0 ? sortIssues(issues) : [{ path: '', line: undefined, col: undefined, message: 'invalid configuration' }], secrets.files);
   }
   const rawQueueDir = isRecord(raw.queue) && typeof raw.queue.dir === 'string' ? raw.queue.dir : undefined;
-  return buildSnapshot(parsed.data, resolved, file, text, warnings, rawQueueDir, env, secrets.files);
+  return buildSnapshot(parsed.data, resolved, file, text, warnings, rawQueueDir, env, secrets.files, raw);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -133,7 +136,10 @@ function reportSchemaIssue(issue: z.core.$ZodIssue, raw: Record<string, unknown>
 
 function knownKeysAt(path: Path): string[] {
   const last = [...path].reverse().find((p): p is string => typeof p === 'string');
+  if (last === 'oauth' && path.includes('override')) return ['refresh_token'];
   switch (last) {
+    case 'oauth':
+      return KNOWN_KEYS.oauth;
     case undefined:
       return KNOWN_KEYS.root;
     case 'listen':
@@ -202,11 +208,30 @@ function checkRelations(raw: Record<string, unknown>, at: (p: Path, m: string, o
   servers.forEach((s, i) => {
     if (!isRecord(s)) return;
     const auth = effectiveAuth(s);
-    if (auth !== 'none' && s.username === undefined) {
+    const type = typeof s.type === 'string' ? s.type.toLowerCase() : 'smtp';
+    const security = typeof s.security === 'string' ? s.security.toLowerCase() : 'starttls';
+    const oauth = isRecord(s.oauth) ? s.oauth : undefined;
+    if (type === 'smtp' && s.host === undefined) at(['servers', i], 'needs `host:` (or a `preset:`)');
+    if (PASSWORD_AUTH.has(auth) && s.username === undefined) {
       at(['servers', i], `auth is ${auth} but no username is set: add \`username:\` or set \`auth: none\``);
     }
-    if (auth !== 'none' && s.password === undefined) {
+    if (PASSWORD_AUTH.has(auth) && s.password === undefined) {
       at(['servers', i], `auth is ${auth} but no password is set: add \`password:\` (a string, {env: NAME} or {file: PATH})`);
+    }
+    if ((auth === 'xoauth2' || type === 'graph') && !oauth) {
+      at(['servers', i], `${type === 'graph' ? 'type graph' : 'auth xoauth2'} needs \`oauth:\` (client_id, client_secret, grant; token_url or preset office365 with tenant)`);
+    }
+    if (oauth) {
+      const grant = typeof oauth.grant === 'string' ? oauth.grant.toLowerCase() : 'client_credentials';
+      if (oauth.token_url === undefined) {
+        at(['servers', i, 'oauth'], s.preset === 'office365' ? 'needs `tenant:` (e.g. contoso.onmicrosoft.com) or `token_url:`' : 'needs `token_url:` (or a `preset:`)');
+      }
+      if (grant === 'client_credentials' && oauth.client_secret === undefined) {
+        at(['servers', i, 'oauth'], 'grant client_credentials needs `client_secret:`');
+      }
+      if (type === 'graph' && grant !== 'client_credentials') {
+        at(['servers', i, 'oauth', 'grant'], 'type graph sends with the app token: use grant client_credentials');
+      }
     }
     if (s.username === undefined && s.address === undefined) {
       at(['servers', i], 'needs `address:` (the mailbox messages are sent from) when it has no username');
@@ -214,11 +239,17 @@ function checkRelations(raw: Record<string, unknown>, at: (p: Path, m: string, o
     if (s.address === undefined && typeof s.username === 'string' && !s.username.includes('@')) {
       at(['servers', i, 'username'], `"${s.username}" is not an email address, so set \`address:\` to the account's mailbox`);
     }
-    if (auth !== 'none' && s.security === 'none') {
-      warnings.push({
-        path: `servers[${i}]`,
-        message: `server "${String(s.name)}" sends its password in plain text (auth ${auth} with security: none); use starttls or tls unless the upstream is on this host`,
-      });
+    // a password or token in plain text: fine on this host, refused towards any other unless written explicitly
+    if (type === 'smtp' && auth !== 'none' && auth !== 'cram-md5' && security === 'none') {
+      const host = typeof s.host === 'string' ? s.host : '';
+      if (!isLoopbackHost(host) && s.allow_plaintext_auth !== true) {
+        at(['servers', i, 'security'], `auth ${auth} with security: none would send the ${auth === 'xoauth2' ? 'access token' : 'password'} in plain text to ${host}; use starttls or tls, or set \`allow_plaintext_auth: true\` on this server`);
+      } else {
+        warnings.push({
+          path: `servers[${i}]`,
+          message: `server "${String(s.name)}" sends its ${auth === 'xoauth2' ? 'access token' : 'password'} in plain text (auth ${auth} with security: none)${isLoopbackHost(host) ? ' to this host' : ', allowed by allow_plaintext_auth'}`,
+        });
+      }
     }
     if (isRecord(s.tls) && s.tls.reject_unauthorized === false) {
       warnings.push({ path: `servers[${i}].tls.reject_unauthorized`, message: `server "${String(s.name)}" accepts any TLS certificate: its password can be intercepted` });
@@ -247,10 +278,15 @@ function checkRelations(raw: Record<string, unknown>, at: (p: Path, m: string, o
         at([kind, i, 'server'], `unknown server "${item.server}"${hint ? ` (did you mean "${hint}"?)` : ''}; servers are: ${[...serverNames.keys()].join(', ') || '(none)'}`);
       }
       const override = item.override;
+      const serverName = typeof item.server === 'string' ? item.server : defaults[0]?.name ?? serverViews[0]?.name;
+      const server = servers.find((s) => isRecord(s) && s.name === serverName);
+      const overrideAuth = isRecord(override) && typeof override.auth === 'string' ? (override.auth.toLowerCase() as AuthMethod) : undefined;
+      if (overrideAuth === 'xoauth2' && !(isRecord(server) && isRecord(server.oauth))) {
+        at([kind, i, 'override', 'auth'], `auth xoauth2 needs \`oauth:\` on server "${String(serverName)}" (client_id, client_secret, token_url or preset)`);
+      }
       if (override !== undefined && (override === null || (isRecord(override) && override.password === undefined))) {
-        const serverName = typeof item.server === 'string' ? item.server : defaults[0]?.name ?? serverViews[0]?.name;
-        const server = servers.find((s) => isRecord(s) && s.name === serverName);
-        if (!isRecord(server) || effectiveAuth(server) !== 'none') {
+        const method = overrideAuth ?? (isRecord(server) ? effectiveAuth(server) : 'login');
+        if (PASSWORD_AUTH.has(method)) {
           warnings.push({
             path: `${here}.override`,
             message: `${kind === 'channels' ? 'channel' : 'agent'} "${String(item.name)}" overrides the server account but has no password: its messages are refused until \`${here}.override.password\` is set`,
@@ -278,8 +314,15 @@ function checkRelations(raw: Record<string, unknown>, at: (p: Path, m: string, o
 }
 
 function effectiveAuth(server: Record<string, unknown>): AuthMethod {
-  if (typeof server.auth === 'string') return server.auth as AuthMethod;
+  if (typeof server.auth === 'string') return server.auth.toLowerCase() as AuthMethod;
   return server.username !== undefined ? 'login' : 'none';
+}
+
+const PASSWORD_AUTH = new Set<AuthMethod>(['plain', 'login', 'cram-md5']);
+
+function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -331,6 +374,10 @@ interface ResolvedSecrets {
   serverCas: (Secret | undefined)[];
   channels: (Secret | undefined)[];
   agents: (Secret | undefined)[];
+  oauthClientSecrets: (Secret | undefined)[];
+  oauthRefreshTokens: (Secret | undefined)[];
+  channelRefreshTokens: (Secret | undefined)[];
+  agentRefreshTokens: (Secret | undefined)[];
 }
 
 function resolveAllSecrets(raw: Record<string, unknown>, secrets: SecretResolver): ResolvedSecrets {
@@ -348,7 +395,22 @@ function resolveAllSecrets(raw: Record<string, unknown>, secrets: SecretResolver
     agents: asArray(raw.agents).map((c, i) =>
       isRecord(c) && isRecord(c.override) && c.override.password !== undefined ? secrets.resolve(c.override.password, ['agents', i, 'override', 'password']) : undefined,
     ),
+    oauthClientSecrets: asArray(raw.servers).map((s, i) =>
+      isRecord(s) && isRecord(s.oauth) && s.oauth.client_secret !== undefined ? secrets.resolve(s.oauth.client_secret, ['servers', i, 'oauth', 'client_secret']) : undefined,
+    ),
+    oauthRefreshTokens: asArray(raw.servers).map((s, i) =>
+      isRecord(s) && isRecord(s.oauth) && s.oauth.refresh_token !== undefined ? secrets.resolve(s.oauth.refresh_token, ['servers', i, 'oauth', 'refresh_token']) : undefined,
+    ),
+    channelRefreshTokens: identityRefreshTokens(raw.channels, 'channels', secrets),
+    agentRefreshTokens: identityRefreshTokens(raw.agents, 'agents', secrets),
   };
+}
+
+function identityRefreshTokens(list: unknown, key: string, secrets: SecretResolver): (Secret | undefined)[] {
+  return asArray(list).map((c, i) => {
+    const oauth = isRecord(c) && isRecord(c.override) && isRecord(c.override.oauth) ? c.override.oauth : undefined;
+    return oauth && oauth.refresh_token !== undefined ? secrets.resolve(oauth.refresh_token, [key, i, 'override', 'oauth', 'refresh_token']) : undefined;
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -365,31 +427,54 @@ function buildSnapshot(
   rawQueueDir: string | undefined,
   env: NodeJS.ProcessEnv,
   secretFiles: readonly string[],
+  rawRoot: unknown,
 ): ConfigSnapshot {
-  const servers: ServerConfig[] = data.servers.map((s, i) =>
-    Object.freeze({
+  const servers: ServerConfig[] = data.servers.map((s, i) => {
+    const security = s.security ?? 'starttls';
+    return Object.freeze({
       name: s.name,
       // a lone server is the default without saying so; with several, exactly one says so
       isDefault: s.default || data.servers.length === 1,
-      host: s.host,
-      port: s.port ?? DEFAULT_PORT[s.security],
-      security: s.security,
+      type: s.type,
+      preset: s.preset,
+      host: s.host ?? '',
+      port: s.port ?? DEFAULT_PORT[security],
+      security,
       auth: s.auth ?? (s.username !== undefined ? 'login' : 'none'),
       username: s.username,
       password: secrets.servers[i],
       address: s.address ?? s.username ?? '',
-      tls: Object.freeze({ ca: secrets.serverCas[i]?.reveal(), rejectUnauthorized: s.tls?.reject_unauthorized ?? true }),
+      tls: Object.freeze({
+        ca: secrets.serverCas[i]?.reveal(),
+        servername: s.tls?.servername,
+        minVersion: s.tls?.min_version,
+        rejectUnauthorized: s.tls?.reject_unauthorized ?? true,
+      }),
+      oauth: s.oauth
+        ? Object.freeze({
+            tenant: s.oauth.tenant,
+            clientId: s.oauth.client_id,
+            clientSecret: secrets.oauthClientSecrets[i],
+            grant: s.oauth.grant ?? 'client_credentials',
+            tokenUrl: s.oauth.token_url ?? '',
+            scope: s.oauth.scope,
+            refreshToken: secrets.oauthRefreshTokens[i],
+          })
+        : undefined,
+      allowPlaintextAuth: s.allow_plaintext_auth,
+      proxy: s.proxy,
+      graphUrl: s.graph_url ?? 'https://graph.microsoft.com',
       alternate: s.alternate
-        ? Object.freeze({ host: s.alternate.host, port: s.alternate.port ?? s.port ?? DEFAULT_PORT[s.security], cooldownMs: s.alternate.cooldown })
+        ? Object.freeze({ host: s.alternate.host, port: s.alternate.port ?? s.port ?? DEFAULT_PORT[security], cooldownMs: s.alternate.cooldown })
         : undefined,
       maxRecipients: s.max_recipients,
       rate: s.rate ? Object.freeze({ ...s.rate }) : undefined,
       path: `servers[${i}]`,
-    }),
-  );
+    });
+  });
   const defaultServer = servers.find((s) => s.isDefault)!;
 
-  const identity = (kind: IdentityKind, list: RawConfig['channels'], passwords: (Secret | undefined)[], key: string) =>
+  const identity = (kind: IdentityKind, list: RawConfig['channels'], passwords: (Secret | undefined)[], refreshTokens: (Secret | undefined)[], key: string) =>
     list.map((c, i): IdentityConfig =>
       Object.freeze({
         kind,
@@ -397,11 +482,17 @@ function buildSnapshot(
         address: c.address,
         displayName: c.display_name,
         serverName: c.server,
-        override: c.override === undefined ? undefined : Object.freeze({ username: c.override.username ?? c.address, password: passwords[i] }),
+        override:
+          c.override === undefined
+            ? undefined
+            : Object.freeze({ username: c.override.username ?? c.address, password: passwords[i], auth: c.override.auth, refreshToken: refreshTokens[i] }),
         path: `${key}[${i}]`,
       }),
     );
-  const identities = [...identity('channel', data.channels, secrets.channels, 'channels'), ...identity('agent', data.agents, secrets.agents, 'agents')];
+  const identities = [
+    ...identity('channel', data.channels, secrets.channels, secrets.channelRefreshTokens, 'channels'),
+    ...identity('agent', data.agents, secrets.agents, secrets.agentRefreshTokens, 'agents'),
+  ];
 
   const clients: ClientConfig[] = data.clients.map((c, i) =>
     Object.freeze({ username: c.username, password: secrets.clients[i]!, sendAs: c.send_as ? Object.freeze([...c.send_as]) : undefined, path: `clients[${i}]` }),
@@ -425,6 +516,7 @@ function buildSnapshot(
       maxAgeMs: data.queue.max_age,
       notify: data.queue.notify,
     }),
+    stateDir: resolve(dirname(file), (isRecord(rawRoot) && typeof rawRoot.state_dir === 'string' ? rawRoot.state_dir : undefined) ?? env.SENDAS_STATE_DIR ?? data.state_dir),
     clients: Object.freeze(clients),
     servers: Object.freeze(servers),
     identities: Object.freeze(identities),
@@ -448,7 +540,17 @@ function buildSnapshot(
  */
 function configVersion(text: string, secrets: ResolvedSecrets): string {
   const hash = createHash('sha256').update(text);
-  const all = [...secrets.clients, ...secrets.servers, ...secrets.serverCas, ...secrets.channels, ...secrets.agents];
+  const all = [
+    ...secrets.clients,
+    ...secrets.servers,
+    ...secrets.serverCas,
+    ...secrets.channels,
+    ...secrets.agents,
+    ...secrets.oauthClientSecrets,
+    ...secrets.oauthRefreshTokens,
+    ...secrets.channelRefreshTokens,
+    ...secrets.agentRefreshTokens,
+  ];
   for (const secret of all) hash.update('\0').update(secret ? createHash('sha256').update(secret.reveal()).digest() : '-');
   return hash.digest('hex').slice(0, 12);
 }

@@ -94,22 +94,45 @@ const client = z.strictObject({
   send_as: z.array(name).min(1, { error: 'is empty: list the channels/agents this login may send as, or remove send_as to allow all' }).optional(),
 });
 
+const authMethod = lowerEnum(['none', 'plain', 'login', 'cram-md5', 'xoauth2'] as const);
+
+const oauth = z.strictObject({
+  tenant: z.string().min(1).optional(),
+  client_id: z.string().min(1, { error: 'must not be empty' }),
+  client_secret: secretRef.optional(),
+  grant: lowerEnum(['client_credentials', 'refresh_token'] as const).optional(),
+  token_url: z.string().regex(/^https?:\/\/\S+$/, { error: 'must be an http(s) URL' }).optional(),
+  scope: z.string().min(1).optional(),
+  refresh_token: secretRef.optional(),
+});
+
 const server = z.strictObject({
   name,
   default: z.boolean().default(false),
-  host: z.string().min(1, { error: 'must not be empty' }),
+  type: lowerEnum(['smtp', 'graph'] as const).default('smtp'),
+  preset: lowerEnum(['office365', 'gmail'] as const).optional(),
+  host: z.string().min(1, { error: 'must not be empty' }).optional(),
   port: port.optional(),
-  security: lowerEnum(['none', 'starttls', 'tls'] as const).default('starttls'),
-  auth: lowerEnum(['none', 'plain', 'login', 'cram-md5'] as const).optional(),
+  security: lowerEnum(['none', 'starttls', 'tls'] as const).optional(),
+  auth: authMethod.optional(),
   username: z.string().min(1).optional(),
   password: secretRef.optional(),
   address: address.optional(),
+  oauth: oauth.optional(),
   tls: z
     .strictObject({
       ca: secretRef.optional(),
+      servername: z.string().min(1).optional(),
+      min_version: z.enum(['TLSv1.2', 'TLSv1.3'], { error: 'must be TLSv1.2 or TLSv1.3' }).optional(),
       reject_unauthorized: z.boolean().default(true),
     })
     .optional(),
+  allow_plaintext_auth: z.boolean().default(false),
+  proxy: z
+    .string()
+    .regex(/^(socks5?|socks4a?|socks5h|http):\/\/[^\s/]+(:\d+)?\/?$/i, { error: 'must be socks5://host:port or http://host:port' })
+    .optional(),
+  graph_url: z.string().regex(/^https?:\/\/\S+$/, { error: 'must be an http(s) URL' }).optional(),
   alternate: z
     .strictObject({
       host: z.string().min(1, { error: 'must not be empty' }),
@@ -134,6 +157,8 @@ const override = z
     z.strictObject({
       username: z.string().min(1).optional(),
       password: secretRef.optional(),
+      auth: authMethod.optional(),
+      oauth: z.strictObject({ refresh_token: secretRef.optional() }).optional(),
     }),
   ])
   // `override:` with nothing under it still means "use this identity's own account"
@@ -177,6 +202,7 @@ export const configSchema = z.strictObject({
   agents: orDefault(z.array(identity).default([])),
   policy: orDefault(policy.default({ from: 'rewrite', unknown_sender: 'reject' })),
   log: orDefault(log.default({ level: 'info' })),
+  state_dir: z.string().min(1).default('./var/state'),
   http: orDefault(http.default({ host: '127.0.0.1', port: 9025 })),
 });
 
@@ -190,11 +216,12 @@ export const KNOWN_KEYS = {
   listen: Object.keys(listen.shape),
   clients: Object.keys(client.shape),
   servers: Object.keys(server.shape),
-  tls: ['ca', 'reject_unauthorized'],
+  tls: ['ca', 'servername', 'min_version', 'reject_unauthorized'],
+  oauth: Object.keys(oauth.shape),
   alternate: ['host', 'port', 'cooldown'],
   queue: Object.keys(queue.shape),
   identity: Object.keys(identity.shape),
-  override: ['username', 'password'],
+  override: ['username', 'password', 'auth', 'oauth'],
   policy: Object.keys(policy.shape),
   log: Object.keys(log.shape),
   http: ['host', 'port'],

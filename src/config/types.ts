@@ -6,7 +6,18 @@ import type { Secret } from './secret.js';
  */
 
 export type Security = 'none' | 'starttls' | 'tls';
-export type AuthMethod = 'none' | 'plain' | 'login' | 'cram-md5';
+export type AuthMethod = 'none' | 'plain' | 'login' | 'cram-md5' | 'xoauth2';
+
+export interface OAuthConfig {
+  readonly tenant: string | undefined;
+  readonly clientId: string;
+  readonly clientSecret: Secret | undefined;
+  readonly grant: 'client_credentials' | 'refresh_token';
+  readonly tokenUrl: string;
+  readonly scope: string | undefined;
+  /** The server account's refresh token (refresh_token grant); identities may bring their own. */
+  readonly refreshToken: Secret | undefined;
+}
 export type IdentityKind = 'channel' | 'agent';
 
 export interface ListenConfig {
@@ -29,6 +40,9 @@ export interface ClientConfig {
 export interface ServerTlsConfig {
   /** Extra CA certificates (PEM) to trust for this server, on top of the system's. */
   readonly ca: string | undefined;
+  /** Name to verify the certificate against (SNI), when it differs from `host`. */
+  readonly servername: string | undefined;
+  readonly minVersion: 'TLSv1.2' | 'TLSv1.3' | undefined;
   readonly rejectUnauthorized: boolean;
 }
 
@@ -57,6 +71,9 @@ export interface QueueConfig {
 export interface ServerConfig {
   readonly name: string;
   readonly isDefault: boolean;
+  /** smtp: SMTP submission; graph: Microsoft Graph sendMail with an app token. */
+  readonly type: 'smtp' | 'graph';
+  readonly preset: 'office365' | 'gmail' | undefined;
   readonly host: string;
   readonly port: number;
   readonly security: Security;
@@ -66,6 +83,13 @@ export interface ServerConfig {
   /** The server account's mailbox: the From of identities that don't override. */
   readonly address: string;
   readonly tls: ServerTlsConfig;
+  readonly oauth: OAuthConfig | undefined;
+  /** Sending a password in plain text to a host that is not loopback was explicitly allowed. */
+  readonly allowPlaintextAuth: boolean;
+  /** socks5://host:port or http://host:port (CONNECT). */
+  readonly proxy: string | undefined;
+  /** Graph API base URL (type: graph). */
+  readonly graphUrl: string;
   /** Same accounts, another host: used while the primary can't be reached. */
   readonly alternate: AlternateConfig | undefined;
   /** Larger recipient lists go upstream in batches of this size. */
@@ -80,6 +104,10 @@ export interface OverrideConfig {
   readonly username: string;
   /** Absent: the identity is configured to use its own account but nobody set its password. */
   readonly password: Secret | undefined;
+  /** How this account signs in; default: its server's `auth`. */
+  readonly auth: AuthMethod | undefined;
+  /** The account's own (delegated) refresh token, for auth xoauth2 with grant refresh_token. */
+  readonly refreshToken: Secret | undefined;
 }
 
 export interface IdentityConfig {
@@ -119,6 +147,8 @@ export interface ConfigSnapshot {
   /** The monitoring endpoints; false = off. */
   readonly http: { readonly host: string; readonly port: number } | false;
   readonly warnings: readonly ConfigWarning[];
+  /** Where rotated OAuth refresh tokens are kept (mode 0600). */
+  readonly stateDir: string;
   /** Absolute paths of the {file: …} secrets: watched for rotation. */
   readonly secretFiles: readonly string[];
 

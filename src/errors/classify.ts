@@ -38,6 +38,8 @@ export function enhancedCodeOf(reply: string | undefined): string | undefined {
  * failures (smtp_sasl_auth_soft_bounce).
  */
 export function classifyUpstreamError(raw: unknown, ctx: UpstreamContext): RelayError {
+  // already classified where it happened (e.g. the OAuth token endpoint, passed through nodemailer)
+  if (raw instanceof RelayError) return raw;
   const err = (raw ?? {}) as UpstreamErrorLike;
   const where = `upstream ${ctx.serverName} (${ctx.host}:${ctx.port})`;
   const reply = err.response ? oneLine(err.response) : undefined;

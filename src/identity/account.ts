@@ -1,5 +1,5 @@
 import type { Secret } from '../config/secret.js';
-import { serverOf, type ConfigSnapshot, type IdentityConfig, type ServerConfig } from '../config/types.js';
+import { serverOf, type AuthMethod, type ConfigSnapshot, type IdentityConfig, type OAuthConfig, type ServerConfig } from '../config/types.js';
 import { RelayError } from '../errors/relay-error.js';
 import { wireAddress } from '../mail/address.js';
 
@@ -8,6 +8,12 @@ export interface Account {
   readonly server: ServerConfig;
   /** `override`: the identity's own login; `server`: the server's own account. */
   readonly via: 'override' | 'server';
+  /** How it signs in: the override's `auth`, else the server's. */
+  readonly method: AuthMethod;
+  /** For xoauth2: the server's OAuth client, with the account's own refresh token where it has one. */
+  readonly oauth: OAuthConfig | undefined;
+  /** Where this account's refresh token would be configured, for messages. */
+  readonly oauthPath: string | undefined;
   readonly username: string | undefined;
   readonly password: Secret | undefined;
   /** The account's mailbox: the final From and envelope sender (ASCII domain). */
@@ -27,7 +33,8 @@ export function accountFor(snapshot: ConfigSnapshot, identity: IdentityConfig | 
   const server = identity ? serverOf(snapshot, identity) : snapshot.defaultServer;
   if (identity?.override) {
     const { username, password } = identity.override;
-    if (password === undefined && server.auth !== 'none') {
+    const method = identity.override.auth ?? server.auth;
+    if (password === undefined && PASSWORD_METHODS.has(method)) {
       return new RelayError(
         'config',
         { code: 554, enhanced: '5.3.5' },
@@ -37,6 +44,9 @@ export function accountFor(snapshot: ConfigSnapshot, identity: IdentityConfig | 
     return {
       server,
       via: 'override',
+      method,
+      oauth: server.oauth ? { ...server.oauth, refreshToken: identity.override.refreshToken } : undefined,
+      oauthPath: `${identity.path}.override.oauth.refresh_token`,
       username,
       password,
       address: wireAddress(identity.address),
@@ -47,11 +57,16 @@ export function accountFor(snapshot: ConfigSnapshot, identity: IdentityConfig | 
   return serverAccount(server);
 }
 
+const PASSWORD_METHODS = new Set<AuthMethod>(['plain', 'login', 'cram-md5']);
+
 /** A server's own account (the "server configuration" identities use when they don't override). */
 export function serverAccount(server: ServerConfig): Account {
   return {
     server,
     via: 'server',
+    method: server.auth,
+    oauth: server.oauth,
+    oauthPath: `${server.path}.oauth.refresh_token`,
     username: server.username,
     password: server.password,
     address: wireAddress(server.address),

@@ -18,11 +18,19 @@ export const DEFAULT_TUNING: Omit<TransportTuning, 'helo'> = {
   socketTimeoutMs: 120_000,
 };
 
+/** nodemailer's XOAUTH2 hook: (user, renew, callback) → access token. */
+export type TokenProvisioner = (user: string, renew: boolean, cb: (err: Error | null, token?: string, expires?: number) => void) => void;
+
 /** nodemailer pool options for one upstream account. Pure, so the mapping is unit-tested. */
-export function poolOptions(account: Account, tuning: TransportTuning, route?: { host: string; port: number }): SMTPPool.Options {
+export function poolOptions(account: Account, tuning: TransportTuning, route?: { host: string; port: number }, provision?: TokenProvisioner): SMTPPool.Options {
   const { server } = account;
   const host = route?.host ?? server.host;
-  const auth = server.auth === 'none' ? undefined : { user: account.username ?? '', pass: account.password?.reveal() ?? '' };
+  const auth =
+    account.method === 'none'
+      ? undefined
+      : account.method === 'xoauth2'
+        ? { type: 'OAuth2' as const, user: account.username ?? account.address, ...(provision ? { provisionCallback: provision } : {}) }
+        : { user: account.username ?? '', pass: account.password?.reveal() ?? '' };
   return {
     pool: true,
     host,
@@ -30,13 +38,15 @@ export function poolOptions(account: Account, tuning: TransportTuning, route?: {
     secure: server.security === 'tls',
     requireTLS: server.security === 'starttls',
     ignoreTLS: server.security === 'none',
-    ...(auth ? { auth, authMethod: AUTH_METHOD[server.auth as keyof typeof AUTH_METHOD] } : {}),
+    ...(auth ? { auth: auth as SMTPPool.Options['auth'], ...(account.method in AUTH_METHOD ? { authMethod: AUTH_METHOD[account.method as keyof typeof AUTH_METHOD] } : {}) } : {}),
     tls: {
       rejectUnauthorized: server.tls.rejectUnauthorized,
       ...(server.tls.ca ? { ca: server.tls.ca } : {}),
+      ...(server.tls.minVersion ? { minVersion: server.tls.minVersion } : {}),
       // SNI needs a host name; an IP address as servername is refused by Node
-      ...(isIP(host) === 0 ? { servername: host } : {}),
+      ...(server.tls.servername ? { servername: server.tls.servername } : isIP(host) === 0 ? { servername: host } : {}),
     },
+    ...(server.proxy ? { proxy: server.proxy } : {}),
     name: tuning.helo,
     maxConnections: tuning.maxConnections,
     maxMessages: Infinity,

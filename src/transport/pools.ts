@@ -1,4 +1,7 @@
+import { createHash } from 'node:crypto';
 import nodemailer, { type Transporter } from 'nodemailer';
+import { SocksClient } from 'socks';
+import type { TokenProvider } from '../oauth/tokens.js';
 import type SMTPPool from 'nodemailer/lib/smtp-pool';
 import type { Account } from '../identity/account.js';
 import { poolOptions, type TransportTuning } from './options.js';
@@ -16,18 +19,21 @@ interface PoolEntry {
 export class TransportPools {
   private readonly pools = new Map<string, PoolEntry>();
 
-  constructor(private readonly tuning: TransportTuning) {}
+  constructor(
+    private readonly tuning: TransportTuning,
+    private readonly tokens?: TokenProvider,
+  ) {}
 
   /** The pool for an account, on its server's primary host or on the given route (the alternate). */
   get(account: Account, route?: { host: string; port: number }): Transporter<SMTPPool.SentMessageInfo> {
-    const options = poolOptions(account, this.tuning, route);
-    const fingerprint = JSON.stringify(options);
-    const key = route ? `${account.key}@${route.host}:${route.port}` : account.key;
+    const [key, fingerprint] = this.identify(account, route);
     const existing = this.pools.get(key);
     if (existing && existing.fingerprint === fingerprint) return existing.transporter;
     // settings changed (rotated password, moved host): retire the old pool, its sends finish first
     if (existing) existing.transporter.close();
-    const transporter = nodemailer.createTransport(options);
+    const provision = account.method === 'xoauth2' && this.tokens ? this.tokens.provisioner(account) : undefined;
+    const transporter = nodemailer.createTransport(poolOptions(account, this.tuning, route, provision));
+    if (account.server.proxy && /^socks/i.test(account.server.proxy)) transporter.set('proxy_socks_module', { SocksClient });
     this.pools.set(key, { transporter, fingerprint });
     return transporter;
   }
@@ -65,7 +71,14 @@ export class TransportPools {
   /** The pool key and settings fingerprint an account (on a route) would have. */
   identify(account: Account, route?: { host: string; port: number }): [string, string] {
     const key = route ? `${account.key}@${route.host}:${route.port}` : account.key;
-    return [key, JSON.stringify(poolOptions(account, this.tuning, route))];
+    // OAuth settings live outside the nodemailer options (in the token provisioner): fingerprint them too
+    const o = account.oauth;
+    const oauth = o
+      ? createHash('sha256')
+          .update(JSON.stringify([o.tokenUrl, o.clientId, o.scope, o.grant, o.clientSecret?.reveal(), o.refreshToken?.reveal()]))
+          .digest('hex')
+      : '';
+    return [key, `${JSON.stringify(poolOptions(account, this.tuning, route))}|${oauth}`];
   }
 
   closeAll(): void {

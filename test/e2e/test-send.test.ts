@@ -205,7 +205,7 @@ describe.concurrent('sendas test', () => {
     expect(r.code).toBe(0);
     expect(r.stdout.split('\n')).toEqual([
       "testing server main's own account",
-      `warning: servers[0]: server "main" sends its password in plain text (auth login with security: none); use starttls or tls unless the upstream is on this host`,
+      `warning: servers[0]: server "main" sends its password in plain text (auth login with security: none) to this host`,
       `connecting to 127.0.0.1:${plain.port} (server main, security none)`,
       "login: relay@acme.example (the server's account, auth login, password from servers[0].password)",
       'OK: signed in as relay@acme.example',

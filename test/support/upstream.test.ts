@@ -339,3 +339,74 @@ describe('startTestUpstream', () => {
     t.close();
   });
 });
+
+describe('startTestUpstream with xoauth2', () => {
+  const GOOD = 'ya29.good-token';
+  const validate = (user: string, token: string): boolean => user === ALICE.username && token === GOOD;
+  const xoauth2 = (user: string, token: string): string => Buffer.from(`user=${user}\x01auth=Bearer ${token}\x01\x01`).toString('base64');
+
+  it('advertises AUTH ... XOAUTH2 (and requires AUTH) only when the option is given', async () => {
+    const up = await upstream({ xoauth2: validate });
+    const c = await rawClient(up);
+    await c.greeting;
+    const ehlo = await c.cmd('EHLO client.test');
+    expect(ehlo.lines).toContain('AUTH PLAIN LOGIN CRAM-MD5 XOAUTH2');
+    expect((await c.cmd('MAIL FROM:<alice@a.example>')).code).toBe(530);
+    await c.cmd('QUIT');
+  });
+
+  it('accepts a valid token (235) and records the login; a bad one gets the 334 {"status":"401",...} challenge then 535', async () => {
+    const up = await upstream({ xoauth2: validate, xoauth2Scope: 'https://outlook.office.com/SMTP.Send' });
+    const c = await rawClient(up);
+    await c.greeting;
+    await c.cmd('EHLO client.test');
+    const bad = await c.cmd(`AUTH XOAUTH2 ${xoauth2(ALICE.username, 'expired-token')}`);
+    expect(bad.code).toBe(334);
+    expect(JSON.parse(Buffer.from(bad.text, 'base64').toString())).toEqual({ status: '401', schemes: 'bearer', scope: 'https://outlook.office.com/SMTP.Send' });
+    const after = await c.cmd('');
+    expect(after.code).toBe(535);
+    // the right token for another user is refused too (the validator decides)
+    expect((await c.cmd(`AUTH XOAUTH2 ${xoauth2(BOB.username, GOOD)}`)).code).toBe(334);
+    expect((await c.cmd('')).code).toBe(535);
+    expect((await c.cmd(`AUTH XOAUTH2 ${xoauth2(ALICE.username, GOOD)}`)).code).toBe(235);
+    expect((await c.cmd('MAIL FROM:<alice@a.example>')).code).toBe(250);
+    expect((await c.cmd('RCPT TO:<carol@c.example>')).code).toBe(250);
+    expect((await c.cmd('DATA')).code).toBe(354);
+    expect((await c.cmd('Subject: x\r\n\r\nhi\r\n.')).code).toBe(250);
+    await c.cmd('QUIT');
+    expect((await up.nextMessage()).login).toBe(ALICE.username);
+    expect(up.authAttempts).toEqual([
+      { username: ALICE.username, ok: false },
+      { username: BOB.username, ok: false },
+      { username: ALICE.username, ok: true },
+    ]);
+    expect(up.xoauth2Attempts).toEqual([
+      { username: ALICE.username, accessToken: 'expired-token', ok: false },
+      { username: BOB.username, accessToken: GOOD, ok: false },
+      { username: ALICE.username, accessToken: GOOD, ok: true },
+    ]);
+  });
+
+  it('nodemailer OAuth2 (accessToken) signs in; a refused token fails with 535; password accounts work alongside', async () => {
+    const up = await upstream({ accounts: [BOB], xoauth2: async (user, token) => validate(user, token) });
+    const ok = nodemailer.createTransport({ host: up.host, port: up.port, ignoreTLS: true, auth: { type: 'OAuth2', user: ALICE.username, accessToken: GOOD } });
+    await ok.sendMail({ envelope: { from: 'alice@a.example', to: 'carol@c.example' }, raw: RAW });
+    expect((await up.nextMessage()).login).toBe(ALICE.username);
+    ok.close();
+
+    const bad = nodemailer.createTransport({ host: up.host, port: up.port, ignoreTLS: true, auth: { type: 'OAuth2', user: ALICE.username, accessToken: 'stale' } });
+    const err = await bad.sendMail({ envelope: { from: 'alice@a.example', to: 'carol@c.example' }, raw: RAW }).catch((e: unknown) => e);
+    expect(smtpErr(err).responseCode).toBe(535);
+    bad.close();
+
+    const pw = transport(up, { auth: { user: BOB.username, pass: BOB.password } });
+    await pw.sendMail({ envelope: { from: 'bob@b.example', to: 'carol@c.example' }, raw: RAW });
+    expect((await up.nextMessage()).login).toBe(BOB.username);
+    pw.close();
+    // nodemailer retries a refused XOAUTH2 once (asking its token provider for a fresh token)
+    expect(up.authAttempts[0]).toEqual({ username: ALICE.username, ok: true });
+    expect(up.authAttempts.at(-1)).toEqual({ username: BOB.username, ok: true });
+    expect(up.xoauth2Attempts.slice(1).every((a) => a.accessToken === 'stale' && !a.ok)).toBe(true);
+    expect(up.messages).toHaveLength(2);
+  });
+});

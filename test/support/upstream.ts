@@ -64,6 +64,15 @@ export interface TestUpstreamOptions {
   requireSenderMatchesLogin?: boolean;
   /** with 'starttls': refuse AUTH before STARTTLS ("538 Error: Must issue a STARTTLS command first"), like most real submission servers; default false */
   requireTlsForAuth?: boolean;
+  /**
+   * when given, AUTH is required and AUTH XOAUTH2 is advertised (after PLAIN LOGIN CRAM-MD5) and
+   * accepted; it is called with the SASL user and the bearer token to decide. A refused token gets
+   * what Gmail answers: a 334 challenge carrying base64 {"status":"401","schemes":"bearer","scope":…}
+   * and, after the client's empty reply, 535. Password accounts keep working alongside.
+   */
+  xoauth2?: (user: string, accessToken: string) => boolean | Promise<boolean>;
+  /** scope named in the XOAUTH2 failure challenge (default 'https://mail.google.com/') */
+  xoauth2Scope?: string;
 }
 
 export interface TestUpstream {
@@ -75,6 +84,8 @@ export interface TestUpstream {
   rejected: { msg: ReceivedMessage; reply: SmtpReply }[];
   /** every AUTH attempt that reached the credential check, in order */
   authAttempts: { username: string; ok: boolean }[];
+  /** the AUTH XOAUTH2 attempts among authAttempts, with the token presented */
+  xoauth2Attempts: { username: string; accessToken: string; ok: boolean }[];
   /** TCP connections accepted so far */
   connections: number;
   /** resolves with the next accepted message not yet returned by nextMessage (default timeout 10 s) */
@@ -120,14 +131,26 @@ function sessionLogin(session: SMTPServerSession): string | null {
   return null;
 }
 
-/** A loopback port that was free a moment ago: for an upstream that is started later, after the relay already points at it. */
+/**
+ * A loopback port that was free a moment ago: for an upstream that is started later, after the
+ * relay already points at it. Chosen below the kernel's ephemeral range, so no other test's
+ * `listen(0)` or outgoing connection can be handed the same port in the meantime.
+ */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
   const { createServer } = await import('node:net');
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, host, resolve));
-  const port = (probe.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const probe = createServer();
+    const ok = await new Promise<boolean>((resolve) => {
+      probe.once('error', () => resolve(false));
+      probe.listen(port, host, () => resolve(true));
+    });
+    if (ok) {
+      await new Promise<void>((resolve) => probe.close(() => resolve()));
+      return port;
+    }
+  }
+  throw new Error('no free port found between 20000 and 32000');
 }
 
 export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise<TestUpstream> {
@@ -141,6 +164,8 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
   const messages: ReceivedMessage[] = [];
   const rejected: { msg: ReceivedMessage; reply: SmtpReply }[] = [];
   const authAttempts: { username: string; ok: boolean }[] = [];
+  const xoauth2Attempts: { username: string; accessToken: string; ok: boolean }[] = [];
+  const authRequired = Boolean(accounts) || Boolean(opts.xoauth2);
   let consumed = 0;
   const waiters: { resolve: (m: ReceivedMessage) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }[] = [];
   const sockets = new Set<Socket>();
@@ -155,7 +180,7 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
   };
 
   const disabledCommands: string[] = [];
-  if (!accounts) disabledCommands.push('AUTH');
+  if (!authRequired) disabledCommands.push('AUTH');
   if (security === 'none') disabledCommands.push('STARTTLS');
 
   const serverOptions: SMTPServerOptions = {
@@ -167,13 +192,34 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
     hideENHANCEDSTATUSCODES: true,
     disableReverseLookup: true,
     disabledCommands,
-    authOptional: !accounts,
+    authOptional: !authRequired,
     allowInsecureAuth: !(opts.requireTlsForAuth && security === 'starttls'),
-    authMethods: ['PLAIN', 'LOGIN', 'CRAM-MD5'],
+    authMethods: opts.xoauth2 ? ['PLAIN', 'LOGIN', 'CRAM-MD5', 'XOAUTH2'] : ['PLAIN', 'LOGIN', 'CRAM-MD5'],
     closeTimeout: 2_000,
     socketTimeout: 30_000,
     onAuth(auth, _session, callback) {
       const username = auth.username ?? '';
+      if (auth.method === 'XOAUTH2' && opts.xoauth2) {
+        const accessToken = auth.accessToken ?? '';
+        const validate = opts.xoauth2;
+        Promise.resolve()
+          .then(() => validate(username, accessToken))
+          .then(
+            (ok) => ok === true,
+            () => false,
+          )
+          .then((ok) => {
+            authAttempts.push({ username, ok });
+            xoauth2Attempts.push({ username, accessToken, ok });
+            if (!ok) {
+              // smtp-server sends this as a 334 challenge, then 535 after the client's reply
+              callback(null, { data: { status: '401', schemes: 'bearer', scope: opts.xoauth2Scope ?? 'https://mail.google.com/' } });
+              return;
+            }
+            callback(null, { user: username });
+          });
+        return;
+      }
       const account = accounts?.find((a) => a.username === username);
       let ok = false;
       if (account) {
@@ -261,6 +307,7 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
     messages,
     rejected,
     authAttempts,
+    xoauth2Attempts,
     connections: 0,
     nextMessage(timeoutMs = DEFAULT_NEXT_MESSAGE_TIMEOUT_MS) {
       if (consumed < messages.length && waiters.length === 0) {

@@ -94,6 +94,8 @@ describe('a valid configuration', () => {
         {
           name: 'main',
           isDefault: true,
+          type: 'smtp',
+          preset: undefined,
           host: 'smtp.acme.example',
           port: 587,
           security: 'starttls',
@@ -101,7 +103,11 @@ describe('a valid configuration', () => {
           username: 'relay@acme.example',
           password: 'secret(main-env-pw, env MAIN_SMTP_PASSWORD)',
           address: 'relay@acme.example',
-          tls: { ca: undefined, rejectUnauthorized: true },
+          tls: { ca: undefined, servername: undefined, minVersion: undefined, rejectUnauthorized: true },
+          oauth: undefined,
+          allowPlaintextAuth: false,
+          proxy: undefined,
+          graphUrl: 'https://graph.microsoft.com',
           alternate: { host: 'smtp2.acme.example', port: 587, cooldownMs: 60_000 },
           maxRecipients: 100,
           rate: { count: 30, windowMs: 60_000 },
@@ -115,7 +121,7 @@ describe('a valid configuration', () => {
           address: 'support@acme.example',
           displayName: 'Acme Support',
           serverName: undefined,
-          override: { username: 'support@acme.example', password: `secret(support-file-pw, file ${secretFile})` },
+          override: { username: 'support@acme.example', password: `secret(support-file-pw, file ${secretFile})`, auth: undefined, refreshToken: undefined },
           path: 'channels[0]',
         },
         { kind: 'channel', name: 'sales', address: 'sales@acme.example', displayName: undefined, serverName: undefined, override: undefined, path: 'channels[1]' },
@@ -125,13 +131,14 @@ describe('a valid configuration', () => {
           address: 'alice@acme.example',
           displayName: undefined,
           serverName: undefined,
-          override: { username: 'alice@acme.example', password: 'secret(alice-env-pw, env ALICE_PASSWORD)' },
+          override: { username: 'alice@acme.example', password: 'secret(alice-env-pw, env ALICE_PASSWORD)', auth: undefined, refreshToken: undefined },
           path: 'agents[0]',
         },
       ],
       policy: { from: 'rewrite', unknownSender: 'reject' },
       log: { level: 'info' },
       http: { host: '127.0.0.1', port: 9025 },
+      stateDir: join(tmp, 'example/var/state'),
       warnings: [],
       secretFiles: [secretFile],
       defaultServer: expect.objectContaining({ name: 'main', isDefault: true }),
@@ -441,7 +448,7 @@ agents:
     expect(messages[0]).toBe('must be an IP address or a CIDR range such as 192.168.0.0/16 or ::1');
     expect(messages[1]).toContain('"25XB" is not a size');
     expect(messages[2]).toBe('"ghost" is not the name of a channel or agent');
-    expect(messages[3]).toMatch(/^unknown key "securty" \(did you mean "security"\?\); known keys here: name, default, host, port, security, auth/);
+    expect(messages[3]).toMatch(/^unknown key "securty" \(did you mean "security"\?\); known keys here: name, default, type, preset, host, port, security, auth/);
     expect(messages[4]).toMatch(/^auth is login but no password is set/);
     expect(messages[5]).toBe('only one server can be the default, and servers[0] ("main") already is');
     expect(messages[6]).toMatch(/^needs `address:`.* when it has no username$/);
@@ -495,7 +502,7 @@ channels:
         path: 'servers[0].flavour',
         line: 6,
         col: 5,
-        message: 'unknown key "flavour"; known keys here: name, default, host, port, security, auth, username, password, address, tls, alternate, max_recipients, rate',
+        message: 'unknown key "flavour"; known keys here: name, default, type, preset, host, port, security, auth, username, password, address, oauth, tls, allow_plaintext_auth, proxy, graph_url, alternate, max_recipients, rate',
       },
     ]);
   });
@@ -573,7 +580,8 @@ channels:
   - address: support@acme.example
 `);
     expect(err.issues).toEqual([
-      { path: 'servers[0].host', line: 2, col: 5, message: 'is required' },
+      // host may come from a preset, so its absence is told at the server, with the way out
+      { path: 'servers[0]', line: 2, col: 5, message: 'needs `host:` (or a `preset:`)' },
       { path: 'channels[0].name', line: 5, col: 5, message: 'is required' },
     ]);
   });
@@ -639,6 +647,33 @@ policy:
 });
 
 describe('warnings', () => {
+  it('refuses a password in plain text to another host unless allow_plaintext_auth says so', () => {
+    const err = configError(`servers:
+  - name: far
+    host: smtp.acme.example
+    security: none
+    username: relay@acme.example
+    password: x
+`);
+    expect(err.issues).toEqual([
+      {
+        path: 'servers[0].security',
+        line: 4,
+        col: 15,
+        message: 'auth login with security: none would send the password in plain text to smtp.acme.example; use starttls or tls, or set `allow_plaintext_auth: true` on this server',
+      },
+    ]);
+    const allowed = parseConfig(`servers:
+  - name: far
+    host: smtp.acme.example
+    security: none
+    allow_plaintext_auth: true
+    username: relay@acme.example
+    password: x
+`, FILE, { env: {} });
+    expect(allowed.warnings).toEqual([{ path: 'servers[0]', message: 'server "far" sends its password in plain text (auth login with security: none), allowed by allow_plaintext_auth' }]);
+  });
+
   it('warns about a password sent in plain text (security none with sign-in)', () => {
     const s = parseConfig(
       `servers:
@@ -659,7 +694,7 @@ describe('warnings', () => {
     expect(s.warnings).toEqual([
       {
         path: 'servers[0]',
-        message: 'server "local" sends its password in plain text (auth login with security: none); use starttls or tls unless the upstream is on this host',
+        message: 'server "local" sends its password in plain text (auth login with security: none) to this host',
       },
     ]);
   });

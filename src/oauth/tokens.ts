@@ -1,0 +1,218 @@
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { OAuthConfig } from '../config/types.js';
+import { RelayError, oneLine } from '../errors/relay-error.js';
+import type { Account } from '../identity/account.js';
+import type { Logger } from '../log.js';
+
+export interface AccessToken {
+  readonly token: string;
+  /** Epoch ms. */
+  readonly expiresAt: number;
+  readonly obtainedAt: number;
+}
+
+export interface TokenProviderOptions {
+  /** Where rotated refresh tokens are kept; read at each use so a reload can move it. */
+  readonly stateDir: () => string;
+  readonly logger: Logger;
+  readonly fetch?: typeof fetch;
+  readonly now?: () => number;
+  /** Refresh this long before expiry (default 60 s). */
+  readonly marginMs?: number;
+  /** How to tell ops to get a new refresh token, e.g. "sendas oauth login --config /etc/sendas/relay.yaml". */
+  readonly loginHint?: string;
+}
+
+/**
+ * Access tokens for XOAUTH2 and Graph, per account: cached until shortly before they expire,
+ * one refresh in flight per account (concurrent sends wait for it), and a forced refresh when the
+ * upstream refused a cached token (nodemailer's retry after a 535).
+ *
+ * client_credentials (Microsoft 365 app-only): one app token per app and scope serves every
+ * mailbox the app may send as. refresh_token (Gmail, delegated Microsoft 365): one per account;
+ * a rotated refresh token is persisted in the state directory (0600), never in the YAML.
+ */
+export class TokenProvider {
+  private readonly cache = new Map<string, AccessToken>();
+  private readonly inflight = new Map<string, Promise<AccessToken>>();
+  private readonly fetch: typeof fetch;
+  private readonly now: () => number;
+  private readonly marginMs: number;
+
+  constructor(private readonly opts: TokenProviderOptions) {
+    this.fetch = opts.fetch ?? fetch;
+    this.now = opts.now ?? Date.now;
+    this.marginMs = opts.marginMs ?? 60_000;
+  }
+
+  /** The key a token is cached under: the app for client_credentials, the account for refresh tokens. */
+  static cacheKey(account: Account): string {
+    const o = requireOAuth(account);
+    return o.grant === 'client_credentials' ? `app|${o.tokenUrl}|${o.clientId}|${o.scope ?? ''}` : `user|${o.tokenUrl}|${o.clientId}|${account.key}`;
+  }
+
+  /** A valid access token; `renew` forces a new one (the upstream refused the cached one). */
+  async get(account: Account, renew = false): Promise<AccessToken> {
+    const key = TokenProvider.cacheKey(account);
+    const cached = this.cache.get(key);
+    const now = this.now();
+    // a refused token that another connection has just replaced is not refreshed twice
+    if (cached && (renew ? now - cached.obtainedAt < 2_000 : cached.expiresAt - this.marginMs > now)) return cached;
+    const running = this.inflight.get(key);
+    if (running) return running;
+    const request = this.request(account, key).finally(() => this.inflight.delete(key));
+    this.inflight.set(key, request);
+    return request;
+  }
+
+  /** nodemailer's provisionCallback for an account's XOAUTH2 sign-in. */
+  provisioner(account: Account): (user: string, renew: boolean, cb: (err: Error | null, token?: string, expires?: number) => void) => void {
+    return (_user, renew, cb) => {
+      this.get(account, renew).then(
+        (t) => cb(null, t.token, t.expiresAt),
+        (err: Error) => cb(err),
+      );
+    };
+  }
+
+  /** Forgets cached tokens (a reload changed the OAuth settings). */
+  clear(): void {
+    this.cache.clear();
+  }
+
+  private async request(account: Account, key: string): Promise<AccessToken> {
+    const o = requireOAuth(account);
+    const body = new URLSearchParams({ client_id: o.clientId });
+    if (o.clientSecret) body.set('client_secret', o.clientSecret.reveal());
+    if (o.scope) body.set('scope', o.scope);
+    let stored: StoredRefreshToken | undefined;
+    if (o.grant === 'client_credentials') {
+      body.set('grant_type', 'client_credentials');
+    } else {
+      stored = await this.refreshToken(account, o);
+      body.set('grant_type', 'refresh_token');
+      body.set('refresh_token', stored.token);
+    }
+
+    const started = this.now();
+    let response: Response;
+    try {
+      response = await this.fetch(o.tokenUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+        body,
+        signal: AbortSignal.timeout(15_000),
+      });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+      throw new RelayError('network', { code: 451, enhanced: '4.4.1' }, `Cannot reach the OAuth token endpoint ${o.tokenUrl} for account ${account.username ?? account.address} (${cause})`, { cause: err });
+    }
+    const json = (await response.json().catch(() => ({}))) as Record<string, unknown>;
+    if (!response.ok || typeof json.access_token !== 'string') {
+      throw tokenError(account, o, response.status, json, this.opts.loginHint);
+    }
+    const expiresIn = Number(json.expires_in ?? 3600);
+    const token: AccessToken = { token: json.access_token, expiresAt: started + expiresIn * 1000, obtainedAt: this.now() };
+    this.cache.set(key, token);
+    if (o.grant === 'refresh_token' && typeof json.refresh_token === 'string' && json.refresh_token !== stored?.token) {
+      await this.saveRefreshToken(account, o, json.refresh_token);
+    }
+    this.opts.logger.debug({ account: account.key, grant: o.grant, expiresIn }, 'OAuth access token obtained');
+    return token;
+  }
+
+  /**
+   * The refresh token to use: the one in the state directory (rotated, or stored by
+   * `sendas oauth login`) unless ops put a different one in the YAML since.
+   */
+  private async refreshToken(account: Account, o: OAuthConfig): Promise<StoredRefreshToken> {
+    const configured = o.refreshToken?.reveal();
+    const origin = configured ? digest(configured) : null;
+    const saved = await readState(this.stateFile(account));
+    if (saved && (origin === null || saved.origin === origin)) return { token: saved.refresh_token, origin: saved.origin };
+    if (configured) return { token: configured, origin };
+    throw new RelayError(
+      'auth',
+      { code: 451, enhanced: '4.7.0' },
+      `No OAuth refresh token for account ${account.username ?? account.address}: set ${account.oauthPath} or run \`${this.opts.loginHint ?? 'sendas oauth login --config FILE'} --account ${accountName(account)}\``,
+    );
+  }
+
+  private async saveRefreshToken(account: Account, o: OAuthConfig, token: string): Promise<void> {
+    const configured = o.refreshToken?.reveal();
+    await writeState(this.stateFile(account), { account: account.key, refresh_token: token, origin: configured ? digest(configured) : null, updated_at: new Date(this.now()).toISOString() });
+    this.opts.logger.info({ account: account.key }, 'OAuth refresh token rotated; the new one is kept in the state directory');
+  }
+
+  stateFile(account: Account): string {
+    return refreshTokenFile(this.opts.stateDir(), account);
+  }
+}
+
+interface StoredRefreshToken {
+  token: string;
+  origin: string | null;
+}
+
+interface StateFile {
+  account: string;
+  refresh_token: string;
+  /** Digest of the YAML's refresh token this one descends from (null: from `sendas oauth login`). */
+  origin: string | null;
+  updated_at: string;
+}
+
+/** Where an account's refresh token is kept in the state directory. */
+export function refreshTokenFile(stateDir: string, account: Account): string {
+  const slug = account.key.replace(/[^A-Za-z0-9@._-]/g, '_');
+  return join(stateDir, 'oauth', `${slug}.json`);
+}
+
+export async function writeState(file: string, state: StateFile): Promise<void> {
+  await mkdir(join(file, '..'), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+  await rename(tmp, file);
+}
+
+async function readState(file: string): Promise<StateFile | undefined> {
+  try {
+    const s = JSON.parse(await readFile(file, 'utf8')) as StateFile;
+    return typeof s.refresh_token === 'string' ? s : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function digest(value: string): string {
+  return createHash('sha256').update(value).digest('hex');
+}
+
+function requireOAuth(account: Account): OAuthConfig {
+  if (!account.oauth) throw new RelayError('config', { code: 451, enhanced: '4.3.5' }, `server ${account.server.name} has no oauth settings`);
+  return account.oauth;
+}
+
+function accountName(account: Account): string {
+  return account.passwordPath.replace(/\.override\.password$|\.password$/, '');
+}
+
+/** Token endpoint refusals, classified with the fix (RFC 6749 §5.2 error codes). */
+function tokenError(account: Account, o: OAuthConfig, status: number, json: Record<string, unknown>, loginHint: string | undefined): RelayError {
+  const code = typeof json.error === 'string' ? json.error : `HTTP ${status}`;
+  const description = typeof json.error_description === 'string' ? `: ${oneLine(json.error_description).slice(0, 300)}` : '';
+  const who = account.username ?? account.address;
+  const fix =
+    code === 'invalid_client' || code === 'unauthorized_client'
+      ? `the client secret of ${account.server.path}.oauth is wrong or expired (create a new one for client ${o.clientId})`
+      : code === 'invalid_grant'
+        ? `the refresh token of ${who} expired or was revoked: run \`${loginHint ?? 'sendas oauth login --config FILE'} --account ${accountName(account)}\``
+        : code === 'invalid_scope'
+          ? `the scope "${o.scope ?? ''}" is not granted to client ${o.clientId}`
+          : 'see the endpoint’s description';
+  return new RelayError('auth', { code: 451, enhanced: '4.7.0' }, `OAuth token endpoint refused account ${who} (${code}${description}); ${fix}`, {
+    upstreamReply: `${code}${description}`,
+  });
+}
