@@ -164,6 +164,17 @@ interface StateFile {
   updated_at: string;
 }
 
+/**
+ * Stores a refresh token obtained by `sendas oauth login`. It is marked as descending from the
+ * YAML's current refresh token (if any), so it wins over it until ops put a different one there.
+ */
+export async function saveLoginRefreshToken(stateDir: string, account: Account, token: string): Promise<string> {
+  const file = refreshTokenFile(stateDir, account);
+  const configured = account.oauth?.refreshToken?.reveal();
+  await writeState(file, { account: account.key, refresh_token: token, origin: configured ? digest(configured) : null, updated_at: new Date().toISOString() });
+  return file;
+}
+
 /** Where an account's refresh token is kept in the state directory. */
 export function refreshTokenFile(stateDir: string, account: Account): string {
   const slug = account.key.replace(/[^A-Za-z0-9@._-]/g, '_');
