@@ -41,6 +41,11 @@ export async function deliverNow(
   route?: { host: string; port: number },
 ): Promise<DeliveryOutcome> {
   const ctx = upstreamContext(account, route);
+  if (account.server.type === 'graph') {
+    // Graph is one HTTP call for all recipients; its refusals are already classified
+    const outcome = await pools.graph(account, envelope, message);
+    return { accepted: outcome.accepted, refused: [], upstreamReply: outcome.upstreamReply };
+  }
   try {
     const info = await pools.get(account, route).sendMail({
       envelope: { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.eightBit } as never,

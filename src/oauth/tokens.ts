@@ -57,9 +57,8 @@ export class TokenProvider {
   async get(account: Account, renew = false): Promise<AccessToken> {
     const key = TokenProvider.cacheKey(account);
     const cached = this.cache.get(key);
-    const now = this.now();
-    // a refused token that another connection has just replaced is not refreshed twice
-    if (cached && (renew ? now - cached.obtainedAt < 2_000 : cached.expiresAt - this.marginMs > now)) return cached;
+    if (cached && !renew && cached.expiresAt - this.marginMs > this.now()) return cached;
+    // connections that are refused at the same moment share one new token
     const running = this.inflight.get(key);
     if (running) return running;
     const request = this.request(account, key).finally(() => this.inflight.delete(key));

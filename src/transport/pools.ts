@@ -2,6 +2,9 @@ import { createHash } from 'node:crypto';
 import nodemailer, { type Transporter } from 'nodemailer';
 import { SocksClient } from 'socks';
 import type { TokenProvider } from '../oauth/tokens.js';
+import type { Readable } from 'node:stream';
+import type { UpstreamEnvelope } from '../delivery/envelope.js';
+import { sendViaGraph, type GraphOutcome } from './graph.js';
 import type SMTPPool from 'nodemailer/lib/smtp-pool';
 import type { Account } from '../identity/account.js';
 import { poolOptions, type TransportTuning } from './options.js';
@@ -36,6 +39,12 @@ export class TransportPools {
     if (account.server.proxy && /^socks/i.test(account.server.proxy)) transporter.set('proxy_socks_module', { SocksClient });
     this.pools.set(key, { transporter, fingerprint });
     return transporter;
+  }
+
+  /** Microsoft Graph servers (type: graph) send with the app token instead of a pool. */
+  graph(account: Account, envelope: UpstreamEnvelope, message: Readable): Promise<GraphOutcome> {
+    if (!this.tokens) throw new Error('Graph needs a token provider');
+    return sendViaGraph(this.tokens, account, envelope, message);
   }
 
   get size(): number {
