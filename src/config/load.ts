@@ -313,8 +313,10 @@ function checkRelations(raw: Record<string, unknown>, at: (p: Path, m: string, o
   });
 }
 
+/** auth when the YAML doesn't say: xoauth2 with an oauth block or for Graph, login with a username, else none. */
 function effectiveAuth(server: Record<string, unknown>): AuthMethod {
   if (typeof server.auth === 'string') return server.auth.toLowerCase() as AuthMethod;
+  if (isRecord(server.oauth) || (typeof server.type === 'string' && server.type.toLowerCase() === 'graph')) return 'xoauth2';
   return server.username !== undefined ? 'login' : 'none';
 }
 
@@ -440,7 +442,7 @@ function buildSnapshot(
       host: s.host ?? '',
       port: s.port ?? DEFAULT_PORT[security],
       security,
-      auth: s.auth ?? (s.username !== undefined ? 'login' : 'none'),
+      auth: s.auth ?? (s.oauth !== undefined || s.type === 'graph' ? 'xoauth2' : s.username !== undefined ? 'login' : 'none'),
       username: s.username,
       password: secrets.servers[i],
       address: s.address ?? s.username ?? '',
