@@ -18,7 +18,8 @@ RUN npm run build
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production \
     SENDAS_CONFIG=/etc/sendas/relay.yaml \
-    SENDAS_QUEUE_DIR=/var/lib/sendas/queue
+    SENDAS_QUEUE_DIR=/var/lib/sendas/queue \
+    SENDAS_STATE_DIR=/var/lib/sendas/state
 WORKDIR /app
 COPY package.json package-lock.json ./
 # --ignore-scripts: "prepare" would run tsc, which is a dev dependency
@@ -28,11 +29,13 @@ COPY --from=build /app/dist ./dist
 COPY config ./config
 RUN groupadd --system sendas \
  && useradd --system --gid sendas --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin sendas \
- && mkdir -p /etc/sendas /var/lib/sendas/queue \
+ && mkdir -p /etc/sendas /var/lib/sendas/queue /var/lib/sendas/state \
+ && chmod 700 /var/lib/sendas/state \
  && chown -R sendas:sendas /var/lib/sendas \
  && cp config/relay.example.yaml /etc/sendas/relay.example.yaml
 # the queue: every accepted message lives here until it is delivered; keep it on a volume
-VOLUME ["/var/lib/sendas/queue"]
+# and rotated OAuth refresh tokens (state): both must survive replacing the container
+VOLUME ["/var/lib/sendas/queue", "/var/lib/sendas/state"]
 USER sendas
 EXPOSE 2525
 # /healthz on the monitoring port (http: in the config; keep it at its default 127.0.0.1:9025 in the
