@@ -151,6 +151,17 @@ agents:
     expect(sent.finalReply).toMatch(/invalid_client.*client secret of servers\[0\]\.oauth is wrong or expired/);
   });
 
+  it('an unreachable token endpoint is a temporary network failure naming the endpoint', async () => {
+    const o = await oauth();
+    const u = await xoauthUpstream(o);
+    const { freePort } = await import('../support/upstream.js');
+    const deadUrl = `http://127.0.0.1:${await freePort()}/token`;
+    const r = await relay(yaml(o, u.port).replace(`token_url: ${o.tokenUrl}`, `token_url: ${deadUrl}`));
+    const sent = await send(r, 'support@contoso.example');
+    expect(sent.finalCode).toBe(451);
+    expect(sent.finalReply).toBe(`451 4.4.1 Cannot reach the OAuth token endpoint ${deadUrl} for account support@contoso.example (ECONNREFUSED)`);
+  });
+
   for (const kind of ['socks5', 'http'] as const) {
     it(`goes through a ${kind === 'http' ? 'HTTP CONNECT' : 'SOCKS5'} proxy when the server has proxy:`, async () => {
       const u = await startTestUpstream({ accounts: [{ username: 'relay@contoso.example', password: 'pw-relay' }] });
