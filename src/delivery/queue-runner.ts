@@ -235,7 +235,8 @@ export class QueueRunner {
       this.logAttempt(meta, undefined, undefined, 'deferred', started, { ...temporary.toLog() });
     } else {
       const pending = pendingRecipients(meta);
-      const batchSize = account.server.maxRecipients ?? pending.length;
+      // Graph delivers to the message's headers, not to an envelope: batches would send header recipients the message again
+      const batchSize = account.server.type === 'graph' ? pending.length : (account.server.maxRecipients ?? pending.length);
       for (let i = 0; i < pending.length; i += batchSize) {
         if (this.stopped) break;
         const batch = pending.slice(i, i + batchSize);

@@ -255,13 +255,15 @@ channels:
       expect(sent.finalReply).toMatch(/^550 5\.7\.1 Microsoft Graph \(graph, .*\) for mailbox support@contoso\.example refused: 403 ErrorAccessDenied/);
     });
 
-    it('goes through the queue like SMTP', async () => {
+    it('goes through the queue like SMTP, in one call whatever max_recipients says', async () => {
       const o = await oauth();
       const g = await graph(o, { throttleNext: 0 });
-      const r = await relay(graphYaml(o, g, 'queue'));
-      expect((await send(r, 'support@contoso.example', 'queued graph')).finalCode).toBe(250);
-      expect(headerValues(split((await g.nextMessage()).mime).head, 'Subject')).toEqual(['queued graph']);
-      await r.waitForLog((l) => l.result === 'delivered');
+      const r = await relay(graphYaml(o, g, 'queue').replace('    username: relay@contoso.example\n', '    username: relay@contoso.example\n    max_recipients: 1\n'));
+      expect((await send(r, 'support@contoso.example', 'queued graph', ['a@example.net', 'b@example.net'])).finalCode).toBe(250);
+      const got = await g.nextMessage();
+      expect(headerValues(split(got.mime).head, 'Subject')).toEqual(['queued graph']);
+      await r.waitForLog((l) => l.msg === 'removed from the queue: every recipient has the message');
+      expect(g.messages).toHaveLength(1);
     });
   });
 });
