@@ -10,6 +10,7 @@ import { explain } from './explain.js';
 import { checkReport } from './report.js';
 import { QUEUE_USAGE, queueCommand } from './queue.js';
 import { TEST_USAGE, testCommand } from './test-send.js';
+import { OAUTH_USAGE, oauthCommand } from './oauth-login.js';
 
 const USAGE = `usage: sendas <command> [options]
 
@@ -21,6 +22,7 @@ commands:
                                           show who would send a message, with which account and From; no network
 ${QUEUE_USAGE}
 ${TEST_USAGE}
+${OAUTH_USAGE}
 
 --config defaults to $SENDAS_CONFIG.`;
 
@@ -46,9 +48,15 @@ async function main(argv: string[]): Promise<number> {
       channel: { type: 'string' },
       agent: { type: 'string' },
       to: { type: 'string' },
+      // sendas oauth login
+      account: { type: 'string' },
+      flow: { type: 'string' },
+      'open-timeout': { type: 'string' },
+      'device-url': { type: 'string' },
+      'authorize-url': { type: 'string' },
     },
     strict: true,
-    allowPositionals: command === 'queue',
+    allowPositionals: command === 'queue' || command === 'oauth',
   });
   } catch (err) {
     // unknown option, stray argument, missing value: a usage mistake, not a bad config
@@ -97,6 +105,11 @@ async function main(argv: string[]): Promise<number> {
       if (!snapshot) return 1;
       const kind = targets[0]!;
       return testCommand(snapshot, { kind, name: values[kind]! }, { to: values.to }, process.stdout, process.stderr);
+    }
+    // sendas oauth login (src/cli/oauth-login.ts)
+    case 'oauth': {
+      const args = { account: values.account, flow: values.flow, openTimeout: values['open-timeout'], deviceUrl: values['device-url'], authorizeUrl: values['authorize-url'] };
+      return oauthCommand(positionals, args, () => load(file), process.stdout, process.stderr);
     }
     default:
       process.stderr.write(`sendas: unknown command "${command}"\n${USAGE}\n`);
