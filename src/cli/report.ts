@@ -1,12 +1,7 @@
-import { serverOf, type ConfigSnapshot, type IdentityConfig, type ServerConfig } from '../config/types.js';
+import type { ConfigSnapshot, IdentityConfig } from '../config/types.js';
+import { usedBy } from '../config/used-by.js';
 import { formatSize } from '../config/size.js';
 import { formatDuration } from '../config/duration.js';
-
-/** The channels and agents that send through a server: the "used by" column of admin consoles. */
-export function usedBy(snapshot: ConfigSnapshot, server: ServerConfig): { channels: IdentityConfig[]; agents: IdentityConfig[] } {
-  const users = snapshot.identities.filter((i) => serverOf(snapshot, i) === server);
-  return { channels: users.filter((i) => i.kind === 'channel'), agents: users.filter((i) => i.kind === 'agent') };
-}
 
 export function checkReport(snapshot: ConfigSnapshot): string {
   const out: string[] = [];

@@ -1,6 +1,6 @@
 import type { ConfigIssue } from '../config/load.js';
 import type { ConfigSnapshot } from '../config/types.js';
-import { usedBy } from '../cli/report.js';
+import { usedBy } from '../config/used-by.js';
 
 export interface RelayStatus {
   config: {

@@ -13,12 +13,12 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { buildPrivateCli, runProcess, type ProcessResult } from '../support/cli.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authorizeEndpoint, deviceEndpoint, resolveLoginAccount } from '../../src/cli/oauth-login.js';
 import { loadConfigFile } from '../../src/config/load.js';
@@ -28,7 +28,6 @@ import { silentLogger } from '../../src/log.js';
 import { refreshTokenFile, TokenProvider } from '../../src/oauth/tokens.js';
 import { startOAuthServer, type OAuthServer } from '../support/oauth-server.js';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
 /** Distinctive secrets, so a leak in any output is visible. */
 const CLIENT_ID = 'sendas-app';
@@ -55,14 +54,7 @@ let snapshot: ConfigSnapshot;
 
 beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'sendas-oauth-login-'));
-  const out = join(tmp, 'dist');
-  const tsc = join(REPO, 'node_modules/typescript/bin/tsc');
-  const build = await run(process.execPath, [tsc, '-p', join(REPO, 'tsconfig.build.json'), '--outDir', out], { cwd: REPO, env: { PATH: process.env.PATH } });
-  if (build.code !== 0) throw new Error(`building the CLI failed (tsc exit ${build.code}):\n${build.stdout}${build.stderr}`);
-  writeFileSync(join(tmp, 'package.json'), '{"type": "module"}\n');
-  symlinkSync(join(REPO, 'node_modules'), join(tmp, 'node_modules'), 'dir');
-  cli = join(out, 'cli/main.js');
-  expect(existsSync(cli)).toBe(true);
+  cli = await buildPrivateCli(tmp);
 
   oauth = await startOAuthServer({ clients: [{ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET }] });
   hasty = await startOAuthServer({ clients: [{ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET }], deviceCodeTtlSeconds: 1 });
@@ -161,15 +153,10 @@ afterAll(async () => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+type Result = ProcessResult;
 
 function run(cmd: string, args: readonly string[], opts: { cwd: string; env: NodeJS.ProcessEnv }): Promise<Result> {
-  const p = start(cmd, args, opts);
-  return p.exited;
+  return runProcess(cmd, args, opts);
 }
 
 interface Running {

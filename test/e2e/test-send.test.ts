@@ -6,16 +6,14 @@
  * (as test/unit/cli.test.ts does): rebuilding dist/ in place would race with the other e2e files
  * that run dist/cli/main.js at the same time.
  */
-import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { simpleParser } from 'mailparser';
+import { buildPrivateCli, runProcess, type ProcessResult } from '../support/cli.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, startTestUpstream, TEST_TLS, type ReceivedMessage, type TestUpstream } from '../support/upstream.js';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
 /** Distinctive secrets, so a leak in any output is visible. */
 const SECRETS = {
@@ -40,14 +38,7 @@ let deadPort: number;
 
 beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'sendas-test-send-'));
-  const out = join(tmp, 'dist');
-  const tsc = join(REPO, 'node_modules/typescript/bin/tsc');
-  const build = await run(process.execPath, [tsc, '-p', join(REPO, 'tsconfig.build.json'), '--outDir', out], { cwd: REPO, env: { PATH: process.env.PATH } }, 90_000);
-  if (build.code !== 0) throw new Error(`building the CLI failed (tsc exit ${build.code}):\n${build.stdout}${build.stderr}`);
-  writeFileSync(join(tmp, 'package.json'), '{"type": "module"}\n');
-  symlinkSync(join(REPO, 'node_modules'), join(tmp, 'node_modules'), 'dir');
-  cli = join(out, 'cli/main.js');
-  expect(existsSync(cli)).toBe(true);
+  cli = await buildPrivateCli(tmp);
 
   plain = await startTestUpstream({
     accounts: [
@@ -160,22 +151,10 @@ afterAll(async () => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+type Result = ProcessResult;
 
 function run(cmd: string, args: readonly string[], opts: { cwd: string; env: NodeJS.ProcessEnv }, timeout = 30_000): Promise<Result> {
-  return new Promise((done, fail) => {
-    execFile(cmd, args, { cwd: opts.cwd, env: opts.env, timeout, encoding: 'utf8' }, (err, stdout, stderr) => {
-      if (err && typeof err.code !== 'number') {
-        fail(new Error(`${cmd} ${args.join(' ')} did not exit normally (${err.signal ?? err.code ?? err.message})\n${stdout}${stderr}`));
-        return;
-      }
-      done({ code: err ? (err.code as number) : 0, stdout, stderr });
-    });
-  });
+  return runProcess(cmd, args, opts, timeout);
 }
 
 /** `sendas test --config FILE ARGS`, with only PATH and the secrets in its environment; checks that no secret is printed. */

@@ -6,11 +6,11 @@
  * dist/), so this file neither races with other test files that run or rebuild dist/ nor tests
  * a stale build.
  */
-import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildPrivateCli, runProcess, type ProcessResult } from '../support/cli.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -35,37 +35,17 @@ let cli: string;
 
 beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'sendas-cli-test-'));
-  const out = join(tmp, 'dist');
-  const tsc = join(REPO, 'node_modules/typescript/bin/tsc');
-  const build = await run(process.execPath, [tsc, '-p', join(REPO, 'tsconfig.build.json'), '--outDir', out], { cwd: REPO, env: { PATH: process.env.PATH } }, 60_000);
-  if (build.code !== 0) throw new Error(`building the CLI failed (tsc exit ${build.code}):\n${build.stdout}${build.stderr}`);
-  // the compiled files are ES modules and import the project's dependencies
-  writeFileSync(join(tmp, 'package.json'), '{"type": "module"}\n');
-  symlinkSync(join(REPO, 'node_modules'), join(tmp, 'node_modules'), 'dir');
-  cli = join(out, 'cli/main.js');
-  expect(existsSync(cli)).toBe(true);
+  cli = await buildPrivateCli(tmp);
 }, 60_000);
 
 afterAll(() => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+type Result = ProcessResult;
 
 function run(cmd: string, args: readonly string[], opts: { cwd: string; env: NodeJS.ProcessEnv }, timeout = 10_000): Promise<Result> {
-  return new Promise((done, fail) => {
-    execFile(cmd, args, { cwd: opts.cwd, env: opts.env, timeout, encoding: 'utf8' }, (err, stdout, stderr) => {
-      if (err && typeof err.code !== 'number') {
-        fail(new Error(`${cmd} ${args.join(' ')} did not exit normally (${err.signal ?? err.code ?? err.message})\n${stdout}${stderr}`));
-        return;
-      }
-      done({ code: err ? (err.code as number) : 0, stdout, stderr });
-    });
-  });
+  return runProcess(cmd, args, opts, timeout);
 }
 
 /**
