@@ -7,6 +7,7 @@ import { RelayError, isRelayError } from '../errors/relay-error.js';
 import type { Logger } from '../log.js';
 import { AllowList } from './access.js';
 import { installEnhancedCodePassthrough } from './enhanced-codes.js';
+import { installImmediateGreeting } from './greeting.js';
 import { newMessageId } from '../queue/id.js';
 
 /** A message as the listener hands it on: the client's bytes still streaming in. */
@@ -56,6 +57,7 @@ export class Listener {
 
   constructor(private readonly opts: ListenerOptions) {
     installEnhancedCodePassthrough();
+    installImmediateGreeting();
     const snapshot = opts.getSnapshot();
     this.server = new SMTPServer({
       name: opts.hostname,
