@@ -30,7 +30,9 @@ const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 const USAGE = `usage: tsx bench/run.ts [--runs N] [--quick | --tiny] [--scenarios 1,2,3,4]
        [--sink smtp-sink|node] [--no-postfix] [--relays ceiling,postfix,sendas-queue,sendas-passthrough]
-       [--out FILE] [--cli dist/cli/main.js] [--cpu-prof DIR] [--keep-tmp] [--no-install]`;
+       [--out FILE] [--cli dist/cli/main.js] [--cpu-prof DIR] [--keep-tmp] [--no-install] [--no-verify]
+       [--s1-messages N] [--s2-sizes 1,10,50] [--s4-agents 10,10000]
+       tsx bench/run.ts --report bench/results/latest.json   (print a saved run again)`;
 
 export interface BenchReport {
   meta: Record<string, unknown>;
@@ -58,6 +60,10 @@ async function main(): Promise<number> {
       'keep-tmp': { type: 'boolean', default: false },
       'no-install': { type: 'boolean', default: false },
       'no-verify': { type: 'boolean', default: false },
+      's1-messages': { type: 'string' },
+      's2-sizes': { type: 'string' },
+      's4-agents': { type: 'string' },
+      report: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
     allowPositionals: false,
@@ -66,12 +72,26 @@ async function main(): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
+  if (values.report) {
+    // re-render a results file (after a change to the report or the targets), and update its ratios and targets
+    const file = resolve(values.report);
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as BenchReport;
+    saved.ratios = computeRatios(saved);
+    saved.targets = evaluateTargets(saved);
+    writeFileSync(file, JSON.stringify(saved, null, 2) + '\n');
+    process.stdout.write(renderReport(saved));
+    return 0;
+  }
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer\n${USAGE}`);
   if (values.sink !== 'smtp-sink' && values.sink !== 'node') throw new Error(`--sink is smtp-sink or node\n${USAGE}`);
   const nodeSink = values.sink === 'node';
   const withPostfix = !nodeSink && !values['no-postfix'];
-  const sizes = values.tiny ? TINY : values.quick ? QUICK : FULL;
+  const sizes: Sizes = { ...(values.tiny ? TINY : values.quick ? QUICK : FULL) };
+  // overrides, for experiments (the presets are what BENCHMARKS.md reports)
+  if (values['s1-messages']) sizes.s1Messages = sizes.s1LatencyMessages = Number(values['s1-messages']);
+  if (values['s2-sizes']) sizes.s2SizesMb = values['s2-sizes'].split(',').map(Number);
+  if (values['s4-agents']) sizes.s4Agents = values['s4-agents'].split(',').map(Number) as [number, number];
   const scenarios = values.scenarios.split(',').map((s) => Number(s.trim())).filter((n) => [1, 2, 3, 4].includes(n));
   const allRelays: RelayKind[] = ['ceiling', 'postfix', 'sendas-queue', 'sendas-passthrough'];
   let relays = values.relays ? (values.relays.split(',').map((s) => s.trim()) as RelayKind[]) : allRelays;

@@ -3,7 +3,6 @@
  * can go into BENCHMARKS.md as they are).
  */
 import type { BenchReport } from '../run.js';
-import type { Metrics } from './scenarios.js';
 import { ratio } from './stats.js';
 
 function med(report: BenchReport, scenario: string, row: string, metric: string): number | undefined {
@@ -61,27 +60,28 @@ export function evaluateTargets(report: BenchReport): BenchReport['targets'] {
     const largest = sizes[sizes.length - 1]!;
     for (const kind of ['sendas-queue', 'sendas-passthrough']) {
       add(`s2 ${kind} peak RSS with a ${largest} MB message (MB)`, largest === 50 ? '< 150 MB' : '(target is for 50 MB)', s2[`${largest}MB/${kind}`]?.peakMemMb, (v) => v < 150, largest === 50);
-      // flat: past the first MB, a bigger message must not cost more memory. README promises
-      // "peak RSS grows by less than 40 MB" for 50 MB; between the two largest sizes (10 → 50 MB)
-      // the peak must stay within 10 MB
+      // flat: README promises "peak RSS grows by less than 40 MB" for a 50 MB message (a plateau
+      // that is reached around 30 MB: see BENCHMARKS.md)
       if (sizes.length > 1) {
-        const second = sizes[sizes.length - 2]!;
-        add(`s2 ${kind} peak RSS growth with a ${largest} MB message (MB)`, '< 40 MB', s2[`${largest}MB/${kind}`]?.growthMb, (v) => v < 40, largest === 50);
-        add(`s2 ${kind} peak RSS ${largest} MB − ${second} MB message (MB)`, 'flat: < 10 MB', delta(s2[`${largest}MB/${kind}`], s2[`${second}MB/${kind}`], 'peakMemMb'), (v) => v < 10);
+        add(`s2 ${kind} peak RSS growth with a ${largest} MB message (MB)`, 'flat: < 40 MB', s2[`${largest}MB/${kind}`]?.growthMb, (v) => v < 40, largest === 50);
       }
     }
   }
   const s3 = report.scenarios.s3?.median['sendas-queue'];
   if (s3) add(`s3 ${report.sizes.s3Connections} idle connections, sendas RSS (MB)`, report.sizes.s3Connections === 1000 ? '< 250 MB' : '(target is for 1,000)', s3.memMb, (v) => v < 250, report.sizes.s3Connections === 1000);
-  const s4keys = Object.keys(r).filter((k) => k.startsWith('s4.sendas-passthrough.msgsPerSec.'));
-  for (const k of s4keys) add(`s4 sendas msgs/s, ${k.split('.').pop()} agents`, 'the same: ≥ 0.9', r[k], (v) => v >= 0.9);
+  // "a config of 10,000 agents: start time, reload time and per-message cost the same as with 10":
+  // the same within 10% (msgs/s) or at most 1.5× (start and reload times, which are short)
+  const s4 = report.scenarios.s4?.median ?? {};
+  const agents = [...new Set(Object.keys(s4).map((row) => Number(row.split('/')[0])))].sort((a, b) => a - b);
+  if (agents.length > 1) {
+    const [small, large] = [agents[0]!, agents[agents.length - 1]!];
+    const a = s4[`${large}/sendas-passthrough`];
+    const b = s4[`${small}/sendas-passthrough`];
+    add(`s4 sendas msgs/s, ${large}/${small} agents`, 'the same: ≥ 0.9×', ratio(a?.msgsPerSec, b?.msgsPerSec), (v) => v >= 0.9);
+    add(`s4 sendas start time, ${large}/${small} agents`, 'the same: ≤ 1.5×', ratio(a?.startMs, b?.startMs), (v) => v <= 1.5);
+    add(`s4 sendas reload time, ${large}/${small} agents`, 'the same: ≤ 1.5×', ratio(a?.reloadMs, b?.reloadMs), (v) => v <= 1.5);
+  }
   return t;
-}
-
-function delta(a: Metrics | undefined, b: Metrics | undefined, key: string): number | undefined {
-  const x = a?.[key];
-  const y = b?.[key];
-  return x === undefined || y === undefined ? undefined : x - y;
 }
 
 function fmt(v: number | undefined, digits = 1): string {
