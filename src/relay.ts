@@ -22,6 +22,8 @@ import { RelayMetrics } from './ops/metrics.js';
 import { TokenProvider } from './oauth/tokens.js';
 import { relayStatus, type RelayStatus } from './ops/status.js';
 import { access, constants } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 
 /** The largest header section accepted; the body is never held in memory, the header is. */
 const MAX_HEADER_BYTES = 1024 * 1024;
@@ -52,6 +54,7 @@ export class Relay {
   private readonly tokens: TokenProvider;
   private loadedAt = new Date();
   private lastReloadError: { at: Date; issues: readonly ConfigIssue[] } | undefined;
+  private lastSeenFiles: string | undefined;
 
   constructor(opts: RelayOptions) {
     this.snapshot = opts.snapshot;
@@ -65,6 +68,7 @@ export class Relay {
       upstreamConnections: () => this.pools.openConnections(),
     });
     this.metrics.setConfigVersion(this.snapshot.version);
+    this.lastSeenFiles = this.filesFingerprint();
     if (this.snapshot.delivery === 'queue') {
       const store = new QueueStore(this.snapshot.queue.dir);
       const getSnapshot = () => this.snapshot;
@@ -109,6 +113,11 @@ export class Relay {
    * config, and the errors are logged and shown in /status until a valid file arrives.
    */
   reloadFromFile(reason: string): ConfigChange | undefined {
+    // a SIGHUP and the watcher's event for the same edit, or an editor touching the file: only
+    // parse when the bytes of the file or of a secret file changed
+    const seen = this.filesFingerprint();
+    if (seen !== undefined && seen === this.lastSeenFiles) return undefined;
+    this.lastSeenFiles = seen;
     let next: ConfigSnapshot;
     try {
       next = loadConfigFile(this.snapshot.file);
@@ -131,6 +140,23 @@ export class Relay {
       return undefined;
     }
     return this.apply(next, reason);
+  }
+
+  /** A digest of the config file and the secret files it references, as they are on disk now. */
+  private filesFingerprint(): string | undefined {
+    try {
+      const hash = createHash('sha256').update(readFileSync(this.snapshot.file));
+      for (const f of this.snapshot.secretFiles) {
+        try {
+          hash.update('\0').update(readFileSync(f));
+        } catch {
+          hash.update('\0-');
+        }
+      }
+      return hash.digest('hex');
+    } catch {
+      return undefined;
+    }
   }
 
   /** Swaps in a validated snapshot. */

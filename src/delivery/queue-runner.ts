@@ -242,8 +242,11 @@ export class QueueRunner {
         const batch = pending.slice(i, i + batchSize);
         await this.rateOf(account).acquire();
         await this.sendBatch(meta, account, batch, started);
-        // each batch's outcome is on disk before the next one: a recipient that got the message is never sent it again
-        await this.opts.store.update(meta);
+        // each batch's outcome is on disk before the next one: a recipient that got the message is never
+        // sent it again. When every recipient now has it, the entry is deleted next: rewriting its
+        // metadata first would cost an fsync for nothing (a crash in between re-delivers, the duplicate
+        // window README describes, never a loss)
+        if (!meta.recipients.every((r) => r.status === 'delivered')) await this.opts.store.update(meta);
       }
     }
     await this.conclude(t, snapshot);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -126,11 +126,14 @@ export class QueueStore {
     await this.syncs.failed.sync();
   }
 
-  /** Removes an entry: delivered, or deleted by ops. Metadata first, so a crash never leaves an entry without its message. */
+  /**
+   * Removes an entry: delivered, or deleted by ops. Metadata first, so a crash never leaves an
+   * entry without its message. No directory fsync: if a crash undoes the unlink, the entry is
+   * delivered again (the duplicate window), nothing is lost — and delivery stays one fsync cheaper.
+   */
   async remove(id: string, area: QueueArea = 'active'): Promise<void> {
-    await rm(this.path(id, 'json', area), { force: true });
-    await rm(this.path(id, 'eml', area), { force: true });
-    await this.syncs[area].sync();
+    await unlinkIfPresent(this.path(id, 'json', area));
+    await unlinkIfPresent(this.path(id, 'eml', area));
   }
 
   async read(id: string, area: QueueArea = 'active'): Promise<QueueEntryMeta | undefined> {
@@ -191,6 +194,14 @@ function fileSink(fh: FileHandle): Writable {
       fh.writev(chunks.map((c) => c.chunk as Buffer)).then(() => done(), done);
     },
   });
+}
+
+async function unlinkIfPresent(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
 }
 
 export function isQueueId(id: string): boolean {
