@@ -159,7 +159,7 @@ export function renderReport(report: BenchReport): string {
     out.push(`### Scenario 4: configs of ${z.s4Agents.map((n) => n.toLocaleString('en-US')).join(' and ')} agents (${medOf}; ${z.s4Batch.toLocaleString('en-US')} messages over ${z.s4Sessions} reused sessions)`, '');
     out.push(
       table(
-        ['agents / relay', 'start ms', 'reload ms', 'file edit → reloaded ms', 'msgs/s', 'CPU ms/msg', 'memory MB'],
+        ['agents / relay', 'start ms', 'reload ms', 'file edit → reloaded ms', 'msgs/s', 'CPU ms/msg', 'peak MB'],
         Object.entries(s4).map(([k, m]) => [k, fmt(m.startMs, 0), fmt(m.reloadMs, 0), fmt(m.fileEditReloadMs, 0), fmt(m.msgsPerSec, 0), fmt(m.cpuMsPerMsg, 2), fmt(m.peakMemMb)]),
       ),
       '',

@@ -269,13 +269,15 @@ export async function scenario4(ctx: Ctx): Promise<RunResult> {
         result.rows[row] = await withRelay(ctx, kind, agents, async (relay, sink) => {
           await sleep(200);
           const metrics: Metrics = { startMs: relay.startMs, memAfterStartMb: relay.memoryKb() / 1024 };
-          // per-message cost
+          // per-message cost (and memory while it runs: Postfix has no single peak to read)
+          const mem = new MemorySampler(() => relay.memoryKb(), kind === 'postfix' ? 200 : 100).start();
           const cpu0 = relay.cpuTicks();
           const t = await ctx.load({ port: relay.port, from: agentAddress(agents), to: RECIPIENT, size: 2000, count: batch, sessions, reuse: true });
           if (t.accepted < batch || t.firstAcceptAt === undefined) throw new Error(`${t.accepted} of ${batch} accepted: ${t.failures.join('; ')}`);
           const last = await sink.waitFor(batch, sinkTimeout(batch, 2000));
           metrics.msgsPerSec = batch / ((last - t.firstAcceptAt) / 1000);
           metrics.cpuMsPerMsg = ms(relay.cpuTicks() - cpu0) / batch;
+          const sampled = mem.stop();
           // reload
           if (relay.sendas) {
             const proc = relay.sendas;
@@ -293,7 +295,7 @@ export async function scenario4(ctx: Ctx): Promise<RunResult> {
           } else if (relay.postfix) {
             metrics.reloadMs = await relay.postfix.addAgentAndReload(agents + 1);
           }
-          metrics.peakMemMb = (relay.peakKb() ?? relay.memoryKb()) / 1024;
+          metrics.peakMemMb = (relay.peakKb() ?? sampled.peakKb) / 1024;
           return metrics;
         });
         ctx.log(`s4 ${row}: ${fmtMetrics(result.rows[row]!)}`);
