@@ -313,7 +313,7 @@ export class Relay {
     } catch (err) {
       return refuse(err);
     }
-    if (this.queue) return this.acceptIntoQueue(msg, decision!, rewrite, failed, refuse, started);
+    if (this.queue) return this.acceptIntoQueue(msg, decision!, rewrite, guard, failed, refuse, logBase, started);
     return this.relayNow(msg, decision!, rewrite, guard, failed, clientDone, refuse, logBase, started);
   }
 
@@ -322,8 +322,10 @@ export class Relay {
     msg: IncomingMessage,
     decision: MessageDecision,
     rewrite: Readable,
+    guard: SizeGuard,
     failed: Promise<never>,
     refuse: (err: unknown) => Promise<never>,
+    logBase: Record<string, unknown>,
     started: number,
   ): Promise<string> {
     const { store, runner } = this.queue!;
@@ -358,15 +360,11 @@ export class Relay {
     if (msg.stream.sizeExceeded) {
       // smtp-server answers 552: the entry must not be delivered
       await store.remove(meta.id);
-      return refuse(new RelayError('message', { code: 552, enhanced: '5.3.4' }, `Message exceeds the maximum size of ${msg.snapshot.listen.maxMessageSize} bytes`));
+      return refuse(guard.tooLarge());
     }
     runner.enqueue(meta);
     this.logOutcome('queued', {
-      id: msg.id,
-      client: msg.client.address,
-      login: msg.client.login,
-      envelopeFrom: msg.envelope.mailFrom ?? '<>',
-      recipients: msg.envelope.rcptTo.length,
+      ...logBase,
       ...decisionLog(decision),
       size: meta.size,
       durationMs: ms(started),

@@ -314,7 +314,7 @@ function checkRelations(raw: Record<string, unknown>, at: (p: Path, m: string, o
 }
 
 /** auth when the YAML doesn't say: xoauth2 with an oauth block or for Graph, login with a username, else none. */
-function effectiveAuth(server: Record<string, unknown>): AuthMethod {
+function effectiveAuth(server: { auth?: unknown; oauth?: unknown; type?: unknown; username?: unknown }): AuthMethod {
   if (typeof server.auth === 'string') return server.auth.toLowerCase() as AuthMethod;
   if (isRecord(server.oauth) || (typeof server.type === 'string' && server.type.toLowerCase() === 'graph')) return 'xoauth2';
   return server.username !== undefined ? 'login' : 'none';
@@ -442,7 +442,7 @@ function buildSnapshot(
       host: s.host ?? '',
       port: s.port ?? DEFAULT_PORT[security],
       security,
-      auth: s.auth ?? (s.oauth !== undefined || s.type === 'graph' ? 'xoauth2' : s.username !== undefined ? 'login' : 'none'),
+      auth: effectiveAuth(s),
       username: s.username,
       password: secrets.servers[i],
       address: s.address ?? s.username ?? '',
