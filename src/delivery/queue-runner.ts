@@ -308,7 +308,7 @@ export class QueueRunner {
   private async send(meta: QueueEntryMeta, account: Account, envelope: { from: string; to: string[]; eightBit: boolean }, route: Route): Promise<DeliveryOutcome | RelayError> {
     let message: Readable | undefined;
     try {
-      message = this.opts.store.messageStream(meta.id);
+      message = this.opts.store.messageStream(meta);
       return await deliverNow(this.opts.pools, account, envelope, message, route.alternate ? route : undefined);
     } catch (err) {
       if (isRelayError(err)) return err;

@@ -50,7 +50,7 @@ export function createNoticeWriter(deps: NoticeWriterDeps) {
         ...(r.lastError?.host ? { remoteMta: r.lastError.host } : {}),
         ...(r.lastError?.at ? { lastAttemptAt: new Date(r.lastError.at) } : {}),
       })),
-      originalHeaders: await deps.store.headerSection(meta.id, 'failed'),
+      originalHeaders: await deps.store.headerSection(meta, 'failed'),
       ...(meta.subject ? { originalSubject: meta.subject } : {}),
       ...(gaveUpAfter ? { gaveUpAfter } : {}),
       date: now,

@@ -1,25 +1,40 @@
-import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { close as closeCb, createReadStream, fsync as fsyncCb, open as openCb, read as readCb, fstat as fstatCb, rename as renameCb, unlink as unlinkCb, writev as writevCb } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Writable, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
 import type { QueueEntryMeta } from './entry.js';
 import { DirSync } from './dir-sync.js';
+
+// the callback API: no FileHandle object per file, which the accept path opens once per message
+const fsOpen = promisify(openCb);
+const fsFsync = promisify(fsyncCb);
+const fsClose = promisify(closeCb);
+const fsRename = promisify(renameCb);
+const fsUnlink = promisify(unlinkCb);
+const fsFstat = promisify(fstatCb);
 
 export type QueueArea = 'active' | 'failed';
 
 /**
- * The queue on disk. Each entry is two files in an area directory: ID.eml (the message as it
- * will leave, headers already aligned) and ID.json (its metadata). Both are written in tmp/,
- * fsync'd, and renamed into place message first, metadata last; then the directory is fsync'd.
- * An entry exists once its .json is in active/: a crash before that leaves only tmp/ litter,
- * which is removed at start. So a 250 is only ever sent for an entry that survives kill -9 or a
- * power cut.
+ * The queue on disk. An entry is ID.eml in an area directory: the message as it will leave
+ * (headers already aligned), followed by its metadata as it was at acceptance (JSON) and a
+ * fixed-size footer giving the JSON's length. It is written in tmp/ with one write, fsync'd,
+ * renamed into active/, and the directory is fsync'd before the 250: one file, one fsync and one
+ * rename per message (the metadata used to be a second file with its own fsync and rename).
+ * Later states (attempts, per-recipient results, failure) go to ID.json beside it, written by
+ * rename, which supersedes the footer's metadata. An entry exists while its .eml does: a crash
+ * while accepting leaves only tmp/ litter, removed at start, so a 250 is only ever sent for an
+ * entry that survives kill -9 or a power cut. Entries written before this layout (a bare
+ * message in ID.eml, metadata in ID.json) are read the same way: their ID.json is there.
  */
 export class QueueStore {
   readonly dir: string;
   private readonly syncs: Record<QueueArea, DirSync>;
+  /** Entries known to have no ID.json (accepted here, never updated): removing them is one unlink. */
+  private readonly footerOnly = new Set<string>();
+  /** Small messages just accepted, kept for their first delivery attempt: see messageStream(). */
+  private readonly recent = new RecentMessages(RECENT_BYTES);
 
   constructor(dir: string) {
     this.dir = dir;
@@ -34,62 +49,66 @@ export class QueueStore {
     for (const area of ['active', 'failed', 'tmp', 'requests'] as const) await mkdir(this.areaDir(area), { recursive: true });
     // half-written entries of a relay that died while accepting: the client never got a 250
     for (const name of await readdir(this.areaDir('tmp'))) await rm(join(this.areaDir('tmp'), name), { force: true });
-    await this.repairMoves('active', 'failed');
-    await this.repairMoves('failed', 'active');
-    // a message file without metadata in active/ was never acknowledged: the client got no 250
-    const active = await readdir(this.areaDir('active'));
-    const metas = new Set(active.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)));
-    for (const name of active) {
-      if (name.endsWith('.eml') && !metas.has(name.slice(0, -4))) await rm(join(this.areaDir('active'), name), { force: true });
+    for (const area of ['active', 'failed'] as const) {
+      const names = new Set(await readdir(this.areaDir(area)));
+      for (const name of names) {
+        const id = name.slice(0, -5);
+        // metadata without its message: a move or a removal interrupted after the message left
+        // (moves write the destination's metadata first, so the entry is whole where its .eml is)
+        if (name.endsWith('.json') && !names.has(`${id}.eml`)) await rm(join(this.areaDir(area), name), { force: true });
+      }
+      for (const name of names) {
+        const id = name.slice(0, -4);
+        if (!name.endsWith('.eml') || names.has(`${id}.json`)) continue;
+        // a bare message without metadata: accepted by an older sendas that died before writing its .json (no 250 was sent)
+        if (!(await this.readFooter(id, area))) await rm(join(this.areaDir(area), name), { force: true });
+      }
+      await this.syncs[area].sync();
     }
   }
 
   /**
-   * Finishes or undoes a move between areas that a crash interrupted. A move renames the
-   * message, then writes the metadata, then deletes the old metadata; so metadata without its
-   * message in `from` means the message already went to `to`. If `to` has the complete entry,
-   * the move finished but for the delete; otherwise the message is brought back and the entry
-   * stays where its metadata is (it is looked at again, e.g. re-attempted).
-   */
-  private async repairMoves(from: QueueArea, to: QueueArea): Promise<void> {
-    const names = new Set(await readdir(this.areaDir(from)));
-    const other = new Set(await readdir(this.areaDir(to)));
-    for (const name of names) {
-      if (!name.endsWith('.json')) continue;
-      const id = name.slice(0, -5);
-      if (names.has(`${id}.eml`) || !other.has(`${id}.eml`)) continue;
-      if (other.has(`${id}.json`)) await rm(join(this.areaDir(from), name), { force: true });
-      else await rename(join(this.areaDir(to), `${id}.eml`), join(this.areaDir(from), `${id}.eml`));
-    }
-    await this.syncs[from].sync();
-    await this.syncs[to].sync();
-  }
-
-  /**
-   * Writes the message and then its metadata durably; `makeMeta` gets the message's size.
-   * Resolves with the metadata only when both are on disk.
+   * Writes the message with its metadata durably; `makeMeta` gets the message's size. Resolves
+   * with the metadata only when the entry is on disk.
    */
   async accept(id: string, message: Readable, makeMeta: (size: number) => QueueEntryMeta): Promise<QueueEntryMeta> {
-    const tmpMessage = join(this.areaDir('tmp'), `${id}.eml`);
+    const tmp = join(this.areaDir('tmp'), `${id}.eml`);
+    let fd: number | undefined;
+    let size = 0;
+    // small messages are written with the footer in one writev; larger ones in 64 KiB writes
+    const pending: Buffer[] = [];
+    let pendingBytes = 0;
+    let small: Buffer[] | undefined = [];
     try {
-      let size = 0;
-      await writeDurably(tmpMessage, async (fh) => {
-        await pipeline(
-          message,
-          async function* (source: AsyncIterable<Buffer>) {
-            for await (const chunk of source) {
-              size += chunk.length;
-              yield chunk;
-            }
-          },
-          fileSink(fh),
-        );
-      });
+      fd = await fsOpen(tmp, 'wx', 0o600);
+      for await (const chunk of message as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        pending.push(chunk);
+        pendingBytes += chunk.length;
+        if (small) {
+          small.push(chunk);
+          if (size > RECENT_MAX_MESSAGE) small = undefined;
+        }
+        if (pendingBytes >= WRITE_CHUNK) {
+          await writeAll(fd, pending.splice(0));
+          pendingBytes = 0;
+        }
+      }
       const meta = makeMeta(size);
-      await this.writeMeta(meta, 'active', { messageFrom: tmpMessage });
+      const json = Buffer.from(JSON.stringify(meta));
+      pending.push(json, footer(json.length));
+      await writeAll(fd, pending);
+      await fsFsync(fd);
+      await fsClose(fd);
+      fd = undefined;
+      await fsRename(tmp, this.path(id, 'eml', 'active'));
+      await this.syncs.active.sync();
+      this.footerOnly.add(key(id, 'active'));
+      if (small) this.recent.add(id, small, size);
       return meta;
     } catch (err) {
-      await rm(tmpMessage, { force: true });
+      if (fd !== undefined) await fsClose(fd).catch(() => undefined);
+      await rm(tmp, { force: true });
       throw err;
     }
   }
@@ -99,50 +118,69 @@ export class QueueStore {
     await this.writeMeta(meta, area);
   }
 
-  private async writeMeta(meta: QueueEntryMeta, area: QueueArea, opts: { messageFrom?: string } = {}): Promise<void> {
-    const tmpMeta = join(this.areaDir('tmp'), `${meta.id}.${randomBytes(4).toString('hex')}.json`);
+  private async writeMeta(meta: QueueEntryMeta, area: QueueArea): Promise<void> {
+    const tmpMeta = join(this.areaDir('tmp'), `${meta.id}.${++tmpCounter}.json`);
     try {
-      await writeDurably(tmpMeta, (fh) => fh.writeFile(`${JSON.stringify(meta, null, 2)}\n`));
-      if (opts.messageFrom) await rename(opts.messageFrom, this.path(meta.id, 'eml', area));
+      const fh = await open(tmpMeta, 'wx', 0o600);
+      try {
+        await fh.writeFile(`${JSON.stringify(meta, null, 2)}\n`);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
       await rename(tmpMeta, this.path(meta.id, 'json', area));
     } catch (err) {
       await rm(tmpMeta, { force: true });
       throw err;
     }
+    this.footerOnly.delete(key(meta.id, area));
     await this.syncs[area].sync();
   }
 
   /** Moves an entry to the failed area, kept for inspection. */
   async moveToFailed(meta: QueueEntryMeta): Promise<void> {
-    await this.writeMeta(meta, 'failed', { messageFrom: this.path(meta.id, 'eml', 'active') });
-    await rm(this.path(meta.id, 'json', 'active'), { force: true });
-    await this.syncs.active.sync();
+    await this.move(meta, 'active', 'failed');
   }
 
   /** Puts a failed entry back into the active queue (sendas queue retry). */
   async moveToActive(meta: QueueEntryMeta): Promise<void> {
-    await this.writeMeta(meta, 'active', { messageFrom: this.path(meta.id, 'eml', 'failed') });
-    await rm(this.path(meta.id, 'json', 'failed'), { force: true });
-    await this.syncs.failed.sync();
+    await this.move(meta, 'failed', 'active');
   }
 
   /**
-   * Removes an entry: delivered, or deleted by ops. Metadata first, so a crash never leaves an
-   * entry without its message. No directory fsync: if a crash undoes the unlink, the entry is
-   * delivered again (the duplicate window), nothing is lost — and delivery stays one fsync cheaper.
+   * The destination's metadata first, then the message, then the old metadata: at any crash the
+   * entry is whole in the area that has its .eml, and init() drops metadata left without one.
+   */
+  private async move(meta: QueueEntryMeta, from: QueueArea, to: QueueArea): Promise<void> {
+    this.recent.delete(meta.id);
+    await this.writeMeta(meta, to);
+    await rename(this.path(meta.id, 'eml', from), this.path(meta.id, 'eml', to));
+    await this.syncs[to].sync();
+    await unlinkIfPresent(this.path(meta.id, 'json', from));
+    this.footerOnly.delete(key(meta.id, from));
+    await this.syncs[from].sync();
+  }
+
+  /**
+   * Removes an entry: delivered, or deleted by ops. The message first (the entry is gone with
+   * it; metadata left behind is dropped at start). No directory fsync: if a crash undoes the
+   * unlink, the entry is delivered again (the duplicate window), nothing is lost — and delivery
+   * stays one fsync cheaper.
    */
   async remove(id: string, area: QueueArea = 'active'): Promise<void> {
-    await unlinkIfPresent(this.path(id, 'json', area));
+    this.recent.delete(id);
     await unlinkIfPresent(this.path(id, 'eml', area));
+    if (this.footerOnly.delete(key(id, area))) return;
+    await unlinkIfPresent(this.path(id, 'json', area));
   }
 
   async read(id: string, area: QueueArea = 'active'): Promise<QueueEntryMeta | undefined> {
     try {
       return JSON.parse(await readFile(this.path(id, 'json', area), 'utf8')) as QueueEntryMeta;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
+    return this.readFooter(id, area);
   }
 
   async list(area: QueueArea = 'active'): Promise<QueueEntryMeta[]> {
@@ -154,22 +192,31 @@ export class QueueStore {
       throw err;
     }
     const metas: QueueEntryMeta[] = [];
-    for (const name of names.filter((n) => n.endsWith('.json'))) {
-      const meta = await this.read(name.slice(0, -5), area);
+    for (const name of names.filter((n) => n.endsWith('.eml'))) {
+      const meta = await this.read(name.slice(0, -4), area);
       if (meta) metas.push(meta);
     }
     return metas.sort((a, b) => a.receivedAt.localeCompare(b.receivedAt));
   }
 
-  messageStream(id: string, area: QueueArea = 'active'): Readable {
-    return createReadStream(this.path(id, 'eml', area));
+  /**
+   * The message of an entry (its first meta.size bytes). A small message's first attempt right
+   * after acceptance is served from memory: the bytes just written, kept up to RECENT_BYTES in
+   * all, so that the usual case (accepted, delivered at once) costs no open and read of the file.
+   */
+  messageStream(meta: Pick<QueueEntryMeta, 'id' | 'size'>, area: QueueArea = 'active'): Readable {
+    const path = this.path(meta.id, 'eml', area);
+    const kept = area === 'active' ? this.recent.take(meta.id) : undefined;
+    if (kept) return Readable.from(kept, { objectMode: false });
+    if (meta.size === 0) return Readable.from([], { objectMode: false });
+    return createReadStream(path, { start: 0, end: meta.size - 1 });
   }
 
   /** The message's header section (at most 1 MB), for failure notices. */
-  async headerSection(id: string, area: QueueArea = 'active'): Promise<Buffer> {
-    const fh = await open(this.path(id, 'eml', area), 'r');
+  async headerSection(meta: Pick<QueueEntryMeta, 'id' | 'size'>, area: QueueArea = 'active'): Promise<Buffer> {
+    const fh = await open(this.path(meta.id, 'eml', area), 'r');
     try {
-      const { buffer, bytesRead } = await fh.read({ buffer: Buffer.alloc(1024 * 1024), position: 0 });
+      const { buffer, bytesRead } = await fh.read({ buffer: Buffer.alloc(Math.min(1024 * 1024, meta.size)), position: 0 });
       const head = buffer.subarray(0, bytesRead);
       const end = head.indexOf('\r\n\r\n');
       return end >= 0 ? head.subarray(0, end + 2) : head;
@@ -182,23 +229,117 @@ export class QueueStore {
     if (!isQueueId(id)) throw new Error(`not a queue id: ${JSON.stringify(id)}`);
     return join(this.areaDir(area), `${id}.${kind}`);
   }
+
+  /** The metadata written at acceptance, from the footer of ID.eml; undefined when there is none. */
+  private async readFooter(id: string, area: QueueArea): Promise<QueueEntryMeta | undefined> {
+    let fd: number;
+    try {
+      fd = await fsOpen(this.path(id, 'eml', area), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    try {
+      const { size: total } = await fsFstat(fd);
+      if (total < FOOTER_LENGTH) return undefined;
+      const tail = await readAt(fd, FOOTER_LENGTH, total - FOOTER_LENGTH);
+      const match = FOOTER_PATTERN.exec(tail.toString('latin1'));
+      if (!match) return undefined;
+      const length = Number(match[1]);
+      if (length > total - FOOTER_LENGTH) return undefined;
+      const meta = JSON.parse((await readAt(fd, length, total - FOOTER_LENGTH - length)).toString('utf8')) as QueueEntryMeta;
+      if (meta.id !== id || meta.size !== total - FOOTER_LENGTH - length) return undefined;
+      return meta;
+    } catch (err) {
+      if (err instanceof SyntaxError) return undefined;
+      throw err;
+    } finally {
+      await fsClose(fd);
+    }
+  }
 }
 
-/** A Writable into an open file that leaves closing to the caller (who fsyncs first). */
-function fileSink(fh: FileHandle): Writable {
-  return new Writable({
-    write(chunk: Buffer, _enc, done) {
-      fh.write(chunk).then(() => done(), done);
-    },
-    writev(chunks, done) {
-      fh.writev(chunks.map((c) => c.chunk as Buffer)).then(() => done(), done);
-    },
-  });
+const WRITE_CHUNK = 64 * 1024;
+/** Messages up to this size are kept in memory for their first attempt … */
+const RECENT_MAX_MESSAGE = 64 * 1024;
+/** … within this budget for all of them together, so memory stays bounded whatever the backlog. */
+const RECENT_BYTES = 16 * 1024 * 1024;
+
+/** "\nsendas-queue-entry " + the JSON's length in 10 digits + "\n": 31 bytes at the very end of ID.eml. */
+const FOOTER_LENGTH = 31;
+const FOOTER_PATTERN = /^\nsendas-queue-entry (\d{10})\n$/;
+function footer(jsonLength: number): Buffer {
+  return Buffer.from(`\nsendas-queue-entry ${String(jsonLength).padStart(10, '0')}\n`, 'latin1');
+}
+
+let tmpCounter = 0;
+
+function key(id: string, area: QueueArea): string {
+  return `${area}/${id}`;
+}
+
+/** Bounded memory of recently accepted small messages, oldest dropped first. */
+class RecentMessages {
+  private readonly messages = new Map<string, { chunks: Buffer[]; size: number }>();
+  private bytes = 0;
+
+  constructor(private readonly budget: number) {}
+
+  add(id: string, chunks: Buffer[], size: number): void {
+    this.messages.set(id, { chunks, size });
+    this.bytes += size;
+    for (const [oldest, m] of this.messages) {
+      if (this.bytes <= this.budget) break;
+      this.messages.delete(oldest);
+      this.bytes -= m.size;
+    }
+  }
+
+  take(id: string): Buffer[] | undefined {
+    const m = this.messages.get(id);
+    if (!m) return undefined;
+    this.messages.delete(id);
+    this.bytes -= m.size;
+    return m.chunks;
+  }
+
+  delete(id: string): void {
+    this.take(id);
+  }
+}
+
+async function writeAll(fd: number, chunks: Buffer[]): Promise<void> {
+  let rest = chunks;
+  while (rest.length > 0) {
+    let written = await writevAt(fd, rest);
+    // a short write (rare: a full disk, a signal) continues where it stopped
+    const next: Buffer[] = [];
+    for (const c of rest) {
+      if (written >= c.length) {
+        written -= c.length;
+        continue;
+      }
+      next.push(written > 0 ? c.subarray(written) : c);
+      written = 0;
+    }
+    rest = next;
+  }
+}
+
+function writevAt(fd: number, chunks: Buffer[]): Promise<number> {
+  return new Promise((resolve, reject) => writevCb(fd, chunks, (err, written) => (err ? reject(err) : resolve(written))));
+}
+
+function readAt(fd: number, length: number, position: number): Promise<Buffer> {
+  const buffer = Buffer.alloc(length);
+  return new Promise((resolve, reject) =>
+    readCb(fd, buffer, 0, length, position, (err, bytesRead) => (err ? reject(err) : resolve(buffer.subarray(0, bytesRead)))),
+  );
 }
 
 async function unlinkIfPresent(path: string): Promise<void> {
   try {
-    await unlink(path);
+    await fsUnlink(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
@@ -206,14 +347,4 @@ async function unlinkIfPresent(path: string): Promise<void> {
 
 export function isQueueId(id: string): boolean {
   return /^[A-Z0-9]{6,32}$/.test(id);
-}
-
-async function writeDurably(path: string, write: (fh: FileHandle) => Promise<void>): Promise<void> {
-  const fh = await open(path, 'wx', 0o600);
-  try {
-    await write(fh);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -101,7 +101,7 @@ const exists = (p: string) =>
   );
 
 describe('QueueStore.accept', () => {
-  it('writes the message byte for byte (8-bit, 2 MB in chunks) and its metadata; makeMeta gets the exact size', async () => {
+  it('writes the message byte for byte (8-bit, 2 MB in chunks) followed by its metadata, in one file; makeMeta gets the exact size', async () => {
     const msg = message(2 * 1024 * 1024);
     const id = newMessageId();
     const makeMeta = vi.fn((size: number) => metaFor(id, size));
@@ -112,29 +112,77 @@ describe('QueueStore.accept', () => {
     expect(meta.size).toBe(msg.length);
 
     const onDisk = await readFile(store.path(id, 'eml', 'active'));
-    expect(onDisk.length).toBe(msg.length);
-    expect(sha(onDisk)).toBe(sha(msg));
-    expect(JSON.parse(await readFile(store.path(id, 'json', 'active'), 'utf8'))).toEqual(meta);
+    expect(sha(onDisk.subarray(0, msg.length))).toBe(sha(msg));
+    // then the metadata as JSON and the footer giving its length: the file says what it holds
+    const json = JSON.stringify(meta);
+    expect(onDisk.subarray(msg.length).toString('utf8')).toBe(`${json}\nsendas-queue-entry ${String(Buffer.byteLength(json)).padStart(10, '0')}\n`);
 
-    expect(await names('active')).toEqual([`${id}.eml`, `${id}.json`].sort());
+    expect(await names('active')).toEqual([`${id}.eml`]);
     expect(await names('tmp')).toEqual([]);
 
     expect(await store.read(id)).toEqual(meta);
     expect(await store.list()).toEqual([meta]);
-    const back = await buffer(store.messageStream(id));
+    const back = await buffer(store.messageStream(meta));
     expect(sha(back)).toBe(sha(msg));
+    // another store on the same directory (a restart) reads the same entry from disk
+    const restarted = new QueueStore(store.dir);
+    await restarted.init();
+    expect(await restarted.list()).toEqual([meta]);
+    expect(sha(await buffer(restarted.messageStream(meta)))).toBe(sha(msg));
+  });
+
+  it('a small message is delivered from memory the first time, from the file afterwards: the same bytes', async () => {
+    const meta = await enqueue();
+    const path = store.path(meta.id, 'eml', 'active');
+    const onDisk = await readFile(path);
+    // swap the file's message bytes for others of the same length: a read from disk would see them
+    await writeFile(path, Buffer.concat([Buffer.alloc(meta.size, 0x58), onDisk.subarray(meta.size)]));
+    expect(sha(await buffer(store.messageStream(meta)))).toBe(sha(message()));
+    expect(await buffer(store.messageStream(meta))).toEqual(Buffer.alloc(meta.size, 0x58));
+  });
+
+  it('the memory of small messages is bounded (16 MiB in all): the oldest are read from disk again', async () => {
+    const metas: QueueEntryMeta[] = [];
+    for (let i = 0; i < 300; i++) {
+      const id = newMessageId();
+      metas.push(await store.accept(id, Readable.from([Buffer.alloc(60 * 1024, 0x41 + (i % 26))]), (size) => metaFor(id, size)));
+    }
+    // 300 × 60 KiB = 17.6 MiB: the first ones no longer fit
+    for (const meta of [metas[0]!, metas[299]!]) {
+      const path = store.path(meta.id, 'eml', 'active');
+      const onDisk = await readFile(path);
+      await writeFile(path, Buffer.concat([Buffer.alloc(meta.size, 0x30), onDisk.subarray(meta.size)]));
+    }
+    expect((await buffer(store.messageStream(metas[0]!)))[0]).toBe(0x30);
+    expect((await buffer(store.messageStream(metas[299]!)))[0]).toBe(0x41 + (299 % 26));
+  });
+
+  it('reads an entry written by an older sendas (a bare message in ID.eml, metadata in ID.json)', async () => {
+    const id = newMessageId();
+    const msg = message();
+    const meta = metaFor(id, msg.length);
+    await writeFile(store.path(id, 'eml', 'active'), msg);
+    await writeFile(store.path(id, 'json', 'active'), JSON.stringify(meta, null, 2));
+    await store.init();
+    expect(await store.list()).toEqual([meta]);
+    expect(sha(await buffer(store.messageStream(meta)))).toBe(sha(msg));
+    expect((await store.headerSection(meta)).equals(head)).toBe(true);
+    await store.remove(id);
+    expect(await names('active')).toEqual([]);
   });
 
   it('an empty message has size 0', async () => {
     const id = newMessageId();
     const meta = await store.accept(id, Readable.from([]), (size) => metaFor(id, size));
     expect(meta.size).toBe(0);
-    expect((await readFile(store.path(id, 'eml', 'active'))).length).toBe(0);
+    expect(await store.read(id)).toEqual(meta);
+    expect((await buffer(store.messageStream(meta))).length).toBe(0);
+    expect((await buffer(new QueueStore(store.dir).messageStream(meta))).length).toBe(0);
   });
 
   it('headerSection: the header lines up to and including the CRLF before the blank line', async () => {
     const meta = await enqueue();
-    const h = await store.headerSection(meta.id);
+    const h = await store.headerSection(meta);
     expect(h.equals(head)).toBe(true);
     expect(h.subarray(-2).toString()).toBe('\r\n');
     expect(h.includes('first para')).toBe(false);
@@ -142,14 +190,13 @@ describe('QueueStore.accept', () => {
 
   it('headerSection of a message without a body is the whole message', async () => {
     const id = newMessageId();
-    await store.accept(id, Readable.from([head]), (size) => metaFor(id, size));
-    expect((await store.headerSection(id)).equals(head)).toBe(true);
+    const meta = await store.accept(id, Readable.from([head]), (size) => metaFor(id, size));
+    expect((await store.headerSection(meta)).equals(head)).toBe(true);
   });
 
-  it('both files are mode 0600', async () => {
+  it('every file is mode 0600', async () => {
     const meta = await enqueue();
     expect((await stat(store.path(meta.id, 'eml', 'active'))).mode & 0o777).toBe(0o600);
-    expect((await stat(store.path(meta.id, 'json', 'active'))).mode & 0o777).toBe(0o600);
     meta.attempts = 1;
     await store.update(meta);
     expect((await stat(store.path(meta.id, 'json', 'active'))).mode & 0o777).toBe(0o600);
@@ -223,7 +270,7 @@ describe('QueueStore.init', () => {
     for (const area of ['active', 'failed', 'tmp', 'requests'] as const) expect((await stat(fresh.areaDir(area))).isDirectory()).toBe(true);
   });
 
-  it('removes tmp/ litter and a message without metadata in active/, keeps complete entries', async () => {
+  it('removes tmp/ litter and an older sendas\'s message without metadata in active/, keeps complete entries', async () => {
     const kept = await enqueue();
     const failed = await enqueue();
     await store.moveToFailed(failed);
@@ -235,10 +282,10 @@ describe('QueueStore.init', () => {
     await store.init();
 
     expect(await names('tmp')).toEqual([]);
-    expect(await names('active')).toEqual([`${kept.id}.eml`, `${kept.id}.json`].sort());
+    expect(await names('active')).toEqual([`${kept.id}.eml`]);
     expect(await names('failed')).toEqual([`${failed.id}.eml`, `${failed.id}.json`].sort());
     expect(await store.read(kept.id)).toEqual(kept);
-    expect(sha(await readFile(store.path(kept.id, 'eml', 'active')))).toBe(sha(message()));
+    expect(sha(await buffer(store.messageStream(kept)))).toBe(sha(message()));
   });
 
   it('is idempotent on a clean queue', async () => {
@@ -248,37 +295,46 @@ describe('QueueStore.init', () => {
     expect(await store.list()).toEqual([kept]);
   });
 
-  // moveToFailed renames the .eml into failed/ before removing active/ID.json. A crash in between
-  // leaves active/ID.json without its message (and the whole entry in failed/); init() only
-  // handles the opposite case (.eml without .json), so the active entry survives the restart
-  // with no message: every attempt fails to open ID.eml. moveToActive has the mirror window
-  // (failed/ID.json without its .eml).
-  it('init() finishes a moveToFailed that crashed before deleting the active metadata', async () => {
+  // A move writes the destination's metadata, renames the .eml, then removes the old metadata.
+  // Whatever step a crash interrupts, the entry must come back whole in exactly one area.
+  it('init() after a moveToFailed that crashed before deleting the active metadata: the entry is in failed/ only', async () => {
     const meta = await enqueue();
+    meta.attempts = 2;
+    await store.update(meta);
+    meta.failedAt = '2026-01-11T12:00:00.000Z';
     await store.moveToFailed(meta);
-    // the state between "rename .eml to failed/" + "rename .json into failed/" and "rm active/ID.json"
     await writeFile(store.path(meta.id, 'json', 'active'), JSON.stringify(meta));
     await store.init();
-    const active = await store.list('active');
-    for (const m of active) expect(await exists(store.path(m.id, 'eml', 'active'))).toBe(true);
+    expect(await store.list('active')).toEqual([]);
+    expect(await store.list('failed')).toEqual([meta]);
   });
 
-  it('init() brings the message back when moveToFailed crashed between its two renames', async () => {
+  it('init() after a moveToFailed that crashed before renaming the message: the entry stays in active/', async () => {
     const meta = await enqueue();
-    // the .eml already renamed into failed/, the metadata not yet
-    await rename(store.path(meta.id, 'eml', 'active'), store.path(meta.id, 'eml', 'failed'));
+    // the destination's metadata written, the .eml not yet moved
+    await writeFile(store.path(meta.id, 'json', 'failed'), JSON.stringify({ ...meta, failedAt: '2026-01-11T12:00:00.000Z' }));
     await store.init();
-    // either the entry is still deliverable in active/ or it is complete in failed/
-    const inActive = (await exists(store.path(meta.id, 'json', 'active'))) && (await exists(store.path(meta.id, 'eml', 'active')));
-    const inFailed = (await exists(store.path(meta.id, 'json', 'failed'))) && (await exists(store.path(meta.id, 'eml', 'failed')));
-    expect(inActive || inFailed).toBe(true);
-    expect(await store.list('active')).toEqual(inActive ? [meta] : []);
+    expect(await store.list('active')).toEqual([meta]);
+    expect(await store.list('failed')).toEqual([]);
+    expect(await names('failed')).toEqual([]);
+  });
+
+  it('init() drops metadata whose message a removal already deleted', async () => {
+    const meta = await enqueue();
+    meta.attempts = 1;
+    await store.update(meta);
+    await rm(store.path(meta.id, 'eml', 'active'));
+    await store.init();
+    expect(await names('active')).toEqual([]);
   });
 });
 
 describe('QueueStore.update / move / remove / path', () => {
-  it('update() replaces the metadata by rename (new inode), leaving no temporary file', async () => {
+  it('update() writes the metadata beside the message and replaces it by rename (new inode), leaving no temporary file', async () => {
     const meta = await enqueue();
+    meta.attempts = 1;
+    await store.update(meta);
+    expect(await store.read(meta.id)).toEqual(meta);
     const before = await stat(store.path(meta.id, 'json', 'active'));
     meta.attempts = 3;
     meta.nextAttemptAt = '2026-01-10T12:15:00.000Z';
@@ -290,7 +346,7 @@ describe('QueueStore.update / move / remove / path', () => {
     expect(await store.read(meta.id)).toEqual(meta);
     expect(await names('tmp')).toEqual([]);
     // the message is untouched
-    expect(sha(await readFile(store.path(meta.id, 'eml', 'active')))).toBe(sha(message()));
+    expect(sha(await buffer(new QueueStore(store.dir).messageStream(meta)))).toBe(sha(message()));
   });
 
   it('update() of an entry in failed/ writes there', async () => {
@@ -309,7 +365,7 @@ describe('QueueStore.update / move / remove / path', () => {
     expect(await names('active')).toEqual([]);
     expect(await names('failed')).toEqual([`${meta.id}.eml`, `${meta.id}.json`].sort());
     expect(await store.read(meta.id, 'failed')).toEqual(meta);
-    expect(sha(await readFile(store.path(meta.id, 'eml', 'failed')))).toBe(sha(message()));
+    expect(sha(await buffer(store.messageStream(meta, 'failed')))).toBe(sha(message()));
     expect(await store.list('failed')).toEqual([meta]);
     expect(await store.list('active')).toEqual([]);
 
@@ -321,7 +377,7 @@ describe('QueueStore.update / move / remove / path', () => {
     const back = await store.read(meta.id);
     expect(back?.requeuedAt).toBe('2026-01-12T12:00:00.000Z');
     expect(back?.failedAt).toBeUndefined();
-    expect(sha(await buffer(store.messageStream(meta.id)))).toBe(sha(message()));
+    expect(sha(await buffer(store.messageStream(meta)))).toBe(sha(message()));
     expect(await names('tmp')).toEqual([]);
   });
 
@@ -356,8 +412,8 @@ describe('QueueStore.update / move / remove / path', () => {
     await writeFile(outside, JSON.stringify({ secret: true }));
     await expect(store.read('../x')).rejects.toThrow(/not a queue id/);
     await expect(store.remove('../x')).rejects.toThrow(/not a queue id/);
-    await expect(store.headerSection('../x')).rejects.toThrow(/not a queue id/);
-    expect(() => store.messageStream('../x')).toThrow(/not a queue id/);
+    await expect(store.headerSection({ id: '../x', size: 10 })).rejects.toThrow(/not a queue id/);
+    expect(() => store.messageStream({ id: '../x', size: 10 })).toThrow(/not a queue id/);
     expect(await exists(outside)).toBe(true);
   });
 
@@ -466,8 +522,8 @@ describe('runQueueRequest without a relay', () => {
 
     expect(await names('failed')).toEqual([]);
     expect(await names('active')).toEqual([`${meta.id}.eml`, `${meta.id}.json`].sort());
-    expect(sha(await readFile(store.path(meta.id, 'eml', 'active')))).toBe(sha(message()));
     const back = (await store.read(meta.id))!;
+    expect(sha(await buffer(store.messageStream(back)))).toBe(sha(message()));
     expect(back.recipients.map((r) => [r.address, r.status])).toEqual([
       ['ok@example.net', 'delivered'],
       ['gone@example.net', 'pending'],
@@ -517,7 +573,7 @@ describe('runQueueRequest without a relay', () => {
 
     expect(await runQueueRequest(store, { op: 'delete', id: a.id })).toEqual({ ok: true, message: `${a.id} deleted` });
     expect(await runQueueRequest(store, { op: 'delete', id: f.id })).toEqual({ ok: true, message: `${f.id} deleted from the failed area` });
-    expect(await names('active')).toEqual([`${keep.id}.eml`, `${keep.id}.json`].sort());
+    expect(await names('active')).toEqual([`${keep.id}.eml`]);
     expect(await names('failed')).toEqual([]);
   });
 
@@ -600,7 +656,7 @@ describe('runQueueRequest with the relay\'s scheduler', () => {
     expect(s.forget).toHaveBeenCalledWith(meta.id);
     expect(res.ok).toBe(true);
     expect(res.message).toBe(`${meta.id} is being delivered right now; it will be deleted when this attempt ends`);
-    expect(await names('active')).toEqual([`${meta.id}.eml`, `${meta.id}.json`].sort());
+    expect(await names('active')).toEqual([`${meta.id}.eml`]);
     expect(await store.read(meta.id)).toEqual(meta);
   });
 
