@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import { pendingRecipients, type QueueEntryMeta, type RecipientState, type StoredError } from '../queue/entry.js';
 import type { QueueStore } from '../queue/store.js';
 import type { TransportPools } from '../transport/pools.js';
+import { DueHeap } from './due-heap.js';
 import { FailoverState, isUnreachable, type Route } from './failover.js';
 import { RateWindow } from './rate-limit.js';
 import { verdictAfterAttempt } from './schedule.js';
@@ -48,6 +49,8 @@ export class QueueRunner {
   private readonly failovers = new Map<string, { fingerprint: string; state: FailoverState }>();
   private readonly rates = new Map<string, { fingerprint: string; window: RateWindow }>();
   private readonly attempts = new Set<Promise<void>>();
+  /** Waiting entries by due time; a copy is current while its entry still waits for that time. */
+  private readonly waiting = new DueHeap<Tracked>((t, at) => t.state === 'waiting' && t.dueAt === at && this.tracked.get(t.meta.id) === t);
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private stopped = false;
@@ -73,7 +76,7 @@ export class QueueRunner {
   retryNow(meta: QueueEntryMeta): void {
     const t = this.tracked.get(meta.id);
     if (t) {
-      if (t.state === 'waiting') t.dueAt = Date.now();
+      if (t.state === 'waiting') this.wait(t, Date.now());
     } else {
       this.track(meta);
     }
@@ -124,8 +127,15 @@ export class QueueRunner {
   }
 
   private track(meta: QueueEntryMeta): void {
-    const dueAt = meta.nextAttemptAt ? Date.parse(meta.nextAttemptAt) : Date.now();
-    this.tracked.set(meta.id, { meta, dueAt, state: 'waiting' });
+    const t: Tracked = { meta, dueAt: 0, state: 'waiting' };
+    this.tracked.set(meta.id, t);
+    this.wait(t, meta.nextAttemptAt ? Date.parse(meta.nextAttemptAt) : Date.now());
+  }
+
+  private wait(t: Tracked, dueAt: number): void {
+    t.state = 'waiting';
+    t.dueAt = Number.isNaN(dueAt) ? Date.now() : dueAt;
+    this.waiting.push(t, t.dueAt);
   }
 
   /** Moves due entries into their account's line, starts what may start, and sets the timer for the next one. */
@@ -133,20 +143,16 @@ export class QueueRunner {
     if (this.stopped) return;
     const now = Date.now();
     const snapshot = this.opts.getSnapshot();
-    let next = Infinity;
-    for (const t of this.tracked.values()) {
-      if (t.state !== 'waiting') continue;
-      if (t.dueAt <= now) {
-        t.state = 'ready';
-        const key = this.lineKey(snapshot, t.meta);
-        let line = this.lines.get(key);
-        if (!line) this.lines.set(key, (line = []));
-        line.push(t.meta.id);
-      } else {
-        next = Math.min(next, t.dueAt);
-      }
+    for (const t of this.waiting.takeDue(now)) {
+      if (t.state !== 'waiting') continue; // the same due time pushed twice
+      t.state = 'ready';
+      const key = this.lineKey(snapshot, t.meta);
+      let line = this.lines.get(key);
+      if (!line) this.lines.set(key, (line = []));
+      line.push(t.meta.id);
     }
     this.dispatch();
+    const next = this.waiting.nextAt();
     if (next < this.timerAt || this.timer === undefined) {
       if (this.timer) clearTimeout(this.timer);
       this.timer = undefined;
@@ -191,7 +197,7 @@ export class QueueRunner {
               this.tracked.delete(id);
               void this.opts.store.remove(id);
             } else if (this.tracked.get(id) === t) {
-              t.state = 'waiting';
+              this.wait(t, t.dueAt);
             }
             this.pump();
           });
