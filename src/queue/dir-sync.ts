@@ -1,4 +1,4 @@
-import { open } from 'node:fs/promises';
+import { closeSync, fsync, openSync } from 'node:fs';
 
 /**
  * fsync of a directory, shared between callers: a rename is durable once a directory fsync that
@@ -37,11 +37,12 @@ export class DirSync {
 
   private async fsync(): Promise<void> {
     this.count++;
-    const fh = await open(this.dir, 'r');
+    // open and close synchronously, like the store's other metadata calls (see store.ts); the fsync waits for the disk
+    const fd = openSync(this.dir, 'r');
     try {
-      await fh.sync();
+      await new Promise<void>((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
   }
 }
