@@ -1,4 +1,4 @@
-import { closeSync, fsync, openSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 
 /**
  * fsync of a directory, shared between callers: a rename is durable once a directory fsync that
@@ -37,12 +37,11 @@ export class DirSync {
 
   private async fsync(): Promise<void> {
     this.count++;
-    // open and close synchronously, like the store's other metadata calls (see store.ts); the fsync waits for the disk
-    const fd = openSync(this.dir, 'r');
+    const fh = await open(this.dir, 'r');
     try {
-      await new Promise<void>((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
+      await fh.sync();
     } finally {
-      closeSync(fd);
+      await fh.close();
     }
   }
 }

@@ -1,4 +1,4 @@
-import { close as closeCb, closeSync, createReadStream, fsync as fsyncCb, open as openCb, openSync, read as readCb, fstat as fstatCb, renameSync, unlinkSync, writev as writevCb, writevSync } from 'node:fs';
+import { close as closeCb, createReadStream, fsync as fsyncCb, open as openCb, read as readCb, fstat as fstatCb, rename as renameCb, unlink as unlinkCb, writev as writevCb } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -6,15 +6,12 @@ import { promisify } from 'node:util';
 import type { QueueEntryMeta } from './entry.js';
 import { DirSync } from './dir-sync.js';
 
-// On the path of every message (accept, remove) the calls that only touch metadata in the page
-// cache — open, close, rename, unlink, and the one write of a small message — are synchronous:
-// measured on the benchmark's VM, handing each to libuv's thread pool cost twice the CPU of the
-// system call itself (65 against 34 µs for open+write+close+rename+unlink). What waits for the
-// disk (fsync) and the writes of large messages stay asynchronous. queue.dir belongs on a local
-// disk (README), where these calls don't block.
+// the callback API: no FileHandle object per file, which the accept path opens once per message
 const fsOpen = promisify(openCb);
 const fsFsync = promisify(fsyncCb);
 const fsClose = promisify(closeCb);
+const fsRename = promisify(renameCb);
+const fsUnlink = promisify(unlinkCb);
 const fsFstat = promisify(fstatCb);
 
 export type QueueArea = 'active' | 'failed';
@@ -83,7 +80,7 @@ export class QueueStore {
     let pendingBytes = 0;
     let small: Buffer[] | undefined = [];
     try {
-      fd = openSync(tmp, 'wx', 0o600);
+      fd = await fsOpen(tmp, 'wx', 0o600);
       for await (const chunk of message as AsyncIterable<Buffer>) {
         size += chunk.length;
         pending.push(chunk);
@@ -100,12 +97,11 @@ export class QueueStore {
       const meta = makeMeta(size);
       const json = Buffer.from(JSON.stringify(meta));
       pending.push(json, footer(json.length));
-      if (pendingBytes + json.length <= WRITE_CHUNK) writeAllSync(fd, pending);
-      else await writeAll(fd, pending);
+      await writeAll(fd, pending);
       await fsFsync(fd);
-      closeSync(fd);
+      await fsClose(fd);
       fd = undefined;
-      renameSync(tmp, this.path(id, 'eml', 'active'));
+      await fsRename(tmp, this.path(id, 'eml', 'active'));
       await this.syncs.active.sync();
       this.footerOnly.add(key(id, 'active'));
       if (small) this.recent.add(id, small, size);
@@ -314,26 +310,20 @@ class RecentMessages {
 
 async function writeAll(fd: number, chunks: Buffer[]): Promise<void> {
   let rest = chunks;
-  // a short write (rare: a full disk, a signal) continues where it stopped
-  while (rest.length > 0) rest = unwritten(rest, await writevAt(fd, rest));
-}
-
-function writeAllSync(fd: number, chunks: Buffer[]): void {
-  let rest = chunks;
-  while (rest.length > 0) rest = unwritten(rest, writevSync(fd, rest));
-}
-
-function unwritten(chunks: Buffer[], written: number): Buffer[] {
-  const rest: Buffer[] = [];
-  for (const c of chunks) {
-    if (written >= c.length) {
-      written -= c.length;
-      continue;
+  while (rest.length > 0) {
+    let written = await writevAt(fd, rest);
+    // a short write (rare: a full disk, a signal) continues where it stopped
+    const next: Buffer[] = [];
+    for (const c of rest) {
+      if (written >= c.length) {
+        written -= c.length;
+        continue;
+      }
+      next.push(written > 0 ? c.subarray(written) : c);
+      written = 0;
     }
-    rest.push(written > 0 ? c.subarray(written) : c);
-    written = 0;
+    rest = next;
   }
-  return rest;
 }
 
 function writevAt(fd: number, chunks: Buffer[]): Promise<number> {
@@ -349,7 +339,7 @@ function readAt(fd: number, length: number, position: number): Promise<Buffer> {
 
 async function unlinkIfPresent(path: string): Promise<void> {
   try {
-    unlinkSync(path);
+    await fsUnlink(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
