@@ -8,6 +8,7 @@ import type { Logger } from '../log.js';
 import { AllowList } from './access.js';
 import { installEnhancedCodePassthrough } from './enhanced-codes.js';
 import { installImmediateGreeting } from './greeting.js';
+import { ReverseLookupCache } from './reverse-cache.js';
 import { newMessageId } from '../queue/id.js';
 
 /** A message as the listener hands it on: the client's bytes still streaming in. */
@@ -69,6 +70,8 @@ export class Listener {
       disabledCommands: ['STARTTLS'],
       hideENHANCEDSTATUSCODES: false,
       logger: false,
+      // the client's name for the Received header: one PTR query per address every few minutes, not one per connection
+      resolver: new ReverseLookupCache(),
       // the DATA reply waits for the upstream; give slow upstreams time before the client gives up
       socketTimeout: 5 * 60_000,
       closeTimeout: 30_000,
