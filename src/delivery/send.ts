@@ -47,10 +47,8 @@ export async function deliverNow(
     return { accepted: outcome.accepted, refused: [], upstreamReply: outcome.upstreamReply };
   }
   try {
-    const info = await pools.get(account, route).sendMail({
-      envelope: { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.eightBit } as never,
-      raw: message,
-    });
+    // straight to the pool transport, without Mail.sendMail's compile steps (see TransportPools.send)
+    const info = await pools.send(account, route, envelope, message);
     const rejectedErrors = (info as { rejectedErrors?: unknown[] }).rejectedErrors ?? [];
     const refused = rejectedErrors.map((e) => {
       const error = classifyUpstreamError(e, ctx);

@@ -22,6 +22,12 @@ export interface Account {
   readonly key: string;
   /** Where ops fix this account's password, e.g. "channels[0].override.password". */
   readonly passwordPath: string;
+  /**
+   * The config entry the account is built from besides `server`: the overriding identity, else the
+   * server itself. Config objects never change (a reload builds new ones), so (server, origin)
+   * stands for the account's settings: the pools cache what they compute from an account under it.
+   */
+  readonly origin: IdentityConfig | ServerConfig;
 }
 
 /**
@@ -52,6 +58,7 @@ export function accountFor(snapshot: ConfigSnapshot, identity: IdentityConfig | 
       address: wireAddress(identity.address),
       key: `${server.name}/${username}`,
       passwordPath: `${identity.path}.override.password`,
+      origin: identity,
     };
   }
   return serverAccount(server);
@@ -72,5 +79,6 @@ export function serverAccount(server: ServerConfig): Account {
     address: wireAddress(server.address),
     key: `${server.name}/${server.username ?? server.address}`,
     passwordPath: `${server.path}.password`,
+    origin: server,
   };
 }

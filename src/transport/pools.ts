@@ -1,5 +1,7 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import nodemailer, { type Transporter } from 'nodemailer';
+import MimeNode from 'nodemailer/lib/mime-node';
+import type MailMessage from 'nodemailer/lib/mailer/mail-message';
 import { SocksClient } from 'socks';
 import type { TokenProvider } from '../oauth/tokens.js';
 import type { Readable } from 'node:stream';
@@ -15,12 +17,48 @@ interface PoolEntry {
   readonly fingerprint: string;
 }
 
+/** What identify() computes for an account on a route: the pool key and the settings fingerprint. */
+type PoolIdentity = readonly [key: string, fingerprint: string];
+
+/** Recipients nodemailer's Mail.sendMail allows on one message by default (its maxRecipients backstop). */
+const MAX_RECIPIENTS = 100_000;
+/** MimeNode draws a random multipart boundary unless given one; a raw message has no parts to separate. */
+const BASE_BOUNDARY = 'sendas-raw';
+/** Message-IDs of the MIME nodes handed to the pool: unique per process, no randomness per message. */
+const ID_PREFIX = `sendas.${randomBytes(6).toString('hex')}.`;
+let idCounter = 0;
+
+/**
+ * The message object nodemailer's SMTP pool sends: what Mail.sendMail builds for `{ envelope, raw }`,
+ * without its plugin pipeline, MailComposer and the crypto.randomBytes calls for a MIME boundary
+ * and a Message-ID. A MimeNode holding the ready-made message, which it streams as is, with the SMTP
+ * envelope set on it. The pool reads `message` (envelope, Message-ID, the stream) and `data` (dsn,
+ * requireTLSExtensionEnabled, signal: none of them set here, as before). The Message-ID only shows
+ * in nodemailer's logs and info.messageId: a raw node never writes its headers.
+ */
+function rawMail(envelope: UpstreamEnvelope, raw: Readable): { data: { envelope: object }; message: MimeNode } {
+  const at = envelope.from.lastIndexOf('@');
+  const node = new MimeNode('message/rfc822', { baseBoundary: BASE_BOUNDARY }).setRaw(raw);
+  node.setHeader('Message-ID', `<${ID_PREFIX}${++idCounter}@${(at >= 0 && envelope.from.slice(at + 1)) || 'localhost'}>`);
+  // as Mail.sendMail passes it (MailComposer → setEnvelope): addresses normalized, use8BitMime carried along
+  const mailEnvelope = { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.eightBit };
+  node.setEnvelope(mailEnvelope);
+  return { data: { envelope: mailEnvelope }, message: node };
+}
+
 /**
  * One nodemailer connection pool per upstream account, so connections (and their sign-in) are
  * reused across messages of the same account and never shared between accounts.
  */
 export class TransportPools {
   private readonly pools = new Map<string, PoolEntry>();
+  /**
+   * identify() of the accounts that send, by (server, origin) and route ('' = the primary host),
+   * so a message does not pay for poolOptions, JSON and a digest. Both keys are config objects of
+   * one snapshot, which never change; a reload brings new ones, so a changed account is computed
+   * afresh and gets a new pool, as before. Weak, so the old snapshot's entries go with it.
+   */
+  private readonly known = new WeakMap<object, WeakMap<object, Map<string, PoolIdentity>>>();
 
   constructor(
     private readonly tuning: TransportTuning,
@@ -29,7 +67,7 @@ export class TransportPools {
 
   /** The pool for an account, on its server's primary host or on the given route (the alternate). */
   get(account: Account, route?: { host: string; port: number }): Transporter<SMTPPool.SentMessageInfo> {
-    const [key, fingerprint] = this.identify(account, route);
+    const [key, fingerprint] = this.cachedIdentity(account, route);
     const existing = this.pools.get(key);
     if (existing && existing.fingerprint === fingerprint) return existing.transporter;
     // settings changed (rotated password, moved host): retire the old pool, its sends finish first
@@ -37,8 +75,44 @@ export class TransportPools {
     const provision = account.method === 'xoauth2' && this.tokens ? this.tokens.provisioner(account) : undefined;
     const transporter = nodemailer.createTransport(poolOptions(account, this.tuning, route, provision));
     if (account.server.proxy && /^socks/i.test(account.server.proxy)) transporter.set('proxy_socks_module', { SocksClient });
+    // Mail.sendMail hands the proxy socket handler (set up from `proxy`) to the transport on its
+    // first send; send() below skips sendMail, so hand it over now, as sendMail would
+    if (typeof transporter.getSocket === 'function') {
+      transporter.transporter.getSocket = transporter.getSocket;
+      transporter.getSocket = false;
+    }
     this.pools.set(key, { transporter, fingerprint });
     return transporter;
+  }
+
+  /**
+   * Sends a ready-made message with the given envelope through the account's pool. Straight to
+   * the pool transport, which is where Mail.sendMail ends: for a `raw` message sendMail's plugin
+   * pipeline, MailComposer and Message-ID generation only cost CPU (no plugins or DKIM are set
+   * on these transporters). Resolves with what sendMail would resolve with; on failure the
+   * message stream is destroyed, as sendMail does.
+   */
+  send(account: Account, route: { host: string; port: number } | undefined, envelope: UpstreamEnvelope, message: Readable): Promise<SMTPPool.SentMessageInfo> {
+    const transporter = this.get(account, route);
+    return new Promise((resolve, reject) => {
+      const fail = (err: unknown) => {
+        if (!message.destroyed) message.destroy();
+        reject(err);
+      };
+      let mail: ReturnType<typeof rawMail>;
+      try {
+        mail = rawMail(envelope, message);
+      } catch (err) {
+        fail(err);
+        return;
+      }
+      const recipients = mail.message.getEnvelope().to.length;
+      if (recipients > MAX_RECIPIENTS) {
+        fail(Object.assign(new Error(`Message has ${recipients} recipients, which is over the ${MAX_RECIPIENTS} allowed by maxRecipients`), { code: 'EMAXRECIPIENTS' }));
+        return;
+      }
+      transporter.transporter.send(mail as unknown as MailMessage<SMTPPool.SentMessageInfo>, (err, info) => (err ? fail(err) : resolve(info as SMTPPool.SentMessageInfo)));
+    });
   }
 
   /** Microsoft Graph servers (type: graph) send with the app token instead of a pool. */
@@ -88,6 +162,20 @@ export class TransportPools {
           .digest('hex')
       : '';
     return [key, `${JSON.stringify(poolOptions(account, this.tuning, route))}|${oauth}`];
+  }
+
+  /** identify(), computed once per account of a snapshot and route (see `known`). */
+  private cachedIdentity(account: Account, route?: { host: string; port: number }): PoolIdentity {
+    const routeKey = route ? `${route.host}:${route.port}` : '';
+    let byOrigin = this.known.get(account.server);
+    let byRoute = byOrigin?.get(account.origin);
+    const known = byRoute?.get(routeKey);
+    if (known) return known;
+    const computed = this.identify(account, route);
+    if (!byOrigin) this.known.set(account.server, (byOrigin = new WeakMap()));
+    if (!byRoute) byOrigin.set(account.origin, (byRoute = new Map()));
+    byRoute.set(routeKey, computed);
+    return computed;
   }
 
   closeAll(): void {
