@@ -249,10 +249,11 @@ export class QueueRunner {
         await this.rateOf(account).acquire();
         await this.sendBatch(meta, account, batch, started);
         // each batch's outcome is on disk before the next one: a recipient that got the message is never
-        // sent it again. When every recipient now has it, the entry is deleted next: rewriting its
-        // metadata first would cost an fsync for nothing (a crash in between re-delivers, the duplicate
-        // window README describes, never a loss)
-        if (!meta.recipients.every((r) => r.status === 'delivered')) await this.opts.store.update(meta);
+        // sent it again. After the last batch conclude() writes the entry's new state (or deletes it when
+        // every recipient has it): writing it here too would cost an fsync for nothing (a crash in between
+        // re-delivers, the duplicate window README describes, never a loss)
+        const last = i + batchSize >= pending.length;
+        if (!last && !meta.recipients.every((r) => r.status === 'delivered')) await this.opts.store.update(meta);
       }
     }
     await this.conclude(t, snapshot);

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { createServer, type Server, type Socket } from 'node:net';
 import { promisify } from 'node:util';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { simpleParser, type SimpleParserOptions } from 'mailparser';
 import { QueueStore } from '../../src/queue/store.js';
 import { freePort, startTestUpstream, type TestUpstream, type TestUpstreamOptions } from '../support/upstream.js';
@@ -68,7 +68,8 @@ describe('delivery: queue', () => {
     expect(sent.finalReply).toMatch(/^250 2\.0\.0 Queued as [A-Z2-9]{12}: sending as support@acme\.example through main$/);
     const deferred = await r.waitForLog((l) => l.result === 'deferred');
     expect(deferred).toMatchObject({ kind: 'network', code: 451, attempt: 1 });
-    expect((await queued(r))[0]?.lastError?.reason).toMatch(/Cannot connect to upstream main/);
+    // the attempt is logged as it ends; its state reaches the disk right after (one fsync later)
+    await vi.waitFor(async () => expect((await queued(r))[0]?.lastError?.reason).toMatch(/Cannot connect to upstream main/), { timeout: 5000, interval: 20 });
 
     const u = await upstream({ port });
     const got = await u.nextMessage();
