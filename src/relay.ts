@@ -239,6 +239,7 @@ export class Relay {
       await this.queue.control.stop();
     }
     await this.listener.close();
+    await this.queue?.store.close();
     this.pools.closeAll();
   }
 
