@@ -218,7 +218,8 @@ export class QueueStore {
   messageStream(meta: Pick<QueueEntryMeta, 'id' | 'size'>, area: QueueArea = 'active'): Readable {
     const path = this.path(meta.id, 'eml', area);
     const kept = area === 'active' ? this.recent.take(meta.id) : undefined;
-    if (kept) return Readable.from(kept, { objectMode: false });
+    // one buffer: nodemailer writes each chunk it reads to the upstream socket separately
+    if (kept) return Readable.from([kept.length === 1 ? kept[0]! : Buffer.concat(kept)], { objectMode: false });
     if (meta.size === 0) return Readable.from([], { objectMode: false });
     return createReadStream(path, { start: 0, end: meta.size - 1 });
   }
