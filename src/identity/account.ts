@@ -66,8 +66,20 @@ export function accountFor(snapshot: ConfigSnapshot, identity: IdentityConfig | 
 
 const PASSWORD_METHODS = new Set<AuthMethod>(['plain', 'login', 'cram-md5']);
 
-/** A server's own account (the "server configuration" identities use when they don't override). */
+/**
+ * A server's own account (the "server configuration" identities use when they don't override).
+ * Built once per server object (config objects never change; a reload brings new ones): every
+ * message of an identity without override asks for it.
+ */
 export function serverAccount(server: ServerConfig): Account {
+  let account = serverAccounts.get(server);
+  if (!account) serverAccounts.set(server, (account = buildServerAccount(server)));
+  return account;
+}
+
+const serverAccounts = new WeakMap<ServerConfig, Account>();
+
+function buildServerAccount(server: ServerConfig): Account {
   return {
     server,
     via: 'server',
