@@ -358,8 +358,11 @@ export class QueueRunner {
     this.tracked.delete(meta.id);
     const failed = meta.recipients.filter((r) => r.status === 'failed');
     if (failed.length === 0) {
-      await this.opts.store.remove(meta.id);
-      this.opts.logger.debug({ id: meta.id }, 'removed from the queue: every recipient has the message');
+      // the account's delivery slot is free once the upstream has answered: the deletion goes on beside the next attempt
+      void this.opts.store.remove(meta.id).then(
+        () => this.opts.logger.debug({ id: meta.id }, 'removed from the queue: every recipient has the message'),
+        (err: unknown) => this.opts.logger.error({ id: meta.id, err: { message: (err as Error).message } }, 'could not remove a delivered message from the queue; it is sent again after a restart'),
+      );
       return;
     }
     meta.failedAt = now.toISOString();
