@@ -1,10 +1,11 @@
-import { close as closeCb, constants as fsConstants, createReadStream, fsync as fsyncCb, open as openCb, read as readCb, fstat as fstatCb, rename as renameCb, unlink as unlinkCb, writev as writevCb } from 'node:fs';
+import { close as closeCb, createReadStream, fsync as fsyncCb, open as openCb, read as readCb, fstat as fstatCb, rename as renameCb, unlink as unlinkCb, writev as writevCb } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import type { QueueEntryMeta } from './entry.js';
 import { DirSync } from './dir-sync.js';
+import { fileWorker } from './file-worker.js';
 
 // the callback API: no FileHandle object per file, which the accept path opens once per message
 const fsOpen = promisify(openCb);
@@ -80,12 +81,10 @@ export class QueueStore {
     const tmp = join(this.areaDir('tmp'), `${id}.eml`);
     let fd: number | undefined;
     let size = 0;
-    // A message of up to 64 KiB is gathered in memory and written with its metadata by one
-    // synchronous-I/O writev (O_DSYNC: the write returns once the data is on disk). A larger one
-    // is written as it arrives, in 64 KiB writes, then fsync'd. The latency of a 250 is the
-    // number of file-system round trips through libuv's thread pool times the event loop's turn
-    // under load: open, writev, close+rename, directory fsync for the common case (was open,
-    // write, fsync, close, rename, and a directory open, fsync and close).
+    // A message of up to 64 KiB is gathered in memory and handed with its metadata to the queue's
+    // file worker (file-worker.ts), which writes it durably off the main thread, with the
+    // directory fsync shared by everything it wrote meanwhile. A larger one is written as it
+    // arrives, in 64 KiB writes, then fsync'd, closed, renamed and the directory fsync'd.
     const pending: Buffer[] = [];
     let pendingBytes = 0;
     try {
@@ -99,23 +98,26 @@ export class QueueStore {
           pendingBytes = 0;
         }
       }
-      const small = fd === undefined ? [...pending] : undefined;
       const meta = makeMeta(size);
       const json = Buffer.from(JSON.stringify(meta));
-      pending.push(json, footer(json.length));
       if (fd === undefined) {
-        fd = await fsOpen(tmp, SYNC_WRITE_FLAGS, 0o600);
-        await writeAll(fd, pending);
-      } else {
-        await writeAll(fd, pending);
-        await fsFsync(fd);
+        // the whole entry in one buffer of its own (a chunk may be a view into a much larger one)
+        const entry = Buffer.allocUnsafeSlow(size + json.length + FOOTER_LENGTH);
+        let at = 0;
+        for (const chunk of [...pending, json, footer(json.length)]) at += chunk.copy(entry, at);
+        await fileWorker.writeEntry(tmp, this.path(id, 'eml', 'active'), [entry]);
+        this.footerOnly.add(key(id, 'active'));
+        this.recent.add(id, [entry.subarray(0, size)], size);
+        return meta;
       }
+      pending.push(json, footer(json.length));
+      await writeAll(fd, pending);
+      await fsFsync(fd);
       const closing = fsClose(fd);
       fd = undefined;
       await Promise.all([closing, fsRename(tmp, this.path(id, 'eml', 'active'))]);
       await this.syncs.active.sync();
       this.footerOnly.add(key(id, 'active'));
-      if (small) this.recent.add(id, small, size);
       return meta;
     } catch (err) {
       if (fd !== undefined) await fsClose(fd).catch(() => undefined);
@@ -180,9 +182,9 @@ export class QueueStore {
    */
   async remove(id: string, area: QueueArea = 'active'): Promise<void> {
     this.recent.delete(id);
-    await unlinkIfPresent(this.path(id, 'eml', area));
+    await fileWorker.unlink(this.path(id, 'eml', area));
     if (this.footerOnly.delete(key(id, area))) return;
-    await unlinkIfPresent(this.path(id, 'json', area));
+    await fileWorker.unlink(this.path(id, 'json', area));
   }
 
   async read(id: string, area: QueueArea = 'active'): Promise<QueueEntryMeta | undefined> {
@@ -272,8 +274,6 @@ export class QueueStore {
 }
 
 const WRITE_CHUNK = 64 * 1024;
-/** Create exclusively, and make each write durable before it returns (data and the size that reads it). */
-const SYNC_WRITE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_DSYNC;
 /** Small messages (the ones written in one piece) kept for their first attempt: at most this much in all, whatever the backlog. */
 const RECENT_BYTES = 16 * 1024 * 1024;
 

@@ -1,0 +1,64 @@
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { fileWorker } from '../../src/queue/file-worker.js';
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'sendas-files-'));
+  await mkdir(join(dir, 'tmp'));
+  await mkdir(join(dir, 'active'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('the queue file worker', () => {
+  it('writes an entry byte for byte, mode 0600, under its final name; nothing left in tmp/', async () => {
+    const bytes = Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 31) & 0xff));
+    // a view into a larger buffer: only the view's bytes are written
+    const view = Buffer.concat([Buffer.alloc(100, 1), bytes, Buffer.alloc(100, 2)]).subarray(100, 5100);
+    await fileWorker.writeEntry(join(dir, 'tmp', 'A.eml'), join(dir, 'active', 'A.eml'), [view]);
+    expect(await readFile(join(dir, 'active', 'A.eml'))).toEqual(bytes);
+    expect((await stat(join(dir, 'active', 'A.eml'))).mode & 0o777).toBe(0o600);
+    expect(await readdir(join(dir, 'tmp'))).toEqual([]);
+  });
+
+  it('200 writes asked at once all land, each whole (they share directory fsyncs)', async () => {
+    await Promise.all(
+      Array.from({ length: 200 }, (_, i) => fileWorker.writeEntry(join(dir, 'tmp', `M${i}.eml`), join(dir, 'active', `M${i}.eml`), [Buffer.from(`message ${i}\r\n`)])),
+    );
+    const names = await readdir(join(dir, 'active'));
+    expect(names).toHaveLength(200);
+    expect((await readFile(join(dir, 'active', 'M137.eml'), 'utf8'))).toBe('message 137\r\n');
+  });
+
+  it('a write that cannot be made fails with the system error and leaves nothing behind; the next one works', async () => {
+    await writeFile(join(dir, 'tmp', 'B.eml'), 'someone else');
+    await expect(fileWorker.writeEntry(join(dir, 'tmp', 'B.eml'), join(dir, 'active', 'B.eml'), [Buffer.from('x')])).rejects.toMatchObject({ code: 'EEXIST' });
+    await expect(fileWorker.writeEntry(join(dir, 'nowhere', 'C.eml'), join(dir, 'active', 'C.eml'), [Buffer.from('x')])).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await readdir(join(dir, 'active'))).toEqual([]);
+    await fileWorker.writeEntry(join(dir, 'tmp', 'D.eml'), join(dir, 'active', 'D.eml'), [Buffer.from('x')]);
+    expect(await readdir(join(dir, 'active'))).toEqual(['D.eml']);
+  });
+
+  it('unlink deletes; a file already gone is not an error', async () => {
+    await writeFile(join(dir, 'active', 'E.eml'), 'x');
+    await fileWorker.unlink(join(dir, 'active', 'E.eml'));
+    await fileWorker.unlink(join(dir, 'active', 'E.eml'));
+    expect(await readdir(join(dir, 'active'))).toEqual([]);
+  });
+
+  it('does not keep a process alive once nothing is asked of it', () => {
+    const src = fileURLToPath(new URL('../../src/queue/file-worker.ts', import.meta.url));
+    const script = `import { fileWorker } from ${JSON.stringify(src)};
+      await fileWorker.unlink(${JSON.stringify(join(dir, 'active', 'none.eml'))});
+      console.log('done');`;
+    const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 15_000 });
+    expect(run.stdout.trim()).toBe('done');
+    expect(run.status).toBe(0);
+  });
+});
