@@ -8,9 +8,10 @@ import { Worker } from 'node:worker_threads';
  * a fifth of its time dispatching these calls to libuv's thread pool one by one (open, write,
  * fsync, close, rename, the directory's fsync, unlink), each a round trip through the event loop.
  * Here a message is one postMessage each way. Requests that arrive while the worker is busy form
- * the next batch: its entries are written one after the other (O_DSYNC: each write returns once on
- * disk) and then each directory they were renamed into is fsync'd once for all of them — group
- * commit. Every request is answered only after that, so a 250 still means "on disk".
+ * the next batch: its entries are all written, then each is fsync'd and renamed into place, then
+ * each directory they went to is fsync'd once for all of them — group commit. Every request is
+ * answered only after that, so a 250 still means "on disk". Deletions wait behind the batch's
+ * writes, which is why the queue runner does not hold a delivery slot while one is pending.
  *
  * The worker's code is plain JavaScript evaluated from a string (it needs only built-in modules,
  * taken with process.getBuiltinModule, so it runs as CommonJS or ESM alike), so the same module
@@ -20,7 +21,6 @@ const WORKER_SOURCE = String.raw`
 const { parentPort } = process.getBuiltinModule('node:worker_threads');
 const fs = process.getBuiltinModule('node:fs');
 const { dirname } = process.getBuiltinModule('node:path');
-const FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_DSYNC;
 let queue = [];
 let scheduled = false;
 parentPort.on('message', (m) => {
@@ -46,22 +46,31 @@ function run() {
   const batch = queue;
   queue = [];
   const replies = [];
-  const synced = new Map();
+  const written = [];
+  // every file of the batch written first, then each fsync'd: the first fsync's journal commit
+  // carries the others' data along (ext4, xfs), so the later ones find little left to do
   for (const m of batch) {
+    if (m.op !== 'write') continue;
+    let fd;
     try {
-      if (m.op === 'write') {
-        const fd = fs.openSync(m.tmp, FLAGS, 0o600);
-        try { writeAll(fd, m.chunks.map((c) => Buffer.from(c.buffer, c.byteOffset, c.byteLength))); } finally { fs.closeSync(fd); }
-        fs.renameSync(m.tmp, m.path);
-        const dir = dirname(m.path);
-        if (!synced.has(dir)) synced.set(dir, []);
-        synced.get(dir).push(m);
-        continue;
-      }
-      try { fs.unlinkSync(m.path); } catch (e) { if (e.code !== 'ENOENT') throw e; }
-      replies.push({ seq: m.seq });
+      fd = fs.openSync(m.tmp, 'wx', 0o600);
+      writeAll(fd, m.chunks.map((c) => Buffer.from(c.buffer, c.byteOffset, c.byteLength)));
+      written.push({ m, fd });
     } catch (e) {
-      if (m.op === 'write') { try { fs.unlinkSync(m.tmp); } catch {} }
+      if (fd !== undefined) { try { fs.closeSync(fd); } catch {} try { fs.unlinkSync(m.tmp); } catch {} }
+      replies.push({ seq: m.seq, error: failure(e) });
+    }
+  }
+  const synced = new Map();
+  for (const { m, fd } of written) {
+    try {
+      try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+      fs.renameSync(m.tmp, m.path);
+      const dir = dirname(m.path);
+      if (!synced.has(dir)) synced.set(dir, []);
+      synced.get(dir).push(m);
+    } catch (e) {
+      try { fs.unlinkSync(m.tmp); } catch {}
       replies.push({ seq: m.seq, error: failure(e) });
     }
   }
@@ -76,6 +85,11 @@ function run() {
       if (error) { try { fs.unlinkSync(m.path); } catch {} }
       replies.push(error ? { seq: m.seq, error } : { seq: m.seq });
     }
+  }
+  for (const m of batch) {
+    if (m.op !== 'unlink') continue;
+    try { fs.unlinkSync(m.path); replies.push({ seq: m.seq }); }
+    catch (e) { replies.push(e.code === 'ENOENT' ? { seq: m.seq } : { seq: m.seq, error: failure(e) }); }
   }
   parentPort.postMessage(replies);
 }
