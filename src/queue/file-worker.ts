@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 
 /**
  * The queue's per-message file work — write a small entry durably, delete a delivered one — done
- * by worker threads with plain synchronous system calls, off the relay's main thread.
+ * by one worker thread with plain synchronous system calls, off the relay's main thread.
  *
  * Why: profiles of the benchmark showed the main thread, which runs every SMTP session, spending
  * a fifth of its time dispatching these calls to libuv's thread pool one by one (open, write,
@@ -100,35 +100,41 @@ interface Reply {
   error?: { message: string; code?: string; syscall?: string };
 }
 
-interface Waiter {
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
-
-/** One worker thread and the requests it has not answered yet. */
-class Slot {
+class FileWorker {
   private worker: Worker | undefined;
-  readonly waiting = new Map<number, Waiter>();
+  private seq = 0;
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
 
-  constructor(private readonly name: string) {}
+  /** Writes the chunks to `tmp` (created exclusively, mode 0600), renames it to `path` and fsyncs the directory. */
+  writeEntry(tmp: string, path: string, chunks: Buffer[]): Promise<void> {
+    return this.request({ op: 'write', tmp, path, chunks });
+  }
 
-  send(seq: number, body: Record<string, unknown>, waiter: Waiter): void {
+  /** Deletes a file; a file that is already gone is not an error. */
+  unlink(path: string): Promise<void> {
+    return this.request({ op: 'unlink', path });
+  }
+
+  private request(body: Record<string, unknown>): Promise<void> {
     const worker = this.start();
-    this.waiting.set(seq, waiter);
-    // only while something is asked may the worker keep the process alive (a CLI exits when done)
-    if (this.waiting.size === 1) worker.ref();
-    worker.postMessage({ ...body, seq });
+    const seq = ++this.seq;
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.set(seq, { resolve, reject });
+      // only while something is asked may the worker keep the process alive (a CLI exits when done)
+      if (this.waiting.size === 1) worker.ref();
+      worker.postMessage({ ...body, seq });
+    });
   }
 
   private start(): Worker {
     if (this.worker) return this.worker;
-    const worker = new Worker(WORKER_SOURCE, { eval: true, name: this.name });
+    const worker = new Worker(WORKER_SOURCE, { eval: true, name: 'sendas queue files' });
     worker.unref();
     worker.on('message', (replies: Reply[]) => {
       for (const reply of replies) this.settle(reply.seq, reply.error ? toError(reply.error) : undefined);
     });
     const fail = (err: Error) => {
-      // the worker is gone: what it was asked is unknown, so it failed (clients get a 451 and send again)
+      // the worker is gone: whatever it was asked is unknown, so it failed (the clients get a 451 and retry)
       if (this.worker === worker) this.worker = undefined;
       for (const seq of [...this.waiting.keys()]) this.settle(seq, new Error(`queue file worker stopped: ${err.message}`));
     };
@@ -148,36 +154,9 @@ class Slot {
   }
 }
 
-/**
- * Two worker threads: while one waits for the disk in its fsyncs, the other writes the next batch
- * (one thread did ~1,000 entries/s on the benchmark's VM, 84% of its time blocked in fsync and in
- * open behind it). Each request goes to the one with fewer requests pending.
- */
-class FileWorkers {
-  private readonly slots = [new Slot('sendas queue files 1'), new Slot('sendas queue files 2')];
-  private seq = 0;
-
-  /** Writes the chunks to `tmp` (created exclusively, mode 0600), fsyncs it, renames it to `path` and fsyncs the directory. */
-  writeEntry(tmp: string, path: string, chunks: Buffer[]): Promise<void> {
-    return this.request({ op: 'write', tmp, path, chunks });
-  }
-
-  /** Deletes a file; a file that is already gone is not an error. */
-  unlink(path: string): Promise<void> {
-    return this.request({ op: 'unlink', path });
-  }
-
-  private request(body: Record<string, unknown>): Promise<void> {
-    const [a, b] = this.slots as [Slot, Slot];
-    const slot = b.waiting.size < a.waiting.size ? b : a;
-    const seq = ++this.seq;
-    return new Promise<void>((resolve, reject) => slot.send(seq, body, { resolve, reject }));
-  }
-}
-
 function toError(e: NonNullable<Reply['error']>): Error {
   return Object.assign(new Error(e.message), { code: e.code, syscall: e.syscall });
 }
 
-/** One pool per process: every queue store shares it (the CLI and the tests open several). */
-export const fileWorker = new FileWorkers();
+/** One per process: every queue store shares it (the CLI and the tests open several). */
+export const fileWorker = new FileWorker();
