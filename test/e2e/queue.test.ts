@@ -245,15 +245,19 @@ describe('delivery: queue', () => {
     // an upstream that accepts TCP and never greets: the delivery hangs until we stop
     const sockets: Socket[] = [];
     const { server: silent, port } = await silentServer((sock) => sockets.push(sock));
-    const r = await startRelay(relayYaml(port, '', '', 'queue'), { shutdownGraceMs: 300 });
+    // a grace period long enough for swaks to start and connect on a loaded machine (300 ms was not, once)
+    const r = await startRelay(relayYaml(port, '', '', 'queue'), { shutdownGraceMs: 5_000 });
     expect((await send(r)).finalCode).toBe(250);
     await r.waitForLog((l) => l.msg === 'message queued');
     while (sockets.length === 0) await new Promise((resolve) => silent.once('connection', resolve));
 
-    const stopping = r.stop();
+    let stopped = false;
+    const stopping = r.stop().then(() => (stopped = true));
     const late = await swaks({ server: '127.0.0.1', port: r.port, from: 'support@acme.example', to: 'c@example.net', data: message({ From: 'support@acme.example' }) });
     expect(late.finalCode).toBe(421);
     expect(late.finalReply).toMatch(/^421 4\.3\.2 sendas is shutting down/);
+    // the hung delivery has its grace period: stop waits for it, then leaves the message queued
+    expect(stopped).toBe(false);
     await stopping;
     expect(await new QueueStore(`${r.dir}/var/queue`).list()).toHaveLength(1);
   });
