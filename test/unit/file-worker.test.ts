@@ -52,6 +52,18 @@ describe('the queue file worker', () => {
     expect(await readdir(join(dir, 'active'))).toEqual([]);
   });
 
+  it('a worker that dies fails what it was asked (the client gets a 451 and sends again); the next request starts a new one', async () => {
+    const internals = fileWorker as unknown as { worker?: { terminate(): Promise<number> } };
+    await fileWorker.unlink(join(dir, 'active', 'warm-up.eml'));
+    // stopped before it could read the request: the request is answered by the thread's exit
+    void internals.worker!.terminate();
+    const pending = fileWorker.writeEntry(join(dir, 'tmp', 'F.eml'), join(dir, 'active', 'F.eml'), [Buffer.from('lost')]);
+    await expect(pending).rejects.toThrow(/queue file worker stopped/);
+    expect(await readdir(join(dir, 'active'))).toEqual([]);
+    await fileWorker.writeEntry(join(dir, 'tmp', 'G.eml'), join(dir, 'active', 'G.eml'), [Buffer.from('after')]);
+    expect(await readFile(join(dir, 'active', 'G.eml'), 'utf8')).toBe('after');
+  });
+
   it('does not keep a process alive once nothing is asked of it', () => {
     const src = fileURLToPath(new URL('../../src/queue/file-worker.ts', import.meta.url));
     const script = `import { fileWorker } from ${JSON.stringify(src)};
