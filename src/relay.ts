@@ -356,7 +356,7 @@ export class Relay {
         failed,
       ]);
     } catch (err) {
-      return refuse(err);
+      return refuse(queueWriteError(err, msg.id));
     }
     if (msg.stream.sizeExceeded) {
       // smtp-server answers 552: the entry must not be delivered
@@ -460,6 +460,18 @@ function toRelayError(err: unknown, id: string): RelayError {
     return new RelayError('message', { code: 552, enhanced: '5.3.4' }, `The header section is larger than ${err.limit} bytes`);
   }
   return new RelayError('internal', { code: 451, enhanced: '4.3.0' }, `Internal error in the relay; the message was not sent (id ${id})`, { cause: err });
+}
+
+/**
+ * A file-system failure while writing a queue entry, said as such: the client keeps the message
+ * and retries (4xx), ops see the system's error code. A full disk is 452 4.3.1, "insufficient
+ * system storage" (RFC 5321, RFC 3463), as Postfix answers.
+ */
+function queueWriteError(err: unknown, id: string): unknown {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (isRelayError(err) || typeof code !== 'string' || !/^E[A-Z]+$/.test(code)) return err;
+  const full = code === 'ENOSPC' || code === 'EDQUOT';
+  return new RelayError('internal', full ? { code: 452, enhanced: '4.3.1' } : { code: 451, enhanced: '4.3.0' }, `The relay could not store the message in its queue (${code}${full ? ': the disk is full' : ''}); nothing was accepted, send it again later (id ${id})`, { cause: err });
 }
 
 function ms(started: number): number {

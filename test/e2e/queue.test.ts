@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -76,6 +77,26 @@ describe('delivery: queue', () => {
     expect([got.login, got.mailFrom]).toEqual(['support@acme.example', 'support@acme.example']);
     await r.waitForLog((l) => l.msg === 'removed from the queue: every recipient has the message');
     expect(await queued(r)).toEqual([]);
+    expect(u.messages).toHaveLength(1);
+  });
+
+  it('a queue it cannot write to: 451 4.3.0 naming the system error, nothing queued; the next message once it can is queued', async () => {
+    const u = await upstream();
+    const r = await relay(u.port, '');
+    const tmp = `${r.dir}/var/queue/tmp`;
+    // a file where the queue's tmp/ directory should be: every write fails (ENOTDIR), even as root
+    await rm(tmp, { recursive: true });
+    await writeFile(tmp, 'not a directory');
+    const sent = await send(r, { subject: 'lost?' });
+    expect(sent.finalCode).toBe(451);
+    expect(sent.finalReply).toMatch(/^451 4\.3\.0 The relay could not store the message in its queue \(ENOTDIR\); nothing was accepted, send it again later \(id [A-Z2-9]{12}\)$/);
+    expect(await r.waitForLog((l) => l.result === 'refused')).toMatchObject({ kind: 'internal', code: 451 });
+    expect(await queued(r)).toEqual([]);
+
+    await rm(tmp);
+    await mkdir(tmp);
+    expect((await send(r, { subject: 'kept' })).finalCode).toBe(250);
+    expect(headerValues(split((await u.nextMessage()).raw).head, 'Subject')).toEqual(['kept']);
     expect(u.messages).toHaveLength(1);
   });
 
