@@ -1,4 +1,4 @@
-import { close as closeCb, createReadStream, fsync as fsyncCb, open as openCb, read as readCb, fstat as fstatCb, rename as renameCb, unlink as unlinkCb, writev as writevCb } from 'node:fs';
+import { close as closeCb, createReadStream, fsync as fsyncCb, open as openCb, read as readCb, fstat as fstatCb, unlink as unlinkCb, writev as writevCb } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -7,11 +7,11 @@ import type { QueueEntryMeta } from './entry.js';
 import { DirSync } from './dir-sync.js';
 import { fileWorker } from './file-worker.js';
 
-// the callback API: no FileHandle object per file, which the accept path opens once per message
+// file descriptors rather than FileHandles where a file is written or read in pieces (a large
+// message, a footer): writev and positioned reads on the descriptor, no handle object to close
 const fsOpen = promisify(openCb);
 const fsFsync = promisify(fsyncCb);
 const fsClose = promisify(closeCb);
-const fsRename = promisify(renameCb);
 const fsUnlink = promisify(unlinkCb);
 const fsFstat = promisify(fstatCb);
 
@@ -20,9 +20,9 @@ export type QueueArea = 'active' | 'failed';
 /**
  * The queue on disk. An entry is ID.eml in an area directory: the message as it will leave
  * (headers already aligned), followed by its metadata as it was at acceptance (JSON) and a
- * fixed-size footer giving the JSON's length. It is written in tmp/ (with one write when small), made durable,
- * renamed into active/, and the directory is fsync'd before the 250: one file, one fsync and one
- * rename per message (the metadata used to be a second file with its own fsync and rename).
+ * fixed-size footer giving the JSON's length. It is written in tmp/, fsync'd, renamed into
+ * active/, and the directory is fsync'd before the 250 (see accept()): one file, one fsync and
+ * one rename per message (the metadata used to be a second file with its own fsync and rename).
  * Later states (attempts, per-recipient results, failure) go to ID.json beside it, written by
  * rename, which supersedes the footer's metadata. An entry exists while its .eml does: a crash
  * while accepting leaves only tmp/ litter, removed at start, so a 250 is only ever sent for an
@@ -115,7 +115,7 @@ export class QueueStore {
       await fsFsync(fd);
       const closing = fsClose(fd);
       fd = undefined;
-      await Promise.all([closing, fsRename(tmp, this.path(id, 'eml', 'active'))]);
+      await Promise.all([closing, rename(tmp, this.path(id, 'eml', 'active'))]);
       await this.syncs.active.sync();
       this.footerOnly.add(key(id, 'active'));
       return meta;
