@@ -210,7 +210,7 @@ export class Relay {
     if (!this.listener.listening) problems.push('the SMTP listener is not bound');
     if (this.queue) {
       try {
-        await access(this.queue.store.areaDir('tmp'), constants.W_OK);
+        for (const area of ['tmp', 'journal'] as const) await access(this.queue.store.areaDir(area), constants.W_OK);
       } catch {
         problems.push(`the queue directory ${this.queue.store.dir} is not writable`);
       }
@@ -332,31 +332,35 @@ export class Relay {
     const { store, runner } = this.queue!;
     const { resolution, plan } = decision;
     let meta: QueueEntryMeta;
+    const accepting = store.accept(msg.id, rewrite, (size) => ({
+      format: 1,
+      id: msg.id,
+      receivedAt: msg.receivedAt.toISOString(),
+      client: { address: msg.client.address, login: msg.client.login },
+      envelope: { originalFrom: msg.envelope.mailFrom ?? '', eightBit: msg.envelope.eightBit },
+      identity: resolution.identity ? { kind: resolution.identity.kind, name: resolution.identity.name } : null,
+      serverName: resolution.account.server.name,
+      accountAddress: resolution.account.address,
+      fromBefore: decision.headerFrom,
+      fromAfter: plan.from.address,
+      subject: decision.subject,
+      size,
+      notice: false,
+      recipients: msg.envelope.rcptTo.map((address) => ({ address, status: 'pending' as const, attempts: 0 })),
+      attempts: 0,
+      nextAttemptAt: undefined,
+      lastError: undefined,
+    }));
     try {
-      meta = await Promise.race([
-        store.accept(msg.id, rewrite, (size) => ({
-          format: 1,
-          id: msg.id,
-          receivedAt: msg.receivedAt.toISOString(),
-          client: { address: msg.client.address, login: msg.client.login },
-          envelope: { originalFrom: msg.envelope.mailFrom ?? '', eightBit: msg.envelope.eightBit },
-          identity: resolution.identity ? { kind: resolution.identity.kind, name: resolution.identity.name } : null,
-          serverName: resolution.account.server.name,
-          accountAddress: resolution.account.address,
-          fromBefore: decision.headerFrom,
-          fromAfter: plan.from.address,
-          subject: decision.subject,
-          size,
-          notice: false,
-          recipients: msg.envelope.rcptTo.map((address) => ({ address, status: 'pending' as const, attempts: 0 })),
-          attempts: 0,
-          nextAttemptAt: undefined,
-          lastError: undefined,
-        })),
-        failed,
-      ]);
+      meta = await Promise.race([accepting, failed]);
     } catch (err) {
-      return refuse(queueWriteError(err, msg.id));
+      // A failed queue write stops the store reading the message, and the pipeline then reports a
+      // premature close, often first: the write's own system error is the one that says what happened.
+      const own = await accepting.then(
+        (written) => void store.remove(written.id).catch(() => undefined),
+        (e: unknown) => e,
+      );
+      return refuse(queueWriteError(isSystemError(own) ? own : err, msg.id));
     }
     if (msg.stream.sizeExceeded) {
       // smtp-server answers 552: the entry must not be delivered
@@ -468,10 +472,16 @@ function toRelayError(err: unknown, id: string): RelayError {
  * system storage" (RFC 5321, RFC 3463), as Postfix answers.
  */
 function queueWriteError(err: unknown, id: string): unknown {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  if (isRelayError(err) || typeof code !== 'string' || !/^E[A-Z]+$/.test(code)) return err;
+  if (isRelayError(err) || !isSystemError(err)) return err;
+  const { code } = err;
   const full = code === 'ENOSPC' || code === 'EDQUOT';
   return new RelayError('internal', full ? { code: 452, enhanced: '4.3.1' } : { code: 451, enhanced: '4.3.0' }, `The relay could not store the message in its queue (${code}${full ? ': the disk is full' : ''}); nothing was accepted, send it again later (id ${id})`, { cause: err });
+}
+
+/** An error of a system call (ENOSPC, EACCES…), as opposed to Node's own ERR_… codes. */
+function isSystemError(err: unknown): err is NodeJS.ErrnoException & { code: string } {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' && /^E[A-Z]+$/.test(code);
 }
 
 function ms(started: number): number {

@@ -41,6 +41,114 @@ function writeAll(fd, chunks) {
     rest = next;
   }
 }
+// The journal (store.ts, journal-record.ts): per journal directory, the segment being appended
+// to. A segment is created exclusively; after an error it is left as it is (its tail cut back)
+// and the next append opens a new one, so a segment's damaged part can only be at its end.
+const journals = new Map();
+const doneFiles = new Map();
+function segmentPath(dir, segment, kind) { return dir + '/' + String(segment).padStart(10, '0') + '.' + kind; }
+function syncDir(dir) {
+  const fd = fs.openSync(dir, 'r');
+  try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+}
+function currentSegment(m) {
+  let j = journals.get(m.dir);
+  if (j && j.fd !== undefined && j.size < m.segmentBytes) return j;
+  let segment = j ? j.segment + 1 : m.firstSegment;
+  if (j && j.fd !== undefined) fs.closeSync(j.fd);
+  for (;;) {
+    try {
+      const fd = fs.openSync(segmentPath(m.dir, segment, 'log'), 'ax', 0o600);
+      j = { segment, fd, size: 0, fresh: true };
+      journals.set(m.dir, j);
+      return j;
+    } catch (e) {
+      if (e.code !== 'EEXIST') { journals.set(m.dir, { segment, fd: undefined }); throw e; }
+      segment++;
+    }
+  }
+}
+function appendRecords(appends, replies) {
+  const byDir = new Map();
+  for (const m of appends) {
+    if (!byDir.has(m.dir)) byDir.set(m.dir, []);
+    byDir.get(m.dir).push(m);
+  }
+  for (const [, records] of byDir) {
+    let j;
+    let start;
+    try {
+      j = currentSegment(records[0]);
+      start = j.size;
+      writeAll(j.fd, records.map((m) => Buffer.from(m.record.buffer, m.record.byteOffset, m.record.byteLength)));
+      // one fdatasync makes every record of the batch durable, with the file's new length
+      fs.fdatasyncSync(j.fd);
+      if (j.fresh) { syncDir(records[0].dir); j.fresh = false; }
+    } catch (e) {
+      if (j && j.fd !== undefined) {
+        try { fs.ftruncateSync(j.fd, start); } catch {}
+        try { fs.closeSync(j.fd); } catch {}
+        j.fd = undefined;
+      }
+      for (const m of records) replies.push({ seq: m.seq, error: failure(e) });
+      continue;
+    }
+    let at = start;
+    for (const m of records) {
+      replies.push({ seq: m.seq, segment: j.segment, offset: at });
+      at += m.record.byteLength;
+    }
+    j.size = at;
+  }
+}
+function markDone(marks, replies) {
+  const bySegment = new Map();
+  for (const m of marks) {
+    const path = segmentPath(m.dir, m.segment, 'done');
+    if (!bySegment.has(path)) bySegment.set(path, []);
+    bySegment.get(path).push(m);
+  }
+  for (const [path, ms] of bySegment) {
+    try {
+      let fd = doneFiles.get(path);
+      let created = false;
+      if (fd === undefined) {
+        try { fd = fs.openSync(path, 'ax', 0o600); created = true; }
+        catch (e) { if (e.code !== 'EEXIST') throw e; fd = fs.openSync(path, 'a'); }
+        doneFiles.set(path, fd);
+      }
+      writeAll(fd, [Buffer.from(ms.map((m) => m.id + '\n').join(''), 'latin1')]);
+      if (ms.some((m) => m.durable)) {
+        fs.fdatasyncSync(fd);
+        if (created) syncDir(ms[0].dir);
+      }
+      for (const m of ms) replies.push({ seq: m.seq });
+    } catch (e) {
+      for (const m of ms) replies.push({ seq: m.seq, error: failure(e) });
+    }
+  }
+}
+function closeDone(path) {
+  const fd = doneFiles.get(path);
+  if (fd === undefined) return;
+  doneFiles.delete(path);
+  try { fs.closeSync(fd); } catch {}
+}
+function releaseSegment(dir, segment) {
+  const j = journals.get(dir);
+  if (j && j.segment === segment && j.fd !== undefined) return; // still being appended to
+  for (const kind of ['log', 'done']) {
+    const path = segmentPath(dir, segment, kind);
+    if (kind === 'done') closeDone(path);
+    try { fs.unlinkSync(path); } catch {}
+  }
+}
+function closeJournal(dir) {
+  const j = journals.get(dir);
+  if (j && j.fd !== undefined) { try { fs.closeSync(j.fd); } catch {} }
+  journals.delete(dir);
+  for (const path of [...doneFiles.keys()]) if (path.startsWith(dir + '/')) closeDone(path);
+}
 function run() {
   scheduled = false;
   const batch = queue;
@@ -86,10 +194,18 @@ function run() {
       replies.push(error ? { seq: m.seq, error } : { seq: m.seq });
     }
   }
+  appendRecords(batch.filter((m) => m.op === 'append'), replies);
+  markDone(batch.filter((m) => m.op === 'done'), replies);
   for (const m of batch) {
     if (m.op !== 'unlink') continue;
     try { fs.unlinkSync(m.path); replies.push({ seq: m.seq }); }
     catch (e) { replies.push(e.code === 'ENOENT' ? { seq: m.seq } : { seq: m.seq, error: failure(e) }); }
+  }
+  for (const m of batch) {
+    if (m.op === 'release') releaseSegment(m.dir, m.segment);
+    else if (m.op === 'close') closeJournal(m.dir);
+    else continue;
+    replies.push({ seq: m.seq });
   }
   parentPort.postMessage(replies);
 }
@@ -98,27 +214,60 @@ function run() {
 interface Reply {
   seq: number;
   error?: { message: string; code?: string; syscall?: string };
+  /** An append's place: the segment and the offset of the record in it. */
+  segment?: number;
+  offset?: number;
+}
+
+export interface JournalPlace {
+  readonly segment: number;
+  readonly offset: number;
 }
 
 class FileWorker {
   private worker: Worker | undefined;
   private seq = 0;
-  private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+  private readonly waiting = new Map<number, { resolve: (reply: Reply) => void; reject: (err: Error) => void }>();
 
   /** Writes the chunks to `tmp` (created exclusively, mode 0600), renames it to `path` and fsyncs the directory. */
-  writeEntry(tmp: string, path: string, chunks: Buffer[]): Promise<void> {
-    return this.request({ op: 'write', tmp, path, chunks });
+  async writeEntry(tmp: string, path: string, chunks: Buffer[]): Promise<void> {
+    await this.request({ op: 'write', tmp, path, chunks });
   }
 
   /** Deletes a file; a file that is already gone is not an error. */
-  unlink(path: string): Promise<void> {
-    return this.request({ op: 'unlink', path });
+  async unlink(path: string): Promise<void> {
+    await this.request({ op: 'unlink', path });
   }
 
-  private request(body: Record<string, unknown>): Promise<void> {
+  /**
+   * Appends a journal record to the journal directory's current segment and resolves once it is
+   * durable. The first segment this process opens there is `firstSegment` (or the next free
+   * number); a new one is opened once the current one holds `segmentBytes` or after an error.
+   */
+  async append(dir: string, record: Buffer, firstSegment: number, segmentBytes: number): Promise<JournalPlace> {
+    const reply = await this.request({ op: 'append', dir, record, firstSegment, segmentBytes });
+    return { segment: reply.segment!, offset: reply.offset! };
+  }
+
+  /** Records that an entry of a segment is gone (delivered, deleted, or moved to a file of its own); `durable` fdatasyncs it. */
+  async markDone(dir: string, segment: number, id: string, durable: boolean): Promise<void> {
+    await this.request({ op: 'done', dir, segment, id, durable });
+  }
+
+  /** Deletes a segment none of whose entries is left (not the one being appended to). */
+  async release(dir: string, segment: number): Promise<void> {
+    await this.request({ op: 'release', dir, segment });
+  }
+
+  /** Closes the journal directory's files: the next append opens a new segment. */
+  async closeJournal(dir: string): Promise<void> {
+    if (this.worker) await this.request({ op: 'close', dir });
+  }
+
+  private request(body: Record<string, unknown>): Promise<Reply> {
     const worker = this.start();
     const seq = ++this.seq;
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<Reply>((resolve, reject) => {
       this.waiting.set(seq, { resolve, reject });
       // only while something is asked may the worker keep the process alive (a CLI exits when done)
       if (this.waiting.size === 1) worker.ref();
@@ -131,12 +280,13 @@ class FileWorker {
     const worker = new Worker(WORKER_SOURCE, { eval: true, name: 'sendas queue files' });
     worker.unref();
     worker.on('message', (replies: Reply[]) => {
-      for (const reply of replies) this.settle(reply.seq, reply.error ? toError(reply.error) : undefined);
+      for (const reply of replies) this.settle(reply.seq, reply);
     });
     const fail = (err: Error) => {
       // the worker is gone: whatever it was asked is unknown, so it failed (the clients get a 451 and retry)
       if (this.worker === worker) this.worker = undefined;
-      for (const seq of [...this.waiting.keys()]) this.settle(seq, new Error(`queue file worker stopped: ${err.message}`));
+      const error = { message: `queue file worker stopped: ${err.message}` };
+      for (const seq of [...this.waiting.keys()]) this.settle(seq, { seq, error });
     };
     worker.on('error', fail);
     worker.on('exit', (code) => fail(new Error(`exit code ${code}`)));
@@ -144,13 +294,13 @@ class FileWorker {
     return worker;
   }
 
-  private settle(seq: number, err: Error | undefined): void {
+  private settle(seq: number, reply: Reply): void {
     const waiter = this.waiting.get(seq);
     if (!waiter) return;
     this.waiting.delete(seq);
     if (this.waiting.size === 0) this.worker?.unref();
-    if (err) waiter.reject(err);
-    else waiter.resolve();
+    if (reply.error) waiter.reject(toError(reply.error));
+    else waiter.resolve(reply);
   }
 }
 

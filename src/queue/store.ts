@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { close as closeCb, createReadStream, fsync as fsyncCb, open as openCb, read as readCb, fstat as fstatCb, unlink as unlinkCb, writev as writevCb } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -6,6 +7,7 @@ import { promisify } from 'node:util';
 import type { QueueEntryMeta } from './entry.js';
 import { DirSync } from './dir-sync.js';
 import { fileWorker } from './file-worker.js';
+import { Journal } from './journal.js';
 
 // file descriptors rather than FileHandles where a file is written or read in pieces (a large
 // message, a footer): writev and positioned reads on the descriptor, no handle object to close
@@ -36,18 +38,23 @@ export class QueueStore {
   private readonly footerOnly = new Set<string>();
   /** Small messages just accepted, kept for their first delivery attempt: see messageStream(). */
   private readonly recent = new RecentMessages(RECENT_BYTES);
+  /** Small entries until their first attempt concludes (journal.ts). */
+  private readonly journal: Journal;
 
-  constructor(dir: string) {
+  constructor(dir: string, options: { journalSegmentBytes?: number } = {}) {
     this.dir = dir;
     this.syncs = { active: new DirSync(this.areaDir('active')), failed: new DirSync(this.areaDir('failed')) };
+    this.journal = new Journal(this.areaDir('journal'), options.journalSegmentBytes);
   }
 
-  areaDir(area: QueueArea | 'tmp' | 'requests'): string {
+  areaDir(area: QueueArea | 'tmp' | 'requests' | 'journal'): string {
     return join(this.dir, area);
   }
 
   async init(): Promise<void> {
-    for (const area of ['active', 'failed', 'tmp', 'requests'] as const) await mkdir(this.areaDir(area), { recursive: true });
+    for (const area of ['active', 'failed', 'tmp', 'requests', 'journal'] as const) await mkdir(this.areaDir(area), { recursive: true });
+    // an earlier store of this process (a relay restarted in place) may still hold a segment open
+    await this.journal.close();
     // half-written entries of a relay that died while accepting: the client never got a 250
     for (const name of await readdir(this.areaDir('tmp'))) await rm(join(this.areaDir('tmp'), name), { force: true });
     for (const area of ['active', 'failed'] as const) {
@@ -66,11 +73,24 @@ export class QueueStore {
       }
       await this.syncs[area].sync();
     }
+    await this.journal.load((id) => this.hasOwnFile(id), true);
+  }
+
+  /** Whether an entry exists as a file of its own (in either area), which outranks its journal record. */
+  private hasOwnFile(id: string): boolean {
+    return existsSync(this.path(id, 'eml', 'active')) || existsSync(this.path(id, 'eml', 'failed'));
+  }
+
+  /** Whether an active entry is (still) in the journal; a store that was not init()ed reads the journal first. */
+  private async journaled(id: string, area: QueueArea): Promise<boolean> {
+    if (area !== 'active') return false;
+    await this.journal.ensureLoaded((x) => this.hasOwnFile(x));
+    return this.journal.has(id);
   }
 
   /** Lets go of the open directories (the relay stops). */
   async close(): Promise<void> {
-    await Promise.all([this.syncs.active.close(), this.syncs.failed.close()]);
+    await Promise.all([this.syncs.active.close(), this.syncs.failed.close(), this.journal.close()]);
   }
 
   /**
@@ -81,10 +101,10 @@ export class QueueStore {
     const tmp = join(this.areaDir('tmp'), `${id}.eml`);
     let fd: number | undefined;
     let size = 0;
-    // A message of up to 64 KiB is gathered in memory and handed with its metadata to the queue's
-    // file worker (file-worker.ts), which writes it durably off the main thread, with the
-    // directory fsync shared by everything it wrote meanwhile. A larger one is written as it
-    // arrives, in 64 KiB writes, then fsync'd, closed, renamed and the directory fsync'd.
+    // A message of up to 64 KiB is gathered in memory and appended with its metadata to the
+    // journal (journal.ts) by the queue's file worker (file-worker.ts), off the main thread, with
+    // one fdatasync for every entry accepted meanwhile. A larger one is written to a file of its
+    // own as it arrives, in 64 KiB writes, then fsync'd, closed, renamed and the directory fsync'd.
     const pending: Buffer[] = [];
     let pendingBytes = 0;
     try {
@@ -101,13 +121,7 @@ export class QueueStore {
       const meta = makeMeta(size);
       const json = Buffer.from(JSON.stringify(meta));
       if (fd === undefined) {
-        // the whole entry in one buffer of its own (a chunk may be a view into a much larger one)
-        const entry = Buffer.allocUnsafeSlow(size + json.length + FOOTER_LENGTH);
-        let at = 0;
-        for (const chunk of [...pending, json, footer(json.length)]) at += chunk.copy(entry, at);
-        await fileWorker.writeEntry(tmp, this.path(id, 'eml', 'active'), [entry]);
-        this.footerOnly.add(key(id, 'active'));
-        this.recent.add(id, [entry.subarray(0, size)], size);
+        this.recent.add(id, [await this.journal.append(id, json, pending, size)], size);
         return meta;
       }
       pending.push(json, footer(json.length));
@@ -128,7 +142,23 @@ export class QueueStore {
 
   /** Replaces an entry's metadata atomically (write, fsync, rename, fsync the directory). */
   async update(meta: QueueEntryMeta, area: QueueArea = 'active'): Promise<void> {
-    await this.writeMeta(meta, area);
+    if (await this.journaled(meta.id, area)) await this.extract(meta, area);
+    else await this.writeMeta(meta, area);
+  }
+
+  /**
+   * Gives a journaled entry a file of its own, with `meta` in its footer, in `area`: its state
+   * changed (a retry is due, it failed), so it leaves the journal, whose segments live only as
+   * long as their entries' first attempts. The file is durable before the done mark is written.
+   */
+  private async extract(meta: QueueEntryMeta, area: QueueArea): Promise<void> {
+    const message = await this.journal.message(meta.id);
+    if (!message) throw new Error(`queue entry ${meta.id} is not in the journal`);
+    const json = Buffer.from(JSON.stringify(meta));
+    const tmp = join(this.areaDir('tmp'), `${meta.id}.${++tmpCounter}.eml`);
+    await fileWorker.writeEntry(tmp, this.path(meta.id, 'eml', area), [message, json, footer(json.length)]);
+    this.footerOnly.add(key(meta.id, area));
+    await this.journal.done(meta.id, true);
   }
 
   private async writeMeta(meta: QueueEntryMeta, area: QueueArea): Promise<void> {
@@ -166,6 +196,7 @@ export class QueueStore {
    */
   private async move(meta: QueueEntryMeta, from: QueueArea, to: QueueArea): Promise<void> {
     this.recent.delete(meta.id);
+    if (await this.journaled(meta.id, from)) return this.extract(meta, to);
     await this.writeMeta(meta, to);
     await rename(this.path(meta.id, 'eml', from), this.path(meta.id, 'eml', to));
     await this.syncs[to].sync();
@@ -182,6 +213,7 @@ export class QueueStore {
    */
   async remove(id: string, area: QueueArea = 'active'): Promise<void> {
     this.recent.delete(id);
+    if (await this.journaled(id, area)) return this.journal.done(id, false);
     await fileWorker.unlink(this.path(id, 'eml', area));
     if (this.footerOnly.delete(key(id, area))) return;
     await fileWorker.unlink(this.path(id, 'json', area));
@@ -193,7 +225,7 @@ export class QueueStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    return this.readFooter(id, area);
+    return (await this.readFooter(id, area)) ?? ((await this.journaled(id, area)) ? this.journal.meta(id) : undefined);
   }
 
   async list(area: QueueArea = 'active'): Promise<QueueEntryMeta[]> {
@@ -205,9 +237,20 @@ export class QueueStore {
       throw err;
     }
     const metas: QueueEntryMeta[] = [];
+    const own = new Set<string>();
     for (const name of names.filter((n) => n.endsWith('.eml'))) {
       const meta = await this.read(name.slice(0, -4), area);
       if (meta) metas.push(meta);
+      own.add(name.slice(0, -4));
+    }
+    if (area === 'active') {
+      await this.journal.ensureLoaded((x) => this.hasOwnFile(x));
+      for (const id of this.journal.ids()) {
+        // being given a file of its own right now: listed once, from that file
+        if (own.has(id)) continue;
+        const meta = await this.journal.meta(id);
+        if (meta) metas.push(meta);
+      }
     }
     return metas.sort((a, b) => a.receivedAt.localeCompare(b.receivedAt));
   }
@@ -223,14 +266,17 @@ export class QueueStore {
     // one buffer: nodemailer writes each chunk it reads to the upstream socket separately
     if (kept) return Readable.from([kept.length === 1 ? kept[0]! : Buffer.concat(kept)], { objectMode: false });
     if (meta.size === 0) return Readable.from([], { objectMode: false });
+    const place = area === 'active' ? this.journal.place(meta.id) : undefined;
+    if (place) return createReadStream(place.path, { start: place.offset, end: place.offset + place.size - 1 });
     return createReadStream(path, { start: 0, end: meta.size - 1 });
   }
 
   /** The message's header section (at most 1 MB), for failure notices. */
   async headerSection(meta: Pick<QueueEntryMeta, 'id' | 'size'>, area: QueueArea = 'active'): Promise<Buffer> {
-    const fh = await open(this.path(meta.id, 'eml', area), 'r');
+    const place = (await this.journaled(meta.id, area)) ? this.journal.place(meta.id) : undefined;
+    const fh = await open(place?.path ?? this.path(meta.id, 'eml', area), 'r');
     try {
-      const { buffer, bytesRead } = await fh.read({ buffer: Buffer.alloc(Math.min(1024 * 1024, meta.size)), position: 0 });
+      const { buffer, bytesRead } = await fh.read({ buffer: Buffer.alloc(Math.min(1024 * 1024, meta.size)), position: place?.offset ?? 0 });
       const head = buffer.subarray(0, bytesRead);
       const end = head.indexOf('\r\n\r\n');
       return end >= 0 ? head.subarray(0, end + 2) : head;

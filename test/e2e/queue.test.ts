@@ -83,18 +83,23 @@ describe('delivery: queue', () => {
   it('a queue it cannot write to: 451 4.3.0 naming the system error, nothing queued; the next message once it can is queued', async () => {
     const u = await upstream();
     const r = await relay(u.port, '');
-    const tmp = `${r.dir}/var/queue/tmp`;
-    // a file where the queue's tmp/ directory should be: every write fails (ENOTDIR), even as root
-    await rm(tmp, { recursive: true });
-    await writeFile(tmp, 'not a directory');
-    const sent = await send(r, { subject: 'lost?' });
-    expect(sent.finalCode).toBe(451);
-    expect(sent.finalReply).toMatch(/^451 4\.3\.0 The relay could not store the message in its queue \(ENOTDIR\); nothing was accepted, send it again later \(id [A-Z2-9]{12}\)$/);
-    expect(await r.waitForLog((l) => l.result === 'refused')).toMatchObject({ kind: 'internal', code: 451 });
-    expect(await queued(r)).toEqual([]);
+    // small messages go to the queue's journal/, large ones (over 64 KiB) through tmp/: a file
+    // where each directory should be makes every write there fail (ENOTDIR), even as root
+    for (const [area, body] of [['journal', undefined], ['tmp', `${'y'.repeat(998)}\r\n`.repeat(100)]] as const) {
+      const path = `${r.dir}/var/queue/${area}`;
+      await rm(path, { recursive: true });
+      await writeFile(path, 'not a directory');
+      const data = message({ From: 'support@acme.example', Subject: 'lost?' }, body);
+      const after = r.logs.length;
+      const sent = await swaks({ server: '127.0.0.1', port: r.port, from: 'support@acme.example', to: 'customer@example.net', data });
+      expect(sent.finalCode, area).toBe(451);
+      expect(sent.finalReply, area).toMatch(/^451 4\.3\.0 The relay could not store the message in its queue \(ENOTDIR\); nothing was accepted, send it again later \(id [A-Z2-9]{12}\)$/);
+      expect(await r.waitForLog((l) => l.result === 'refused', { after })).toMatchObject({ kind: 'internal', code: 451 });
+      await rm(path);
+      await mkdir(path);
+      expect(await queued(r)).toEqual([]);
+    }
 
-    await rm(tmp);
-    await mkdir(tmp);
     expect((await send(r, { subject: 'kept' })).finalCode).toBe(250);
     expect(headerValues(split((await u.nextMessage()).raw).head, 'Subject')).toEqual(['kept']);
     expect(u.messages).toHaveLength(1);

@@ -74,3 +74,51 @@ describe('the queue file worker', () => {
     expect(run.status).toBe(0);
   });
 });
+
+describe('the queue file worker: journal appends', () => {
+  const journal = () => join(dir, 'journal');
+  beforeEach(async () => {
+    await mkdir(journal());
+  });
+  afterEach(async () => {
+    await fileWorker.closeJournal(journal());
+  });
+
+  it('appends asked at once land back to back in one segment, at the offsets given, mode 0600', async () => {
+    const records = Array.from({ length: 100 }, (_, i) => Buffer.from(`record ${i};`));
+    const places = await Promise.all(records.map((r) => fileWorker.append(journal(), r, 7, 1 << 20)));
+    const segment = await readFile(join(journal(), '0000000007.log'));
+    expect(segment.length).toBe(records.reduce((n, r) => n + r.length, 0));
+    for (const [i, place] of places.entries()) {
+      expect(place.segment).toBe(7);
+      expect(segment.subarray(place.offset, place.offset + records[i]!.length)).toEqual(records[i]);
+    }
+    expect((await stat(join(journal(), '0000000007.log'))).mode & 0o777).toBe(0o600);
+  });
+
+  it('a segment past its size is followed by the next; an existing segment is never appended to', async () => {
+    await writeFile(join(journal(), '0000000001.log'), 'from an earlier run');
+    const first = await fileWorker.append(journal(), Buffer.from('one'), 1, 2);
+    const second = await fileWorker.append(journal(), Buffer.from('two'), 1, 2);
+    expect([first.segment, second.segment]).toEqual([2, 3]);
+    expect(await readFile(join(journal(), '0000000001.log'), 'utf8')).toBe('from an earlier run');
+  });
+
+  it('done marks go to the segment\'s .done; release deletes both files; a failed append is answered with its error and the next opens a new segment', async () => {
+    const { segment } = await fileWorker.append(journal(), Buffer.from('x'), 1, 1 << 20);
+    await fileWorker.markDone(journal(), segment, 'AAAAAAAAAAAA', false);
+    await fileWorker.markDone(journal(), segment, 'BBBBBBBBBBBB', true);
+    expect(await readFile(join(journal(), '0000000001.done'), 'utf8')).toBe('AAAAAAAAAAAA\nBBBBBBBBBBBB\n');
+    // the segment being appended to is kept
+    await fileWorker.release(journal(), 1);
+    expect(await readdir(journal())).toContain('0000000001.log');
+    await fileWorker.closeJournal(journal());
+    await fileWorker.release(journal(), 1);
+    expect(await readdir(journal())).toEqual([]);
+
+    await rm(journal(), { recursive: true });
+    await expect(fileWorker.append(journal(), Buffer.from('y'), 1, 1 << 20)).rejects.toMatchObject({ code: 'ENOENT' });
+    await mkdir(journal());
+    expect((await fileWorker.append(journal(), Buffer.from('z'), 1, 1 << 20)).segment).toBe(2);
+  });
+});

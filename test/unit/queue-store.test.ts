@@ -12,6 +12,7 @@ import { queueHolder, runQueueRequest, type QueueScheduler } from '../../src/que
 import { DirSync } from '../../src/queue/dir-sync.js';
 import type { QueueEntryMeta, RecipientState } from '../../src/queue/entry.js';
 import { newMessageId } from '../../src/queue/id.js';
+import { parseSegment } from '../../src/queue/journal-record.js';
 import { QueueStore, type QueueArea } from '../../src/queue/store.js';
 
 let dir: string;
@@ -90,8 +91,27 @@ async function enqueue(extra: Partial<QueueEntryMeta> = {}, id = newMessageId())
   return store.accept(id, chunked(message(), 1000), (size) => metaFor(id, size, extra));
 }
 
-async function names(area: QueueArea | 'tmp'): Promise<string[]> {
+async function names(area: QueueArea | 'tmp' | 'journal'): Promise<string[]> {
   return (await readdir(store.areaDir(area))).sort();
+}
+
+/** Where a journaled entry's message is on disk: its segment file and byte range. */
+async function journalPlace(id: string): Promise<{ path: string; offset: number; size: number }> {
+  for (const name of (await names('journal')).filter((n) => n.endsWith('.log'))) {
+    const path = join(store.areaDir('journal'), name);
+    for (const { meta, location } of parseSegment(await readFile(path))) {
+      if (meta.id === id) return { path, offset: location.messageOffset, size: location.size };
+    }
+  }
+  throw new Error(`${id} is not in the journal`);
+}
+
+/** Overwrites a journaled entry's message bytes on disk with `fill`, keeping the length (a read from disk would see them). */
+async function overwriteJournaled(id: string, fill: number): Promise<void> {
+  const { path, offset, size } = await journalPlace(id);
+  const segment = await readFile(path);
+  segment.fill(fill, offset, offset + size);
+  await writeFile(path, segment);
 }
 
 const exists = (p: string) =>
@@ -131,12 +151,9 @@ describe('QueueStore.accept', () => {
     expect(sha(await buffer(restarted.messageStream(meta)))).toBe(sha(msg));
   });
 
-  it('a small message is delivered from memory the first time, from the file afterwards: the same bytes', async () => {
+  it('a small message is delivered from memory the first time, from the journal afterwards: the same bytes', async () => {
     const meta = await enqueue();
-    const path = store.path(meta.id, 'eml', 'active');
-    const onDisk = await readFile(path);
-    // swap the file's message bytes for others of the same length: a read from disk would see them
-    await writeFile(path, Buffer.concat([Buffer.alloc(meta.size, 0x58), onDisk.subarray(meta.size)]));
+    await overwriteJournaled(meta.id, 0x58);
     expect(sha(await buffer(store.messageStream(meta)))).toBe(sha(message()));
     expect(await buffer(store.messageStream(meta))).toEqual(Buffer.alloc(meta.size, 0x58));
   });
@@ -148,11 +165,7 @@ describe('QueueStore.accept', () => {
       metas.push(await store.accept(id, Readable.from([Buffer.alloc(60 * 1024, 0x41 + (i % 26))]), (size) => metaFor(id, size)));
     }
     // 300 × 60 KiB = 17.6 MiB: the first ones no longer fit
-    for (const meta of [metas[0]!, metas[299]!]) {
-      const path = store.path(meta.id, 'eml', 'active');
-      const onDisk = await readFile(path);
-      await writeFile(path, Buffer.concat([Buffer.alloc(meta.size, 0x30), onDisk.subarray(meta.size)]));
-    }
+    for (const meta of [metas[0]!, metas[299]!]) await overwriteJournaled(meta.id, 0x30);
     expect((await buffer(store.messageStream(metas[0]!)))[0]).toBe(0x30);
     expect((await buffer(store.messageStream(metas[299]!)))[0]).toBe(0x41 + (299 % 26));
   });
@@ -196,8 +209,12 @@ describe('QueueStore.accept', () => {
 
   it('every file is mode 0600', async () => {
     const meta = await enqueue();
-    expect((await stat(store.path(meta.id, 'eml', 'active'))).mode & 0o777).toBe(0o600);
+    for (const name of await names('journal')) expect((await stat(join(store.areaDir('journal'), name))).mode & 0o777).toBe(0o600);
     meta.attempts = 1;
+    await store.update(meta);
+    for (const name of await names('journal')) expect((await stat(join(store.areaDir('journal'), name))).mode & 0o777).toBe(0o600);
+    expect((await stat(store.path(meta.id, 'eml', 'active'))).mode & 0o777).toBe(0o600);
+    meta.attempts = 2;
     await store.update(meta);
     expect((await stat(store.path(meta.id, 'json', 'active'))).mode & 0o777).toBe(0o600);
     await store.moveToFailed(meta);
@@ -282,9 +299,10 @@ describe('QueueStore.init', () => {
     await store.init();
 
     expect(await names('tmp')).toEqual([]);
-    expect(await names('active')).toEqual([`${kept.id}.eml`]);
-    expect(await names('failed')).toEqual([`${failed.id}.eml`, `${failed.id}.json`].sort());
+    expect(await names('active')).toEqual([]);
+    expect(await names('failed')).toEqual([`${failed.id}.eml`]);
     expect(await store.read(kept.id)).toEqual(kept);
+    expect(await store.read(failed.id, 'failed')).toEqual(failed);
     expect(sha(await buffer(store.messageStream(kept)))).toBe(sha(message()));
   });
 
@@ -329,12 +347,104 @@ describe('QueueStore.init', () => {
   });
 });
 
+describe('the journal (small entries until their first attempt concludes)', () => {
+  it('entries accepted at once are all in the journal, none as a file of its own, and all come back after a restart with their bytes', async () => {
+    const metas = await Promise.all(Array.from({ length: 50 }, () => enqueue()));
+    expect(await names('active')).toEqual([]);
+    expect(await names('tmp')).toEqual([]);
+    const restarted = new QueueStore(store.dir);
+    await restarted.init();
+    const listed = await restarted.list();
+    expect(listed.map((m) => m.id).sort()).toEqual(metas.map((m) => m.id).sort());
+    for (const meta of [metas[0]!, metas[49]!]) expect(sha(await buffer(restarted.messageStream(meta)))).toBe(sha(message()));
+    expect((await restarted.headerSection(metas[7]!)).equals(head)).toBe(true);
+  });
+
+  it('a removed entry stays removed after a restart; an empty segment is deleted once the journal has moved on, and at start', async () => {
+    // a segment per append: every accept opens a new one
+    const small = new QueueStore(store.dir, { journalSegmentBytes: 1 });
+    await small.init();
+    const at = (id: string, size: number) => small.accept(id, chunked(message(), 1000), () => metaFor(id, size));
+    const a = await at(newMessageId(), message().length);
+    const b = await at(newMessageId(), message().length);
+    expect(await names('journal')).toEqual(['0000000001.log', '0000000002.log']);
+    await small.remove(a.id);
+    // the worker deletes it after the done mark; its reply to the next request comes after that
+    await small.remove(a.id);
+    expect((await names('journal')).filter((n) => n.startsWith('0000000001'))).toEqual([]);
+    await small.remove(b.id);
+    const restarted = new QueueStore(store.dir);
+    await restarted.init();
+    expect(await restarted.list()).toEqual([]);
+    expect(await names('journal')).toEqual([]);
+  });
+
+  it('a tail cut off by a crash ends its segment: the entries before it stay, and new entries go to a new segment', async () => {
+    const a = await enqueue();
+    const { path } = await journalPlace(a.id);
+    const whole = await readFile(path);
+    // the start of a second record (header and part of its metadata), as a crash mid-append leaves it
+    await writeFile(path, Buffer.concat([whole, whole.subarray(0, 60)]));
+    await store.init();
+    expect(await store.list()).toEqual([a]);
+    const b = await enqueue();
+    expect(await names('journal')).toEqual(['0000000001.log', '0000000002.log']);
+    const restarted = new QueueStore(store.dir);
+    await restarted.init();
+    expect((await restarted.list()).map((m) => m.id).sort()).toEqual([a.id, b.id].sort());
+  });
+
+  it('a record whose bytes changed on disk (checksum) is not an entry', async () => {
+    const a = await enqueue();
+    const { path, offset } = await journalPlace(a.id);
+    const segment = await readFile(path);
+    segment[offset + 10] = segment[offset + 10]! ^ 0x01;
+    await writeFile(path, segment);
+    await store.init();
+    expect(await store.list()).toEqual([]);
+  });
+
+  it('a crash after an entry got a file of its own but before its done mark: the file wins, and the record never comes back', async () => {
+    const meta = await enqueue();
+    meta.attempts = 1;
+    meta.nextAttemptAt = '2026-01-10T12:05:00.000Z';
+    await store.update(meta);
+    // the done mark lost
+    for (const name of (await names('journal')).filter((n) => n.endsWith('.done'))) await writeFile(join(store.areaDir('journal'), name), '');
+    const restarted = new QueueStore(store.dir);
+    await restarted.init();
+    expect(await restarted.list()).toEqual([meta]);
+    await restarted.remove(meta.id);
+    const again = new QueueStore(store.dir);
+    await again.init();
+    expect(await again.list()).toEqual([]);
+  });
+
+  it('an entry that failed on its first attempt goes to failed/ as a file of its own and leaves the journal', async () => {
+    const meta = await enqueue();
+    meta.failedAt = '2026-01-11T12:00:00.000Z';
+    await store.moveToFailed(meta);
+    expect(await names('failed')).toEqual([`${meta.id}.eml`]);
+    expect(await store.list('active')).toEqual([]);
+    expect(await store.read(meta.id, 'failed')).toEqual(meta);
+    expect((await store.headerSection(meta, 'failed')).equals(head)).toBe(true);
+    const restarted = new QueueStore(store.dir);
+    await restarted.init();
+    expect(await restarted.list('active')).toEqual([]);
+    expect(await restarted.list('failed')).toEqual([meta]);
+  });
+});
+
 describe('QueueStore.update / move / remove / path', () => {
-  it('update() writes the metadata beside the message and replaces it by rename (new inode), leaving no temporary file', async () => {
+  it('update() of a journaled entry gives it a file of its own; the next writes the metadata beside it, replaced by rename (new inode); no temporary file', async () => {
     const meta = await enqueue();
     meta.attempts = 1;
     await store.update(meta);
+    expect(await names('active')).toEqual([`${meta.id}.eml`]);
     expect(await store.read(meta.id)).toEqual(meta);
+    expect(await new QueueStore(store.dir).list()).toEqual([meta]);
+    meta.attempts = 2;
+    await store.update(meta);
     const before = await stat(store.path(meta.id, 'json', 'active'));
     meta.attempts = 3;
     meta.nextAttemptAt = '2026-01-10T12:15:00.000Z';
@@ -360,6 +470,8 @@ describe('QueueStore.update / move / remove / path', () => {
 
   it('moveToFailed() moves both files with the new metadata; moveToActive() brings them back', async () => {
     const meta = await enqueue();
+    meta.attempts = 1;
+    await store.update(meta); // a file of its own and a metadata file
     meta.failedAt = '2026-01-11T12:00:00.000Z';
     await store.moveToFailed(meta);
     expect(await names('active')).toEqual([]);
@@ -573,8 +685,13 @@ describe('runQueueRequest without a relay', () => {
 
     expect(await runQueueRequest(store, { op: 'delete', id: a.id })).toEqual({ ok: true, message: `${a.id} deleted` });
     expect(await runQueueRequest(store, { op: 'delete', id: f.id })).toEqual({ ok: true, message: `${f.id} deleted from the failed area` });
-    expect(await names('active')).toEqual([`${keep.id}.eml`]);
+    expect((await store.list()).map((m) => m.id)).toEqual([keep.id]);
     expect(await names('failed')).toEqual([]);
+    // the same seen by a store that reads the queue afresh (the CLI, a restart)
+    expect((await new QueueStore(store.dir).list()).map((m) => m.id)).toEqual([keep.id]);
+    const restarted = new QueueStore(store.dir);
+    await restarted.init();
+    expect((await restarted.list()).map((m) => m.id)).toEqual([keep.id]);
   });
 
   it('an unknown id: ok false, naming the id, nothing touched', async () => {
@@ -646,7 +763,8 @@ describe('runQueueRequest with the relay\'s scheduler', () => {
     const res = await runQueueRequest(store, { op: 'delete', id: meta.id }, s);
     expect(s.forget).toHaveBeenCalledWith(meta.id);
     expect(res).toEqual({ ok: true, message: `${meta.id} deleted` });
-    expect(await names('active')).toEqual([]);
+    expect(await store.list()).toEqual([]);
+    expect(await new QueueStore(store.dir).list()).toEqual([]);
   });
 
   it('delete of an entry being delivered (forget returns false) keeps the files and says it is deleted after the attempt', async () => {
@@ -656,8 +774,8 @@ describe('runQueueRequest with the relay\'s scheduler', () => {
     expect(s.forget).toHaveBeenCalledWith(meta.id);
     expect(res.ok).toBe(true);
     expect(res.message).toBe(`${meta.id} is being delivered right now; it will be deleted when this attempt ends`);
-    expect(await names('active')).toEqual([`${meta.id}.eml`]);
     expect(await store.read(meta.id)).toEqual(meta);
+    expect(await new QueueStore(store.dir).read(meta.id)).toEqual(meta);
   });
 
   it('delete from the failed area removes the files even though the scheduler does not track it', async () => {
