@@ -14,6 +14,7 @@ import { Listener, type IncomingMessage } from './listener/server.js';
 import { HeaderRewriteStream, HeaderTooLargeError } from './policy/header-stream.js';
 import { processHeaders, type MessageDecision } from './policy/process.js';
 import { TransportPools } from './transport/pools.js';
+import { UpstreamThread } from './transport/upstream-thread.js';
 import { DEFAULT_TUNING } from './transport/options.js';
 import { ConfigError, loadConfigFile, type ConfigIssue } from './config/load.js';
 import { describeChange, diffSnapshots, isEmptyChange, type ConfigChange } from './config/diff.js';
@@ -48,7 +49,7 @@ export class Relay {
   private readonly listener: Listener;
   private readonly pools: TransportPools;
   private readonly hostname: string;
-  private readonly queue: { store: QueueStore; runner: QueueRunner; control: QueueControl } | undefined;
+  private readonly queue: { store: QueueStore; runner: QueueRunner; control: QueueControl; upstreamThread: UpstreamThread } | undefined;
   private readonly graceMs: number;
   readonly metrics: RelayMetrics;
   private readonly tokens: TokenProvider;
@@ -65,7 +66,7 @@ export class Relay {
     this.pools = new TransportPools({ ...DEFAULT_TUNING, helo: this.hostname }, this.tokens);
     this.metrics = new RelayMetrics({
       queueStats: () => this.queue?.runner.stats() ?? { depth: 0, oldestAgeSeconds: 0 },
-      upstreamConnections: () => this.pools.openConnections(),
+      upstreamConnections: () => this.pools.openConnections() + (this.queue?.upstreamThread.openConnections() ?? 0),
     });
     this.metrics.setConfigVersion(this.snapshot.version);
     this.lastSeenFiles = this.filesFingerprint();
@@ -74,8 +75,9 @@ export class Relay {
       const getSnapshot = () => this.snapshot;
       let runner: QueueRunner | undefined;
       const writeNotice = createNoticeWriter({ store, getSnapshot, enqueue: (m) => runner?.enqueue(m), logger: this.logger, hostname: this.hostname });
-      runner = new QueueRunner({ store, getSnapshot, pools: this.pools, logger: this.logger, maxPerAccount: DEFAULT_TUNING.maxConnections, writeNotice, metrics: this.metrics });
-      this.queue = { store, runner, control: new QueueControl(store, runner, this.logger) };
+      const upstreamThread = new UpstreamThread(this.pools, { ...DEFAULT_TUNING, helo: this.hostname });
+      runner = new QueueRunner({ store, getSnapshot, pools: this.pools, logger: this.logger, maxPerAccount: DEFAULT_TUNING.maxConnections, writeNotice, metrics: this.metrics, upstreamThread });
+      this.queue = { store, runner, control: new QueueControl(store, runner, this.logger), upstreamThread };
     }
     this.listener = new Listener({
       getSnapshot: () => this.snapshot,
@@ -91,6 +93,7 @@ export class Relay {
       // claim the queue directory first: two relays on one queue would deliver messages twice
       await this.queue.store.init();
       await this.queue.control.start();
+      await this.queue.upstreamThread.ready();
       const pending = await this.queue.runner.start();
       this.logger.info({ dir: this.queue.store.dir, pending }, pending ? `picked up ${pending} queued message${pending === 1 ? '' : 's'}` : 'queue is empty');
     }
@@ -168,7 +171,9 @@ export class Relay {
     this.lastReloadError = undefined;
     this.logger.level = next.log.level;
     this.listener.applyLimits(next);
-    const closed = this.pools.retain(this.wantedPools(next));
+    const wanted = this.wantedPools(next);
+    const closed = this.pools.retain(wanted);
+    this.queue?.upstreamThread.retain(wanted);
     this.metrics.reloads.inc({ result: 'ok' });
     this.metrics.setConfigVersion(next.version);
     const fields = { reason, version: next.version, change, closedPools: closed, ...(hadError ? { recovered: true } : {}) };
@@ -240,6 +245,7 @@ export class Relay {
     }
     await this.listener.close();
     await this.queue?.store.close();
+    await this.queue?.upstreamThread.close();
     this.pools.closeAll();
   }
 

@@ -7,11 +7,12 @@ import type { Logger } from '../log.js';
 import { pendingRecipients, type QueueEntryMeta, type RecipientState, type StoredError } from '../queue/entry.js';
 import type { QueueStore } from '../queue/store.js';
 import type { TransportPools } from '../transport/pools.js';
+import type { UpstreamThread } from '../transport/upstream-thread.js';
 import { DueHeap } from './due-heap.js';
 import { FailoverState, isUnreachable, type Route } from './failover.js';
 import { RateWindow } from './rate-limit.js';
 import { verdictAfterAttempt } from './schedule.js';
-import { deliverNow, type DeliveryOutcome } from './send.js';
+import { deliverInThread, deliverNow, type DeliveryOutcome } from './send.js';
 import type { RelayMetrics } from '../ops/metrics.js';
 
 /** Builds the failure notice for an entry; returns undefined when none is due. */
@@ -26,6 +27,8 @@ export interface QueueRunnerOptions {
   readonly maxPerAccount: number;
   readonly writeNotice: NoticeWriter;
   readonly metrics?: RelayMetrics;
+  /** Sends messages held in memory from a worker thread (see UpstreamThread); without it, everything goes through `pools`. */
+  readonly upstreamThread?: UpstreamThread;
 }
 
 interface Tracked {
@@ -313,6 +316,16 @@ export class QueueRunner {
   }
 
   private async send(meta: QueueEntryMeta, account: Account, envelope: { from: string; to: string[]; eightBit: boolean }, route: Route): Promise<DeliveryOutcome | RelayError> {
+    const thread = this.opts.upstreamThread;
+    const bytes = thread?.handles(account) ? this.opts.store.takeMessage(meta.id) : undefined;
+    if (thread && bytes) {
+      try {
+        return await deliverInThread(thread, account, envelope, bytes, route.alternate ? route : undefined);
+      } catch (err) {
+        if (isRelayError(err)) return err;
+        throw err;
+      }
+    }
     let message: Readable | undefined;
     try {
       message = this.opts.store.messageStream(meta);

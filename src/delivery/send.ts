@@ -3,6 +3,7 @@ import { classifyUpstreamError, type UpstreamContext } from '../errors/classify.
 import { RelayError } from '../errors/relay-error.js';
 import type { Account } from '../identity/account.js';
 import type { TransportPools } from '../transport/pools.js';
+import type { UpstreamThread } from '../transport/upstream-thread.js';
 import type { UpstreamEnvelope } from './envelope.js';
 
 export interface RecipientRefusal {
@@ -40,17 +41,25 @@ export async function deliverNow(
   message: Readable,
   route?: { host: string; port: number },
 ): Promise<DeliveryOutcome> {
-  const ctx = upstreamContext(account, route);
   if (account.server.type === 'graph') {
     // Graph is one HTTP call for all recipients; its refusals are already classified
     const outcome = await pools.graph(account, envelope, message);
     return { accepted: outcome.accepted, refused: [], upstreamReply: outcome.upstreamReply };
   }
+  // straight to the pool transport, without Mail.sendMail's compile steps (see TransportPools.send)
+  return outcomeOf(pools.send(account, route, envelope, message), upstreamContext(account, route));
+}
+
+/** deliverNow for a message held in memory, through the upstream worker thread (see UpstreamThread). */
+export function deliverInThread(thread: UpstreamThread, account: Account, envelope: UpstreamEnvelope, bytes: Buffer, route?: { host: string; port: number }): Promise<DeliveryOutcome> {
+  return outcomeOf(thread.send(account, route, envelope, bytes), upstreamContext(account, route));
+}
+
+/** nodemailer's answer, or its failure, as per-recipient results or a classified RelayError. */
+async function outcomeOf(sending: Promise<{ accepted?: unknown[]; rejectedErrors?: unknown[]; response?: string }>, ctx: UpstreamContext): Promise<DeliveryOutcome> {
   try {
-    // straight to the pool transport, without Mail.sendMail's compile steps (see TransportPools.send)
-    const info = await pools.send(account, route, envelope, message);
-    const rejectedErrors = (info as { rejectedErrors?: unknown[] }).rejectedErrors ?? [];
-    const refused = rejectedErrors.map((e) => {
+    const info = await sending;
+    const refused = (info.rejectedErrors ?? []).map((e) => {
       const error = classifyUpstreamError(e, ctx);
       return { recipient: (e as { recipient?: string }).recipient ?? '', error };
     });

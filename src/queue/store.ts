@@ -271,6 +271,12 @@ export class QueueStore {
     return createReadStream(path, { start: 0, end: meta.size - 1 });
   }
 
+  /** The bytes of a message still held from its acceptance (see messageStream), taken out; undefined once gone. */
+  takeMessage(id: string): Buffer | undefined {
+    const kept = this.recent.take(id);
+    return kept && (kept.length === 1 ? kept[0]! : Buffer.concat(kept));
+  }
+
   /** The message's header section (at most 1 MB), for failure notices. */
   async headerSection(meta: Pick<QueueEntryMeta, 'id' | 'size'>, area: QueueArea = 'active'): Promise<Buffer> {
     const place = (await this.journaled(meta.id, area)) ? this.journal.place(meta.id) : undefined;

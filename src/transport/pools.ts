@@ -91,46 +91,14 @@ export class TransportPools {
     // settings changed (rotated password, moved host): retire the old pool, its sends finish first
     if (existing) existing.transporter.close();
     const provision = account.method === 'xoauth2' && this.tokens ? this.tokens.provisioner(account) : undefined;
-    const transporter = nodemailer.createTransport(poolOptions(account, this.tuning, route, provision));
-    if (account.server.proxy && /^socks/i.test(account.server.proxy)) transporter.set('proxy_socks_module', { SocksClient });
-    // Mail.sendMail hands the proxy socket handler (set up from `proxy`) to the transport on its
-    // first send; send() below skips sendMail, so hand it over now, as sendMail would
-    if (typeof transporter.getSocket === 'function') {
-      transporter.transporter.getSocket = transporter.getSocket;
-      transporter.getSocket = false;
-    }
+    const transporter = createPool(poolOptions(account, this.tuning, route, provision));
     this.pools.set(key, { transporter, fingerprint });
     return transporter;
   }
 
-  /**
-   * Sends a ready-made message with the given envelope through the account's pool. Straight to
-   * the pool transport, which is where Mail.sendMail ends: for a `raw` message sendMail's plugin
-   * pipeline, MailComposer and Message-ID generation only cost CPU (no plugins or DKIM are set
-   * on these transporters). Resolves with what sendMail would resolve with; on failure the
-   * message stream is destroyed, as sendMail does.
-   */
+  /** Sends a ready-made message through the account's pool (see sendRaw). */
   send(account: Account, route: { host: string; port: number } | undefined, envelope: UpstreamEnvelope, message: Readable): Promise<SMTPPool.SentMessageInfo> {
-    const transporter = this.get(account, route);
-    return new Promise((resolve, reject) => {
-      const fail = (err: unknown) => {
-        if (!message.destroyed) message.destroy();
-        reject(err);
-      };
-      let mail: ReturnType<typeof rawMail>;
-      try {
-        mail = rawMail(envelope, message);
-      } catch (err) {
-        fail(err);
-        return;
-      }
-      const recipients = mail.message.getEnvelope().to.length;
-      if (recipients > MAX_RECIPIENTS) {
-        fail(Object.assign(new Error(`Message has ${recipients} recipients, which is over the ${MAX_RECIPIENTS} allowed by maxRecipients`), { code: 'EMAXRECIPIENTS' }));
-        return;
-      }
-      transporter.transporter.send(mail as unknown as MailMessage<SMTPPool.SentMessageInfo>, (err, info) => (err ? fail(err) : resolve(info as SMTPPool.SentMessageInfo)));
-    });
+    return sendRaw(this.get(account, route), envelope, message);
   }
 
   /** Microsoft Graph servers (type: graph) send with the app token instead of a pool. */
@@ -183,7 +151,7 @@ export class TransportPools {
   }
 
   /** identify(), computed once per account of a snapshot and route (see `known`). */
-  private cachedIdentity(account: Account, route?: { host: string; port: number }): PoolIdentity {
+  cachedIdentity(account: Account, route?: { host: string; port: number }): PoolIdentity {
     const routeKey = route ? `${route.host}:${route.port}` : '';
     let byOrigin = this.known.get(account.server);
     let byRoute = byOrigin?.get(account.origin);
@@ -200,4 +168,46 @@ export class TransportPools {
     for (const { transporter } of this.pools.values()) transporter.close();
     this.pools.clear();
   }
+}
+
+/** A nodemailer pool for the given options, ready for sendRaw(). */
+export function createPool(options: SMTPPool.Options): Transporter<SMTPPool.SentMessageInfo> {
+  const transporter = nodemailer.createTransport(options);
+  if (typeof options.proxy === 'string' && /^socks/i.test(options.proxy)) transporter.set('proxy_socks_module', { SocksClient });
+  // Mail.sendMail hands the proxy socket handler (set up from `proxy`) to the transport on its
+  // first send; sendRaw() skips sendMail, so hand it over now, as sendMail would
+  if (typeof transporter.getSocket === 'function') {
+    transporter.transporter.getSocket = transporter.getSocket;
+    transporter.getSocket = false;
+  }
+  return transporter;
+}
+
+/**
+ * Sends a ready-made message with the given envelope through a pool. Straight to the pool
+ * transport, which is where Mail.sendMail ends: for a `raw` message sendMail's plugin pipeline,
+ * MailComposer and Message-ID generation only cost CPU (no plugins or DKIM are set on these
+ * transporters). Resolves with what sendMail would resolve with; on failure the message stream
+ * is destroyed, as sendMail does.
+ */
+export function sendRaw(transporter: Transporter<SMTPPool.SentMessageInfo>, envelope: UpstreamEnvelope, message: Readable): Promise<SMTPPool.SentMessageInfo> {
+  return new Promise((resolve, reject) => {
+    const fail = (err: unknown) => {
+      if (!message.destroyed) message.destroy();
+      reject(err);
+    };
+    let mail: ReturnType<typeof rawMail>;
+    try {
+      mail = rawMail(envelope, message);
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    const recipients = mail.message.getEnvelope().to.length;
+    if (recipients > MAX_RECIPIENTS) {
+      fail(Object.assign(new Error(`Message has ${recipients} recipients, which is over the ${MAX_RECIPIENTS} allowed by maxRecipients`), { code: 'EMAXRECIPIENTS' }));
+      return;
+    }
+    transporter.transporter.send(mail as unknown as MailMessage<SMTPPool.SentMessageInfo>, (err, info) => (err ? fail(err) : resolve(info as SMTPPool.SentMessageInfo)));
+  });
 }

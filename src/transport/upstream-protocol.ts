@@ -1,0 +1,48 @@
+import type SMTPPool from 'nodemailer/lib/smtp-pool';
+import type { UpstreamErrorLike } from '../errors/classify.js';
+import type { UpstreamEnvelope } from '../delivery/envelope.js';
+
+/** Where the worker reads a queued message: the bytes themselves, or its queue file. */
+export type MessageSource = { readonly bytes: Uint8Array } | { readonly path: string; readonly size: number };
+
+/** Main thread → upstream worker. */
+export type UpstreamRequest =
+  | {
+      readonly op: 'send';
+      readonly seq: number;
+      readonly key: string;
+      readonly fingerprint: string;
+      /** Sent with the first message of a pool (key, fingerprint) the worker has not been given. */
+      readonly options?: SMTPPool.Options;
+      readonly envelope: UpstreamEnvelope;
+      readonly message: MessageSource;
+    }
+  | { readonly op: 'retain'; readonly wanted: Readonly<Record<string, string>> }
+  | { readonly op: 'close' };
+
+/** A nodemailer error as plain data: what classifyUpstreamError reads, and the per-recipient ones. */
+export interface PlainUpstreamError extends UpstreamErrorLike {
+  readonly message: string;
+  readonly rejectedErrors?: PlainUpstreamError[];
+}
+
+/** Upstream worker → main thread. */
+export interface UpstreamReply {
+  readonly seq: number;
+  readonly info?: { readonly accepted: string[]; readonly rejectedErrors: PlainUpstreamError[]; readonly response: string };
+  readonly error?: PlainUpstreamError;
+  /** Open upstream connections across the worker's pools, for the metric. */
+  readonly open: number;
+}
+
+const FIELDS = ['code', 'originalCode', 'command', 'response', 'responseCode', 'recipient'] as const;
+
+/** Copies what the classification needs: structured cloning would keep only an Error's message and stack. */
+export function plainUpstreamError(raw: unknown): PlainUpstreamError {
+  if (!raw || typeof raw !== 'object') return { message: String(raw) };
+  const err = raw as Record<string, unknown>;
+  const plain: Record<string, unknown> = { message: typeof err.message === 'string' ? err.message : String(raw) };
+  for (const field of FIELDS) if (err[field] !== undefined) plain[field] = err[field];
+  if (Array.isArray(err.rejectedErrors)) plain.rejectedErrors = err.rejectedErrors.map(plainUpstreamError);
+  return plain as unknown as PlainUpstreamError;
+}
