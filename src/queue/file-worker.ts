@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { PostBatch } from '../threads/post-batch.js';
 
 /**
  * The queue's per-message file work — write a small entry durably, delete a delivered one — done
@@ -23,8 +24,8 @@ const fs = process.getBuiltinModule('node:fs');
 const { dirname } = process.getBuiltinModule('node:path');
 let queue = [];
 let scheduled = false;
-parentPort.on('message', (m) => {
-  queue.push(m);
+parentPort.on('message', (batch) => {
+  for (const m of batch) queue.push(m);
   if (!scheduled) { scheduled = true; setImmediate(run); }
 });
 function failure(e) { return { message: e.message, code: e.code, syscall: e.syscall }; }
@@ -228,6 +229,7 @@ class FileWorker {
   private worker: Worker | undefined;
   private seq = 0;
   private readonly waiting = new Map<number, { resolve: (reply: Reply) => void; reject: (err: Error) => void }>();
+  private readonly outbox = new PostBatch<Record<string, unknown>>((batch) => this.worker?.postMessage(batch));
 
   /** Writes the chunks to `tmp` (created exclusively, mode 0600), renames it to `path` and fsyncs the directory. */
   async writeEntry(tmp: string, path: string, chunks: Buffer[]): Promise<void> {
@@ -271,7 +273,7 @@ class FileWorker {
       this.waiting.set(seq, { resolve, reject });
       // only while something is asked may the worker keep the process alive (a CLI exits when done)
       if (this.waiting.size === 1) worker.ref();
-      worker.postMessage({ ...body, seq });
+      this.outbox.push({ ...body, seq });
     });
   }
 
@@ -285,6 +287,7 @@ class FileWorker {
     const fail = (err: Error) => {
       // the worker is gone: whatever it was asked is unknown, so it failed (the clients get a 451 and retry)
       if (this.worker === worker) this.worker = undefined;
+      this.outbox.clear();
       const error = { message: `queue file worker stopped: ${err.message}` };
       for (const seq of [...this.waiting.keys()]) this.settle(seq, { seq, error });
     };

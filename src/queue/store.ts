@@ -229,6 +229,9 @@ export class QueueStore {
   }
 
   async list(area: QueueArea = 'active'): Promise<QueueEntryMeta[]> {
+    // the journal before the directory: an entry given a file of its own meanwhile is then seen
+    // at least once (in both, listed from its file), never in neither
+    const journaled = area === 'active' ? (await this.journal.ensureLoaded((x) => this.hasOwnFile(x)), this.journal.ids()) : [];
     let names: string[];
     try {
       names = await readdir(this.areaDir(area));
@@ -243,14 +246,10 @@ export class QueueStore {
       if (meta) metas.push(meta);
       own.add(name.slice(0, -4));
     }
-    if (area === 'active') {
-      await this.journal.ensureLoaded((x) => this.hasOwnFile(x));
-      for (const id of this.journal.ids()) {
-        // being given a file of its own right now: listed once, from that file
-        if (own.has(id)) continue;
-        const meta = await this.journal.meta(id);
-        if (meta) metas.push(meta);
-      }
+    for (const id of journaled) {
+      if (own.has(id)) continue;
+      const meta = await this.journal.meta(id).catch(() => undefined);
+      if (meta) metas.push(meta);
     }
     return metas.sort((a, b) => a.receivedAt.localeCompare(b.receivedAt));
   }

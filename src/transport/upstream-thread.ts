@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import type { UpstreamEnvelope } from '../delivery/envelope.js';
 import type { Account } from '../identity/account.js';
+import { PostBatch } from '../threads/post-batch.js';
 import { poolOptions, type TransportTuning } from './options.js';
 import type { TransportPools } from './pools.js';
 import type { PlainUpstreamError, UpstreamReply, UpstreamRequest } from './upstream-protocol.js';
@@ -33,6 +34,7 @@ export class UpstreamThread {
   private readonly given = new Map<string, string>();
   private open = 0;
   private loaded: Promise<void> | undefined;
+  private readonly outbox = new PostBatch<UpstreamRequest>((batch) => this.worker?.postMessage(batch));
 
   constructor(
     private readonly pools: TransportPools,
@@ -44,7 +46,7 @@ export class UpstreamThread {
   }
 
   send(account: Account, route: { host: string; port: number } | undefined, envelope: UpstreamEnvelope, bytes: Buffer): Promise<SentInfo> {
-    const worker = this.start();
+    this.start();
     const [key, fingerprint] = this.pools.cachedIdentity(account, route);
     const options = this.given.get(key) === fingerprint ? undefined : poolOptions(account, this.tuning, route);
     this.given.set(key, fingerprint);
@@ -52,7 +54,7 @@ export class UpstreamThread {
     const request: UpstreamRequest = { op: 'send', seq, key, fingerprint, ...(options ? { options } : {}), envelope: { from: envelope.from, to: [...envelope.to], eightBit: envelope.eightBit }, message: { bytes } };
     return new Promise<SentInfo>((resolve, reject) => {
       this.waiting.set(seq, { resolve, reject });
-      worker.postMessage(request);
+      this.outbox.push(request);
     });
   }
 
@@ -68,7 +70,7 @@ export class UpstreamThread {
   /** After a reload: the worker closes the pools of accounts that changed or went away. */
   retain(wanted: ReadonlyMap<string, string>): void {
     for (const [key, fingerprint] of this.given) if (wanted.get(key) !== fingerprint) this.given.delete(key);
-    this.worker?.postMessage({ op: 'retain', wanted: Object.fromEntries(wanted) } satisfies UpstreamRequest);
+    if (this.worker) this.outbox.push({ op: 'retain', wanted: Object.fromEntries(wanted) });
   }
 
   /** Open upstream connections of the worker's pools, as of its last answer. */
@@ -80,9 +82,11 @@ export class UpstreamThread {
   async close(): Promise<void> {
     const worker = this.worker;
     if (!worker) return;
-    this.worker = undefined;
     const exited = new Promise((resolve) => worker.once('exit', resolve));
-    worker.postMessage({ op: 'close' } satisfies UpstreamRequest);
+    // what was asked before the close goes first
+    this.outbox.push({ op: 'close' });
+    this.outbox.flush();
+    this.worker = undefined;
     const timer = setTimeout(() => void worker.terminate(), 5_000);
     await exited;
     clearTimeout(timer);
@@ -100,19 +104,22 @@ export class UpstreamThread {
       worker.once('exit', (code) => reject(new Error(`the upstream worker thread exited (code ${code}) while starting`)));
     });
     this.loaded.catch(() => undefined);
-    worker.on('message', (reply: UpstreamReply | 'ready') => {
-      if (reply === 'ready') return;
-      this.open = reply.open;
-      const waiter = this.waiting.get(reply.seq);
-      if (!waiter) return;
-      this.waiting.delete(reply.seq);
-      if (reply.info) waiter.resolve(reply.info);
-      else waiter.reject(Object.assign(new Error(reply.error?.message ?? 'upstream worker failed'), reply.error));
+    worker.on('message', (replies: UpstreamReply[] | 'ready') => {
+      if (replies === 'ready') return;
+      for (const reply of replies) {
+        this.open = reply.open;
+        const waiter = this.waiting.get(reply.seq);
+        if (!waiter) continue;
+        this.waiting.delete(reply.seq);
+        if (reply.info) waiter.resolve(reply.info);
+        else waiter.reject(Object.assign(new Error(reply.error?.message ?? 'upstream worker failed'), reply.error));
+      }
     });
     const fail = (err: Error) => {
       if (this.worker === worker) this.worker = undefined;
       this.given.clear();
       this.open = 0;
+      this.outbox.clear();
       // what the worker was sending is unknown: each attempt fails as a network problem and is retried
       for (const [seq, waiter] of this.waiting) {
         this.waiting.delete(seq);

@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import { parentPort } from 'node:worker_threads';
 import type { Transporter } from 'nodemailer';
 import type SMTPPool from 'nodemailer/lib/smtp-pool';
+import { PostBatch } from '../threads/post-batch.js';
 import { createPool, sendRaw } from './pools.js';
 import { plainUpstreamError, type UpstreamRequest, type UpstreamReply } from './upstream-protocol.js';
 
@@ -20,11 +21,16 @@ function openConnections(): number {
   return open;
 }
 
+const replies = new PostBatch<UpstreamReply>((batch) => port.postMessage(batch));
 function reply(message: UpstreamReply): void {
-  port.postMessage(message);
+  replies.push(message);
 }
 
-port.on('message', (req: UpstreamRequest) => {
+port.on('message', (batch: UpstreamRequest[]) => {
+  for (const req of batch) handle(req);
+});
+
+function handle(req: UpstreamRequest): void {
   if (req.op === 'retain') {
     for (const [key, entry] of pools) {
       if (req.wanted[key] !== entry.fingerprint) {
@@ -37,6 +43,7 @@ port.on('message', (req: UpstreamRequest) => {
   if (req.op === 'close') {
     for (const { transporter } of pools.values()) transporter.close();
     pools.clear();
+    replies.flush();
     port.close();
     return;
   }
@@ -70,7 +77,7 @@ port.on('message', (req: UpstreamRequest) => {
       }),
     (err: unknown) => reply({ seq: req.seq, error: plainUpstreamError(err), open: openConnections() }),
   );
-});
+}
 
 // the main thread waits for this before the relay says it is listening
 port.postMessage('ready');

@@ -293,7 +293,8 @@ describe('delivery: queue', () => {
     const r = await relay(port, 'queue:\n  retry: [1h]\n');
     expect((await send(r, { subject: 'stuck' })).finalCode).toBe(250);
     await r.waitForLog((l) => l.result === 'deferred');
-    const [entry] = await queued(r);
+    // the attempt is logged as it ends; its state reaches the disk right after
+    const entry = await vi.waitFor(async () => (await queued(r)).find((m) => m.attempts === 1) ?? Promise.reject(new Error('not on disk yet')), { timeout: 5000, interval: 20 });
     const cli = (...args: string[]) => run(process.execPath, [CLI, 'queue', ...args, '--config', r.configFile], { timeout: 15_000 });
 
     const list = await cli('list');
@@ -310,7 +311,7 @@ describe('delivery: queue', () => {
     upstreams.splice(upstreams.indexOf(u), 1);
     expect((await send(r, { subject: 'to delete' })).finalCode).toBe(250);
     await r.waitForLog((l) => l.result === 'deferred' && l.attempt === 1, { after: r.logs.length - 1 });
-    const [second] = await queued(r);
+    const second = await vi.waitFor(async () => (await queued(r)).find((m) => m.attempts === 1) ?? Promise.reject(new Error('not on disk yet')), { timeout: 5000, interval: 20 });
     expect((await cli('delete', second!.id)).stdout).toBe(`${second!.id} deleted\n`);
     expect(await queued(r)).toEqual([]);
     expect((await cli('list')).stdout).toBe('the queue is empty\n');
