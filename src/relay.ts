@@ -2,7 +2,9 @@ import { hostname } from 'node:os';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import type { ConfigSnapshot } from './config/types.js';
-import { deliverNow, type DeliveryOutcome } from './delivery/send.js';
+import { deliverInThread, deliverNow, type DeliveryOutcome } from './delivery/send.js';
+import type { UpstreamEnvelope } from './delivery/envelope.js';
+import { takeIfSmall } from './delivery/small-message.js';
 import { QueueRunner } from './delivery/queue-runner.js';
 import { createNoticeWriter } from './notify/notice-writer.js';
 import { QueueStore } from './queue/store.js';
@@ -18,7 +20,7 @@ import { UpstreamThread } from './transport/upstream-thread.js';
 import { DEFAULT_TUNING } from './transport/options.js';
 import { ConfigError, loadConfigFile, type ConfigIssue } from './config/load.js';
 import { describeChange, diffSnapshots, isEmptyChange, type ConfigChange } from './config/diff.js';
-import { accountFor } from './identity/account.js';
+import { accountFor, type Account } from './identity/account.js';
 import { RelayMetrics } from './ops/metrics.js';
 import { TokenProvider } from './oauth/tokens.js';
 import { relayStatus, type RelayStatus } from './ops/status.js';
@@ -49,7 +51,9 @@ export class Relay {
   private readonly listener: Listener;
   private readonly pools: TransportPools;
   private readonly hostname: string;
-  private readonly queue: { store: QueueStore; runner: QueueRunner; control: QueueControl; upstreamThread: UpstreamThread } | undefined;
+  private readonly queue: { store: QueueStore; runner: QueueRunner; control: QueueControl } | undefined;
+  /** Upstream SMTP for small messages of password and no-auth accounts, off the main thread (upstream-thread.ts). */
+  private readonly upstreamThread: UpstreamThread;
   private readonly graceMs: number;
   readonly metrics: RelayMetrics;
   private readonly tokens: TokenProvider;
@@ -66,18 +70,18 @@ export class Relay {
     this.pools = new TransportPools({ ...DEFAULT_TUNING, helo: this.hostname }, this.tokens);
     this.metrics = new RelayMetrics({
       queueStats: () => this.queue?.runner.stats() ?? { depth: 0, oldestAgeSeconds: 0 },
-      upstreamConnections: () => this.pools.openConnections() + (this.queue?.upstreamThread.openConnections() ?? 0),
+      upstreamConnections: () => this.pools.openConnections() + this.upstreamThread.openConnections(),
     });
     this.metrics.setConfigVersion(this.snapshot.version);
     this.lastSeenFiles = this.filesFingerprint();
+    const upstreamThread = (this.upstreamThread = new UpstreamThread(this.pools, { ...DEFAULT_TUNING, helo: this.hostname }));
     if (this.snapshot.delivery === 'queue') {
       const store = new QueueStore(this.snapshot.queue.dir);
       const getSnapshot = () => this.snapshot;
       let runner: QueueRunner | undefined;
       const writeNotice = createNoticeWriter({ store, getSnapshot, enqueue: (m) => runner?.enqueue(m), logger: this.logger, hostname: this.hostname });
-      const upstreamThread = new UpstreamThread(this.pools, { ...DEFAULT_TUNING, helo: this.hostname });
       runner = new QueueRunner({ store, getSnapshot, pools: this.pools, logger: this.logger, maxPerAccount: DEFAULT_TUNING.maxConnections, writeNotice, metrics: this.metrics, upstreamThread });
-      this.queue = { store, runner, control: new QueueControl(store, runner, this.logger), upstreamThread };
+      this.queue = { store, runner, control: new QueueControl(store, runner, this.logger) };
     }
     this.listener = new Listener({
       getSnapshot: () => this.snapshot,
@@ -93,10 +97,11 @@ export class Relay {
       // claim the queue directory first: two relays on one queue would deliver messages twice
       await this.queue.store.init();
       await this.queue.control.start();
-      await this.queue.upstreamThread.ready();
       const pending = await this.queue.runner.start();
       this.logger.info({ dir: this.queue.store.dir, pending }, pending ? `picked up ${pending} queued message${pending === 1 ? '' : 's'}` : 'queue is empty');
     }
+    // the first message must not pay for loading nodemailer in the thread
+    await this.upstreamThread.ready();
     const host = bind?.host ?? this.snapshot.listen.host;
     const port = bind?.port ?? this.snapshot.listen.port;
     const address = await this.listener.listen(host, port);
@@ -173,7 +178,7 @@ export class Relay {
     this.listener.applyLimits(next);
     const wanted = this.wantedPools(next);
     const closed = this.pools.retain(wanted);
-    this.queue?.upstreamThread.retain(wanted);
+    this.upstreamThread.retain(wanted);
     this.metrics.reloads.inc({ result: 'ok' });
     this.metrics.setConfigVersion(next.version);
     const fields = { reason, version: next.version, change, closedPools: closed, ...(hadError ? { recovered: true } : {}) };
@@ -245,7 +250,7 @@ export class Relay {
     }
     await this.listener.close();
     await this.queue?.store.close();
-    await this.queue?.upstreamThread.close();
+    await this.upstreamThread.close();
     this.pools.closeAll();
   }
 
@@ -384,6 +389,20 @@ export class Relay {
   }
 
   /** delivery: passthrough — 250 only after the upstream accepted. */
+  /**
+   * A small message (the usual case) for a password or no-auth account is read to its end and
+   * handed whole to the upstream thread, so the main thread, which runs every client session,
+   * is spared the upstream conversation; the upstream transaction then starts after the client's
+   * DATA instead of beside it. A larger one, or one for XOAUTH2 or Graph, is streamed through the
+   * main thread's pools as it arrives (memory stays flat).
+   */
+  private async deliverPassthrough(account: Account, envelope: UpstreamEnvelope, rewrite: Readable, failed: Promise<never>): Promise<DeliveryOutcome> {
+    if (!this.upstreamThread.handles(account)) return deliverNow(this.pools, account, envelope, rewrite);
+    const taken = await Promise.race([takeIfSmall(rewrite), failed]);
+    if ('bytes' in taken) return deliverInThread(this.upstreamThread, account, envelope, taken.bytes);
+    return deliverNow(this.pools, account, envelope, taken.stream);
+  }
+
   private async relayNow(
     msg: IncomingMessage,
     decision: MessageDecision,
@@ -398,12 +417,10 @@ export class Relay {
     const { account } = decision.resolution;
     this.logger.debug({ id: msg.id, server: account.server.name, account: account.key }, 'upstream transaction started');
 
+    const envelope = { from: decision.plan.envelopeFrom, to: msg.envelope.rcptTo, eightBit: msg.envelope.eightBit };
     let outcome: DeliveryOutcome;
     try {
-      outcome = await Promise.race([
-        deliverNow(this.pools, account, { from: decision.plan.envelopeFrom, to: msg.envelope.rcptTo, eightBit: msg.envelope.eightBit }, rewrite),
-        failed,
-      ]);
+      outcome = await Promise.race([this.deliverPassthrough(account, envelope, rewrite, failed), failed]);
     } catch (err) {
       return refuse(err);
     }
