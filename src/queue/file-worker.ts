@@ -2,17 +2,19 @@ import { Worker } from 'node:worker_threads';
 import { PostBatch } from '../threads/post-batch.js';
 
 /**
- * The queue's per-message file work — write a small entry durably, delete a delivered one — done
- * by one worker thread with plain synchronous system calls, off the relay's main thread.
+ * The queue's file work — append small entries to the journal, mark them done, write an entry
+ * file durably, delete one — done by one worker thread with plain synchronous system calls, off
+ * the relay's main thread.
  *
  * Why: profiles of the benchmark showed the main thread, which runs every SMTP session, spending
  * a fifth of its time dispatching these calls to libuv's thread pool one by one (open, write,
  * fsync, close, rename, the directory's fsync, unlink), each a round trip through the event loop.
- * Here a message is one postMessage each way. Requests that arrive while the worker is busy form
- * the next batch: its entries are all written, then each is fsync'd and renamed into place, then
- * each directory they went to is fsync'd once for all of them — group commit. Every request is
- * answered only after that, so a 250 still means "on disk". Deletions wait behind the batch's
- * writes, which is why the queue runner does not hold a delivery slot while one is pending.
+ * Here requests travel in batches (PostBatch). Requests that arrive while the worker is busy form
+ * its next batch — group commit: the batch's journal records are appended to the current segment
+ * with one write and made durable with one fdatasync; entry files are all written, then each is
+ * fsync'd and renamed, then each directory is fsync'd once. Every request is answered only after
+ * that, so a 250 still means "on disk". Done marks and deletions come after the batch's writes,
+ * which is why the queue runner does not hold a delivery slot while one is pending.
  *
  * The worker's code is plain JavaScript evaluated from a string (it needs only built-in modules,
  * taken with process.getBuiltinModule, so it runs as CommonJS or ESM alike), so the same module

@@ -20,16 +20,22 @@ const fsFstat = promisify(fstatCb);
 export type QueueArea = 'active' | 'failed';
 
 /**
- * The queue on disk. An entry is ID.eml in an area directory: the message as it will leave
- * (headers already aligned), followed by its metadata as it was at acceptance (JSON) and a
- * fixed-size footer giving the JSON's length. It is written in tmp/, fsync'd, renamed into
- * active/, and the directory is fsync'd before the 250 (see accept()): one file, one fsync and
- * one rename per message (the metadata used to be a second file with its own fsync and rename).
- * Later states (attempts, per-recipient results, failure) go to ID.json beside it, written by
- * rename, which supersedes the footer's metadata. An entry exists while its .eml does: a crash
- * while accepting leaves only tmp/ litter, removed at start, so a 250 is only ever sent for an
- * entry that survives kill -9 or a power cut. Entries written before this layout (a bare
- * message in ID.eml, metadata in ID.json) are read the same way: their ID.json is there.
+ * The queue on disk, in two forms.
+ *
+ * A small message (up to 64 KiB, the usual case) is appended with its metadata to the journal
+ * (journal.ts): the entries accepted meanwhile share one append and one fdatasync, and no 250 is
+ * sent before it. It stays there only until its first attempt concludes: delivered, it is marked
+ * done; deferred or failed, it is given a file of its own first (extract()).
+ *
+ * A file of its own is ID.eml in an area directory (active/ or failed/): the message as it will
+ * leave (headers already aligned), followed by its metadata (JSON) and a fixed-size footer giving
+ * the JSON's length. A large message is written that way at acceptance — in tmp/, fsync'd, renamed
+ * into active/, the directory fsync'd before the 250. Later states (attempts, per-recipient
+ * results, failure) go to ID.json beside it, written by rename, which supersedes the footer's
+ * metadata. Such an entry exists while its .eml does: a crash while accepting leaves only tmp/
+ * litter, removed at start. Either way a 250 is only ever sent for an entry that survives kill -9
+ * or a power cut. Entries written by older versions (one file per small message; a bare message
+ * in ID.eml with its metadata in ID.json) are read the same way.
  */
 export class QueueStore {
   readonly dir: string;

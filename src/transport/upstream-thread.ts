@@ -14,17 +14,18 @@ export interface SentInfo {
 }
 
 /**
- * Queue delivery's upstream SMTP conversations in a worker thread. The relay's main thread runs
- * every client session; profiles of the benchmark (queue mode, one connection per message) had
- * it busy ~90% of the time, a quarter of it in nodemailer and the upstream sockets. Here a
- * message costs the main thread one postMessage each way.
+ * Upstream SMTP conversations of small messages in a worker thread. The relay's main thread runs
+ * every client session; profiles of the benchmark (one connection per message) had it busy ~90%
+ * of the time, a quarter of it in nodemailer and the upstream sockets. Here a message costs the
+ * main thread a share of one postMessage each way (PostBatch).
  *
- * It carries messages the queue still holds in memory (the first attempt of a message of up to
- * 64 KiB, the usual case) for accounts that sign in with a password or not at all. The rest —
- * large messages (streamed from their file, so memory stays flat), retries read back from disk,
- * XOAUTH2 accounts (their tokens are fetched and cached on the main thread) and Graph — goes
- * through the main thread's pools as before. Pool keys and fingerprints are the main thread's
- * (TransportPools.identify), so a reload retires the same pools in both places.
+ * It carries messages held whole in memory — a queued message's first attempt (up to 64 KiB,
+ * the usual case), a passthrough message of up to 64 KiB once the client has sent it all — for
+ * accounts that sign in with a password or not at all. The rest — large messages (streamed, so
+ * memory stays flat), retries read back from disk, XOAUTH2 accounts (their tokens are fetched and
+ * cached on the main thread) and Graph — goes through the main thread's pools. Pool keys and
+ * fingerprints are the main thread's (TransportPools.identify), so a reload retires the same
+ * pools in both places. The thread costs about 28 MB of RSS (an isolate and nodemailer).
  */
 export class UpstreamThread {
   private worker: Worker | undefined;
