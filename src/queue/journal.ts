@@ -40,8 +40,17 @@ export class Journal {
   private latest = 1;
   private firstSegment = 1;
   private loaded: Promise<void> | undefined;
-  /** Metadata read by load(), handed out once by takeLoadedMeta (the queue runner's start). */
+  /** Metadata read by load(), handed out once by meta() (the queue runner's start). */
   private readonly loadedMeta = new Map<string, QueueEntryMeta>();
+  /** Segments whose remaining entries are being given files of their own (see crowded). */
+  private readonly evicting = new Set<number>();
+  /**
+   * Called with the entries of the oldest segment when more than MAX_OLD_SEGMENTS closed
+   * segments still hold entries: entries that wait long for their first attempt (a rate-limited
+   * account's backlog) would otherwise keep every segment written since alive. The store gives
+   * them files of their own, which frees the segment.
+   */
+  crowded: ((ids: string[]) => void) | undefined;
 
   constructor(
     readonly dir: string,
@@ -118,8 +127,17 @@ export class Journal {
       this.latest = segment;
       // the worker moved on to a new segment: the ones before it that are already empty can go
       for (const [s, n] of this.live) if (n === 0 && s < segment) this.releaseSegment(s);
+      this.checkCrowded();
     }
     return record.subarray(RECORD_HEADER_LENGTH + json.length);
+  }
+
+  private checkCrowded(): void {
+    const closed = [...this.live.keys()].filter((s) => s < this.latest && !this.evicting.has(s)).sort((a, b) => a - b);
+    if (closed.length <= MAX_OLD_SEGMENTS || !this.crowded) return;
+    const oldest = closed[0]!;
+    this.evicting.add(oldest);
+    this.crowded([...this.entries].filter(([, e]) => e.segment === oldest).map(([id]) => id));
   }
 
   /** The byte range of an entry's message. */
@@ -168,6 +186,7 @@ export class Journal {
 
   private releaseSegment(segment: number): void {
     this.live.delete(segment);
+    this.evicting.delete(segment);
     // a failed deletion leaves an empty segment that the next start deletes
     fileWorker.release(this.dir, segment).catch(() => undefined);
   }
@@ -180,6 +199,8 @@ export class Journal {
 /** A segment is closed and a new one begun past this size: the unit in which journal space is given back. */
 const SEGMENT_BYTES = 8 * 1024 * 1024;
 const SEGMENT_NAME = /^\d{10}\.(log|done)$/;
+/** Closed segments that may still hold entries before the oldest one's are moved out: 4 × 8 MiB of journal beyond the backlog itself. */
+const MAX_OLD_SEGMENTS = 4;
 
 async function readDone(path: string): Promise<Set<string>> {
   try {

@@ -51,6 +51,34 @@ export class QueueStore {
     this.dir = dir;
     this.syncs = { active: new DirSync(this.areaDir('active')), failed: new DirSync(this.areaDir('failed')) };
     this.journal = new Journal(this.areaDir('journal'), options.journalSegmentBytes);
+    this.journal.crowded = (ids) => void this.evict(ids);
+  }
+
+  /** Operations on one entry, one after the other: a journaled entry may be moved out of the journal while the queue runner updates or removes it. */
+  private readonly busy = new Map<string, Promise<unknown>>();
+  private exclusive<T>(id: string, operation: () => Promise<T>): Promise<T> {
+    const before = this.busy.get(id);
+    const result = before ? before.then(operation, operation) : operation();
+    const settled = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.busy.set(id, settled);
+    void settled.then(() => {
+      if (this.busy.get(id) === settled) this.busy.delete(id);
+    });
+    return result;
+  }
+
+  /** Gives the entries of a crowded journal segment files of their own (see Journal.crowded); one that fails stays in the journal. */
+  private async evict(ids: string[]): Promise<void> {
+    for (const id of ids) {
+      await this.exclusive(id, async () => {
+        if (!this.journal.has(id)) return;
+        const meta = await this.journal.meta(id);
+        if (meta) await this.extract(meta, 'active');
+      }).catch(() => undefined);
+    }
   }
 
   areaDir(area: QueueArea | 'tmp' | 'requests' | 'journal'): string {
@@ -148,8 +176,10 @@ export class QueueStore {
 
   /** Replaces an entry's metadata atomically (write, fsync, rename, fsync the directory). */
   async update(meta: QueueEntryMeta, area: QueueArea = 'active'): Promise<void> {
-    if (await this.journaled(meta.id, area)) await this.extract(meta, area);
-    else await this.writeMeta(meta, area);
+    await this.exclusive(meta.id, async () => {
+      if (await this.journaled(meta.id, area)) await this.extract(meta, area);
+      else await this.writeMeta(meta, area);
+    });
   }
 
   /**
@@ -202,13 +232,15 @@ export class QueueStore {
    */
   private async move(meta: QueueEntryMeta, from: QueueArea, to: QueueArea): Promise<void> {
     this.recent.delete(meta.id);
-    if (await this.journaled(meta.id, from)) return this.extract(meta, to);
-    await this.writeMeta(meta, to);
-    await rename(this.path(meta.id, 'eml', from), this.path(meta.id, 'eml', to));
-    await this.syncs[to].sync();
-    await unlinkIfPresent(this.path(meta.id, 'json', from));
-    this.footerOnly.delete(key(meta.id, from));
-    await this.syncs[from].sync();
+    await this.exclusive(meta.id, async () => {
+      if (await this.journaled(meta.id, from)) return this.extract(meta, to);
+      await this.writeMeta(meta, to);
+      await rename(this.path(meta.id, 'eml', from), this.path(meta.id, 'eml', to));
+      await this.syncs[to].sync();
+      await unlinkIfPresent(this.path(meta.id, 'json', from));
+      this.footerOnly.delete(key(meta.id, from));
+      await this.syncs[from].sync();
+    });
   }
 
   /**
@@ -219,10 +251,12 @@ export class QueueStore {
    */
   async remove(id: string, area: QueueArea = 'active'): Promise<void> {
     this.recent.delete(id);
-    if (await this.journaled(id, area)) return this.journal.done(id, false);
-    await fileWorker.unlink(this.path(id, 'eml', area));
-    if (this.footerOnly.delete(key(id, area))) return;
-    await fileWorker.unlink(this.path(id, 'json', area));
+    await this.exclusive(id, async () => {
+      if (await this.journaled(id, area)) return this.journal.done(id, false);
+      await fileWorker.unlink(this.path(id, 'eml', area));
+      if (this.footerOnly.delete(key(id, area))) return;
+      await fileWorker.unlink(this.path(id, 'json', area));
+    });
   }
 
   async read(id: string, area: QueueArea = 'active'): Promise<QueueEntryMeta | undefined> {
@@ -231,7 +265,10 @@ export class QueueStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    return (await this.readFooter(id, area)) ?? ((await this.journaled(id, area)) ? this.journal.meta(id) : undefined);
+    const own = await this.readFooter(id, area);
+    if (own || !(await this.journaled(id, area))) return own;
+    // a reader beside the relay (the CLI) may find the segment already deleted: the entry is gone
+    return this.journal.meta(id).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
   }
 
   async list(area: QueueArea = 'active'): Promise<QueueEntryMeta[]> {

@@ -379,6 +379,26 @@ describe('the journal (small entries until their first attempt concludes)', () =
     expect(await names('journal')).toEqual([]);
   });
 
+  it('entries that wait long for their first attempt do not keep every later segment: past 4 closed segments with entries, the oldest one\'s get files of their own', async () => {
+    const small = new QueueStore(store.dir, { journalSegmentBytes: 1 });
+    await small.init();
+    const metas: QueueEntryMeta[] = [];
+    for (let i = 0; i < 6; i++) {
+      const id = newMessageId();
+      metas.push(await small.accept(id, chunked(message(), 1000), (size) => metaFor(id, size)));
+    }
+    // the 6th append opened segment 6: segments 1–5 are closed and all hold an entry
+    await vi.waitFor(async () => expect(await names('active')).toEqual([`${metas[0]!.id}.eml`]), { timeout: 5000, interval: 10 });
+    await vi.waitFor(async () => expect((await names('journal')).filter((n) => n.startsWith('0000000001'))).toEqual([]), { timeout: 5000, interval: 10 });
+    expect(sha(await buffer(small.messageStream(metas[0]!)))).toBe(sha(message()));
+    const restarted = new QueueStore(store.dir);
+    await restarted.init();
+    const listed = await restarted.list();
+    expect(listed.map((m) => m.id).sort()).toEqual(metas.map((m) => m.id).sort());
+    expect(listed.find((m) => m.id === metas[0]!.id)).toEqual(metas[0]);
+    expect(sha(await buffer(restarted.messageStream(metas[0]!)))).toBe(sha(message()));
+  });
+
   it('a tail cut off by a crash ends its segment: the entries before it stay, and new entries go to a new segment', async () => {
     const a = await enqueue();
     const { path } = await journalPlace(a.id);
