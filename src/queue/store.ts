@@ -46,6 +46,8 @@ export class QueueStore {
   private readonly recent = new RecentMessages(RECENT_BYTES);
   /** Small entries until their first attempt concludes (journal.ts). */
   private readonly journal: Journal;
+  /** Per entry, the end of the operations queued on it (see exclusive). */
+  private readonly busy = new Map<string, Promise<unknown>>();
 
   constructor(dir: string, options: { journalSegmentBytes?: number } = {}) {
     this.dir = dir;
@@ -54,8 +56,7 @@ export class QueueStore {
     this.journal.crowded = (ids) => void this.evict(ids);
   }
 
-  /** Operations on one entry, one after the other: a journaled entry may be moved out of the journal while the queue runner updates or removes it. */
-  private readonly busy = new Map<string, Promise<unknown>>();
+  /** Runs the operations on one entry one after the other: a journaled entry may be moved out of the journal while the queue runner updates or removes it. */
   private exclusive<T>(id: string, operation: () => Promise<T>): Promise<T> {
     const before = this.busy.get(id);
     const result = before ? before.then(operation, operation) : operation();
