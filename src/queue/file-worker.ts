@@ -113,17 +113,17 @@ function markDone(marks, replies) {
   }
   for (const [path, ms] of bySegment) {
     try {
-      let fd = doneFiles.get(path);
-      let created = false;
-      if (fd === undefined) {
-        try { fd = fs.openSync(path, 'ax', 0o600); created = true; }
-        catch (e) { if (e.code !== 'EEXIST') throw e; fd = fs.openSync(path, 'a'); }
-        doneFiles.set(path, fd);
+      let file = doneFiles.get(path);
+      if (file === undefined) {
+        // a file that existed before may have been created without its directory fsync'd: sync it once
+        try { file = { fd: fs.openSync(path, 'ax', 0o600), inDir: false }; }
+        catch (e) { if (e.code !== 'EEXIST') throw e; file = { fd: fs.openSync(path, 'a'), inDir: false }; }
+        doneFiles.set(path, file);
       }
-      writeAll(fd, [Buffer.from(ms.map((m) => m.id + '\n').join(''), 'latin1')]);
+      writeAll(file.fd, [Buffer.from(ms.map((m) => m.id + '\n').join(''), 'latin1')]);
       if (ms.some((m) => m.durable)) {
-        fs.fdatasyncSync(fd);
-        if (created) syncDir(ms[0].dir);
+        fs.fdatasyncSync(file.fd);
+        if (!file.inDir) { syncDir(ms[0].dir); file.inDir = true; }
       }
       for (const m of ms) replies.push({ seq: m.seq });
     } catch (e) {
@@ -132,10 +132,10 @@ function markDone(marks, replies) {
   }
 }
 function closeDone(path) {
-  const fd = doneFiles.get(path);
-  if (fd === undefined) return;
+  const file = doneFiles.get(path);
+  if (file === undefined) return;
   doneFiles.delete(path);
-  try { fs.closeSync(fd); } catch {}
+  try { fs.closeSync(file.fd); } catch {}
 }
 function releaseSegment(dir, segment) {
   const j = journals.get(dir);

@@ -50,7 +50,7 @@ export class Journal {
    * account's backlog) would otherwise keep every segment written since alive. The store gives
    * them files of their own, which frees the segment.
    */
-  crowded: ((ids: string[]) => void) | undefined;
+  crowded: ((ids: string[]) => Promise<void>) | undefined;
 
   constructor(
     readonly dir: string,
@@ -137,7 +137,8 @@ export class Journal {
     if (closed.length <= MAX_OLD_SEGMENTS || !this.crowded) return;
     const oldest = closed[0]!;
     this.evicting.add(oldest);
-    this.crowded([...this.entries].filter(([, e]) => e.segment === oldest).map(([id]) => id));
+    // entries that could not be moved out keep the segment; the next new segment tries again
+    void this.crowded([...this.entries].filter(([, e]) => e.segment === oldest).map(([id]) => id)).finally(() => this.evicting.delete(oldest));
   }
 
   /** The byte range of an entry's message. */

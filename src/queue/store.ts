@@ -53,7 +53,7 @@ export class QueueStore {
     this.dir = dir;
     this.syncs = { active: new DirSync(this.areaDir('active')), failed: new DirSync(this.areaDir('failed')) };
     this.journal = new Journal(this.areaDir('journal'), options.journalSegmentBytes);
-    this.journal.crowded = (ids) => void this.evict(ids);
+    this.journal.crowded = (ids) => this.evict(ids);
   }
 
   /** Runs the operations on one entry one after the other: a journaled entry may be moved out of the journal while the queue runner updates or removes it. */
