@@ -49,6 +49,7 @@ function writeAll(fd, chunks) {
 // and the next append opens a new one, so a segment's damaged part can only be at its end.
 const journals = new Map();
 const doneFiles = new Map();
+// named as Journal.segmentPath names them (journal.ts)
 function segmentPath(dir, segment, kind) { return dir + '/' + String(segment).padStart(10, '0') + '.' + kind; }
 function syncDir(dir) {
   const fd = fs.openSync(dir, 'r');

@@ -192,6 +192,7 @@ export class Journal {
     fileWorker.release(this.dir, segment).catch(() => undefined);
   }
 
+  /** The file worker names them the same way (its segmentPath; it can import nothing of ours). */
   private segmentPath(segment: number, kind: 'log' | 'done'): string {
     return join(this.dir, `${String(segment).padStart(10, '0')}.${kind}`);
   }
