@@ -1,8 +1,8 @@
 import type { ConfigSnapshot } from '../config/types.js';
 import { RelayError } from '../errors/relay-error.js';
-import { resolveSender } from '../identity/resolve.js';
+import { resolveSender } from '../reception/identity.js';
 import { parseMailboxList, formatMailbox, type FromHeader } from '../mail/mailbox.js';
-import { headerFromAddress, planAlignment } from '../policy/align.js';
+import { headerFromAddress, planAlignment } from '../reception/align.js';
 
 export interface ExplainInput {
   /** The From header as the client would write it: "Alice <alice@acme.example>" or a bare address. */

@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { serverOf, type ConfigSnapshot, type IdentityConfig, type OAuthConfig, type ServerConfig } from '../config/types.js';
 import { RelayError, oneLine } from '../errors/relay-error.js';
-import { accountFor, serverAccount, type Account } from '../identity/account.js';
+import { accountFor, serverAccount, type Account } from '../config/account.js';
 import { saveLoginRefreshToken } from '../oauth/tokens.js';
 
 export const OAUTH_USAGE = `  oauth    login --config FILE --account NAME [--flow device|browser] [--open-timeout SECONDS]

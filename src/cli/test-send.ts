@@ -10,7 +10,7 @@ import type { ConfigSnapshot, IdentityConfig, IdentityKind } from '../config/typ
 import { upstreamContext } from '../delivery/send.js';
 import { classifyUpstreamError } from '../errors/classify.js';
 import { RelayError, oneLine } from '../errors/relay-error.js';
-import { accountFor, serverAccount, type Account } from '../identity/account.js';
+import { accountFor, serverAccount, type Account } from '../config/account.js';
 import { isPlainAddress } from '../mail/address.js';
 import { formatMailbox, type Mailbox } from '../mail/mailbox.js';
 import { poolOptions, type TransportTuning } from '../transport/options.js';

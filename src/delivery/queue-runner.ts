@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import type { ConfigSnapshot, ServerConfig } from '../config/types.js';
 import { formatAge } from '../config/duration.js';
 import { RelayError, isRelayError } from '../errors/relay-error.js';
-import { accountFor, type Account } from '../identity/account.js';
+import { accountFor, type Account } from '../config/account.js';
 import type { Logger } from '../log.js';
 import { pendingRecipients, type QueueEntryMeta, type RecipientState, type StoredError } from '../queue/entry.js';
 import type { QueueStore } from '../queue/store.js';

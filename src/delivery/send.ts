@@ -1,10 +1,10 @@
 import type { Readable } from 'node:stream';
 import { classifyUpstreamError, type UpstreamContext } from '../errors/classify.js';
 import { RelayError } from '../errors/relay-error.js';
-import type { Account } from '../identity/account.js';
+import type { Account } from '../config/account.js';
 import type { TransportPools } from '../transport/pools.js';
 import type { UpstreamThread } from '../transport/upstream-thread.js';
-import type { UpstreamEnvelope } from './envelope.js';
+import type { UpstreamEnvelope } from '../mail/envelope.js';
 
 export interface RecipientRefusal {
   readonly recipient: string;

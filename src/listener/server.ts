@@ -9,7 +9,7 @@ import { AllowList } from './access.js';
 import { installEnhancedCodePassthrough } from './enhanced-codes.js';
 import { installImmediateGreeting } from './greeting.js';
 import { ReverseLookupCache } from './reverse-cache.js';
-import { newMessageId } from '../queue/id.js';
+import { newMessageId } from '../mail/message-id.js';
 
 /** A message as the listener hands it on: the client's bytes still streaming in. */
 export interface IncomingMessage {

@@ -1,10 +1,10 @@
 import { Readable } from 'node:stream';
 import type { ConfigSnapshot } from '../config/types.js';
-import { accountFor } from '../identity/account.js';
+import { accountFor } from '../config/account.js';
 import type { Logger } from '../log.js';
 import { addressKey } from '../mail/address.js';
 import type { QueueEntryMeta, RecipientState } from '../queue/entry.js';
-import { newMessageId } from '../queue/id.js';
+import { newMessageId } from '../mail/message-id.js';
 import type { QueueStore } from '../queue/store.js';
 import { isRelayError } from '../errors/relay-error.js';
 import { composeNotice } from './dsn.js';

@@ -3,7 +3,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { OAuthConfig } from '../config/types.js';
 import { RelayError, oneLine } from '../errors/relay-error.js';
-import type { Account } from '../identity/account.js';
+import type { Account } from '../config/account.js';
 import type { Logger } from '../log.js';
 
 export interface AccessToken {

@@ -1,11 +1,11 @@
 import { Readable, Transform, type TransformCallback } from 'node:stream';
-import type { UpstreamEnvelope } from '../delivery/envelope.js';
+import type { UpstreamEnvelope } from '../mail/envelope.js';
 import { RelayError, oneLine } from '../errors/relay-error.js';
-import type { Account } from '../identity/account.js';
+import type { Account } from '../config/account.js';
 import { addressKey } from '../mail/address.js';
 import { decodeHeaderBytes, parseMailboxList } from '../mail/mailbox.js';
 import type { TokenProvider } from '../oauth/tokens.js';
-import { HeaderRewriteStream } from '../policy/header-stream.js';
+import { HeaderRewriteStream } from '../mail/header-stream.js';
 
 export interface GraphOutcome {
   readonly accepted: readonly string[];

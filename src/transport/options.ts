@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import type SMTPPool from 'nodemailer/lib/smtp-pool';
-import type { Account } from '../identity/account.js';
+import type { Account } from '../config/account.js';
 
 const AUTH_METHOD = { plain: 'PLAIN', login: 'LOGIN', 'cram-md5': 'CRAM-MD5' } as const;
 

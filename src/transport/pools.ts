@@ -5,10 +5,10 @@ import type MailMessage from 'nodemailer/lib/mailer/mail-message';
 import { SocksClient } from 'socks';
 import type { TokenProvider } from '../oauth/tokens.js';
 import type { Readable } from 'node:stream';
-import type { UpstreamEnvelope } from '../delivery/envelope.js';
+import type { UpstreamEnvelope } from '../mail/envelope.js';
 import { sendViaGraph, type GraphOutcome } from './graph.js';
 import type SMTPPool from 'nodemailer/lib/smtp-pool';
-import type { Account } from '../identity/account.js';
+import type { Account } from '../config/account.js';
 import { poolOptions, type TransportTuning } from './options.js';
 
 interface PoolEntry {

@@ -1,6 +1,6 @@
 import type SMTPPool from 'nodemailer/lib/smtp-pool';
 import type { UpstreamErrorLike } from '../errors/classify.js';
-import type { UpstreamEnvelope } from '../delivery/envelope.js';
+import type { UpstreamEnvelope } from '../mail/envelope.js';
 
 /** Where the worker reads a queued message: the bytes themselves, or its queue file. */
 export type MessageSource = { readonly bytes: Uint8Array } | { readonly path: string; readonly size: number };

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
-import type { UpstreamEnvelope } from '../delivery/envelope.js';
-import type { Account } from '../identity/account.js';
+import type { UpstreamEnvelope } from '../mail/envelope.js';
+import type { Account } from '../config/account.js';
 import { PostBatch } from '../threads/post-batch.js';
 import { poolOptions, type TransportTuning } from './options.js';
 import type { TransportPools } from './pools.js';

@@ -23,7 +23,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authorizeEndpoint, deviceEndpoint, resolveLoginAccount } from '../../src/cli/oauth-login.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import type { ConfigSnapshot } from '../../src/config/types.js';
-import { accountFor, serverAccount, type Account } from '../../src/identity/account.js';
+import { accountFor, serverAccount, type Account } from '../../src/config/account.js';
 import { silentLogger } from '../../src/log.js';
 import { refreshTokenFile, TokenProvider } from '../../src/oauth/tokens.js';
 import { startOAuthServer, type OAuthServer } from '../support/oauth-server.js';

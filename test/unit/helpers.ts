@@ -2,8 +2,8 @@ import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { parseConfig } from '../../src/config/load.js';
 import type { ConfigSnapshot } from '../../src/config/types.js';
-import { HeaderRewriteStream } from '../../src/policy/header-stream.js';
-import { processHeaders, type MessageDecision } from '../../src/policy/process.js';
+import { HeaderRewriteStream } from '../../src/mail/header-stream.js';
+import { processHeaders, type MessageDecision } from '../../src/reception/process.js';
 
 /** A config with a server account (relay@), a channel with override (support@), one without (sales@), an agent (alice@). */
 export const BASE_YAML = `

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { RelayError } from '../../src/errors/relay-error.js';
-import { resolveSender, type Resolution } from '../../src/identity/resolve.js';
+import { resolveSender, type Resolution } from '../../src/reception/identity.js';
 import { BASE_YAML, snapshotOf } from './helpers.js';
 
 const ok = (r: Resolution | RelayError): Resolution => {

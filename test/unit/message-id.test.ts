@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { newMessageId } from '../../src/queue/id.js';
+import { newMessageId } from '../../src/mail/message-id.js';
 
 describe('newMessageId', () => {
   it('is 12 characters of the 32-letter alphabet without look-alikes, and 100,000 of them are distinct', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../../src/config/load.js';
-import { accountFor } from '../../src/identity/account.js';
+import { accountFor } from '../../src/config/account.js';
 import { poolOptions } from '../../src/transport/options.js';
 
 const FILE = '/etc/sendas/relay.yaml';

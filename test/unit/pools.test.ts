@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { ConfigSnapshot } from '../../src/config/types.js';
-import { accountFor, type Account } from '../../src/identity/account.js';
+import { accountFor, type Account } from '../../src/config/account.js';
 import { DEFAULT_TUNING } from '../../src/transport/options.js';
 import { TransportPools } from '../../src/transport/pools.js';
 import { BASE_YAML, snapshotOf } from './helpers.js';

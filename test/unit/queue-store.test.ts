@@ -11,7 +11,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { queueHolder, runQueueRequest, type QueueScheduler } from '../../src/queue/control.js';
 import { DirSync } from '../../src/queue/dir-sync.js';
 import type { QueueEntryMeta, RecipientState } from '../../src/queue/entry.js';
-import { newMessageId } from '../../src/queue/id.js';
+import { newMessageId } from '../../src/mail/message-id.js';
 import { parseSegment } from '../../src/queue/journal-record.js';
 import { QueueStore, type QueueArea } from '../../src/queue/store.js';
 

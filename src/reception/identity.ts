@@ -1,7 +1,7 @@
 import type { ConfigSnapshot, IdentityConfig } from '../config/types.js';
 import { RelayError } from '../errors/relay-error.js';
 import { addressKey } from '../mail/address.js';
-import { accountFor, type Account } from './account.js';
+import { accountFor, type Account } from '../config/account.js';
 
 /** What is known about who sends a message once its header is read. */
 export interface SenderFacts {

@@ -1,7 +1,7 @@
 import type { Headers } from '@zone-eu/mailsplit';
 import type { ConfigSnapshot } from '../config/types.js';
 import { RelayError } from '../errors/relay-error.js';
-import { resolveSender, type Resolution } from '../identity/resolve.js';
+import { resolveSender, type Resolution } from './identity.js';
 import { planAlignment, headerFromAddress, type AlignmentPlan } from './align.js';
 import { addTraceHeaders, applyAlignment, readHeaderFacts, type TraceInfo } from './rewrite.js';
 

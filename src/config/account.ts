@@ -1,5 +1,5 @@
-import type { Secret } from '../config/secret.js';
-import { serverOf, type AuthMethod, type ConfigSnapshot, type IdentityConfig, type OAuthConfig, type ServerConfig } from '../config/types.js';
+import type { Secret } from './secret.js';
+import { serverOf, type AuthMethod, type ConfigSnapshot, type IdentityConfig, type OAuthConfig, type ServerConfig } from './types.js';
 import { RelayError } from '../errors/relay-error.js';
 import { wireAddress } from '../mail/address.js';
 

@@ -1,6 +1,6 @@
 import type { PolicyConfig } from '../config/types.js';
 import { RelayError } from '../errors/relay-error.js';
-import type { Resolution } from '../identity/resolve.js';
+import type { Resolution } from './identity.js';
 import { addressKey } from '../mail/address.js';
 import type { FromHeader, Mailbox } from '../mail/mailbox.js';
 
