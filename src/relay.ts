@@ -1,35 +1,26 @@
 import { hostname } from 'node:os';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import type { ConfigSnapshot } from './config/types.js';
-import { deliverInThread, deliverNow, type DeliveryOutcome } from './delivery/send.js';
-import type { UpstreamEnvelope } from './mail/envelope.js';
-import { takeIfSmall } from './mail/small-message.js';
 import { QueueRunner } from './delivery/queue-runner.js';
 import { createNoticeWriter } from './notify/notice-writer.js';
 import { QueueStore } from './queue/store.js';
-import type { QueueEntryMeta } from './queue/entry.js';
 import { QueueControl } from './queue/control.js';
-import { RelayError, isRelayError } from './errors/relay-error.js';
 import type { Logger } from './log.js';
-import { Listener, type IncomingMessage } from './listener/server.js';
-import { HeaderRewriteStream, HeaderTooLargeError } from './mail/header-stream.js';
-import { processHeaders, type MessageDecision } from './reception/process.js';
+import { Listener } from './listener/server.js';
+import { Reception } from './reception/reception.js';
+import { isRelayError } from './errors/relay-error.js';
 import { TransportPools } from './transport/pools.js';
 import { UpstreamThread } from './transport/upstream-thread.js';
 import { DEFAULT_TUNING } from './transport/options.js';
 import { ConfigError, loadConfigFile, type ConfigIssue } from './config/load.js';
 import { describeChange, diffSnapshots, isEmptyChange, type ConfigChange } from './config/diff.js';
-import { accountFor, type Account } from './config/account.js';
+import { accountFor } from './config/account.js';
 import { RelayMetrics } from './ops/metrics.js';
 import { TokenProvider } from './oauth/tokens.js';
 import { relayStatus, type RelayStatus } from './ops/status.js';
 import { access, constants } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-
-/** The largest header section accepted; the body is never held in memory, the header is. */
-const MAX_HEADER_BYTES = 1024 * 1024;
 
 export interface RelayOptions {
   readonly snapshot: ConfigSnapshot;
@@ -83,9 +74,16 @@ export class Relay {
       runner = new QueueRunner({ store, getSnapshot, pools: this.pools, logger: this.logger, maxPerAccount: DEFAULT_TUNING.maxConnections, writeNotice, metrics: this.metrics, upstreamThread });
       this.queue = { store, runner, control: new QueueControl(store, runner, this.logger) };
     }
+    const reception = new Reception({
+      hostname: this.hostname,
+      logger: this.logger,
+      metrics: this.metrics,
+      queue: this.queue && { store: this.queue.store, enqueue: (meta) => this.queue!.runner.enqueue(meta) },
+      transport: { pools: this.pools, upstreamThread },
+    });
     this.listener = new Listener({
       getSnapshot: () => this.snapshot,
-      handleMessage: (m) => this.handleMessage(m),
+      handleMessage: (m) => reception.handle(m),
       logger: this.logger,
       hostname: this.hostname,
     });
@@ -252,292 +250,5 @@ export class Relay {
     await this.queue?.store.close();
     await this.upstreamThread.close();
     this.pools.closeAll();
-  }
-
-  private async handleMessage(msg: IncomingMessage): Promise<string> {
-    const started = performance.now();
-    const { snapshot } = msg;
-    let decision: MessageDecision | undefined;
-    const logBase = {
-      id: msg.id,
-      client: msg.client.address,
-      login: msg.client.login,
-      envelopeFrom: msg.envelope.mailFrom ?? '<>',
-      recipients: msg.envelope.rcptTo.length,
-    };
-
-    let decided!: (d: MessageDecision) => void;
-    const decidedP = new Promise<MessageDecision>((resolve) => (decided = resolve));
-    const guard = new SizeGuard(msg.stream, snapshot.listen.maxMessageSize);
-    const rewrite = new HeaderRewriteStream({
-      maxHeaderBytes: MAX_HEADER_BYTES,
-      onHeaders: (headers) => {
-        decision = processHeaders(
-          snapshot,
-          headers,
-          { envelopeFrom: msg.envelope.mailFrom, login: msg.client.login },
-          {
-            queueId: msg.id,
-            clientHelo: msg.client.helo,
-            clientAddress: msg.client.address,
-            clientHostname: msg.client.hostname,
-            relayHostname: this.hostname,
-            authenticated: msg.client.login !== undefined,
-            secure: msg.client.secure,
-            recipients: msg.envelope.rcptTo,
-            receivedAt: msg.receivedAt,
-          },
-        );
-        decided(decision);
-      },
-    });
-    const clientDone = drainedOrEnded(msg.stream);
-    const failed = new Promise<never>((_, reject) => {
-      guard.once('error', (err) => {
-        rewrite.destroy(err);
-        reject(err);
-      });
-      rewrite.once('error', reject);
-    });
-    failed.catch(() => undefined);
-    msg.stream.once('close', () => {
-      // smtp-server destroys the data stream when the client disconnects mid-DATA: abort the
-      // upstream transaction too, so nodemailer drops its connection instead of ending DATA,
-      // and the upstream discards the partial message
-      if (!msg.stream.readableEnded) {
-        guard.destroy(new RelayError('client', { code: 421, enhanced: '4.4.2' }, 'The client disconnected before the end of the message; nothing was relayed'));
-      }
-    });
-    msg.stream.pipe(guard).pipe(rewrite);
-
-    const refuse = async (err: unknown): Promise<never> => {
-      // stop reading into the pipeline, but read the client's data to its end before replying
-      msg.stream.unpipe(guard);
-      msg.stream.resume();
-      await clientDone;
-      const relayError = toRelayError(err, msg.id);
-      this.logOutcome('refused', { ...logBase, ...decisionLog(decision), size: msg.stream.byteLength, durationMs: ms(started), ...relayError.toLog() });
-      throw relayError;
-    };
-
-    try {
-      await Promise.race([decidedP, failed]);
-    } catch (err) {
-      return refuse(err);
-    }
-    if (this.queue) return this.acceptIntoQueue(msg, decision!, rewrite, guard, failed, refuse, logBase, started);
-    return this.relayNow(msg, decision!, rewrite, guard, failed, clientDone, refuse, logBase, started);
-  }
-
-  /** delivery: queue — 250 once the message, its envelope and its routing are durably on disk. */
-  private async acceptIntoQueue(
-    msg: IncomingMessage,
-    decision: MessageDecision,
-    rewrite: Readable,
-    guard: SizeGuard,
-    failed: Promise<never>,
-    refuse: (err: unknown) => Promise<never>,
-    logBase: Record<string, unknown>,
-    started: number,
-  ): Promise<string> {
-    const { store, runner } = this.queue!;
-    const { resolution, plan } = decision;
-    let meta: QueueEntryMeta;
-    const accepting = store.accept(msg.id, rewrite, (size) => ({
-      format: 1,
-      id: msg.id,
-      receivedAt: msg.receivedAt.toISOString(),
-      client: { address: msg.client.address, login: msg.client.login },
-      envelope: { originalFrom: msg.envelope.mailFrom ?? '', eightBit: msg.envelope.eightBit },
-      identity: resolution.identity ? { kind: resolution.identity.kind, name: resolution.identity.name } : null,
-      serverName: resolution.account.server.name,
-      accountAddress: resolution.account.address,
-      fromBefore: decision.headerFrom,
-      fromAfter: plan.from.address,
-      subject: decision.subject,
-      size,
-      notice: false,
-      recipients: msg.envelope.rcptTo.map((address) => ({ address, status: 'pending' as const, attempts: 0 })),
-      attempts: 0,
-      nextAttemptAt: undefined,
-      lastError: undefined,
-    }));
-    try {
-      meta = await Promise.race([accepting, failed]);
-    } catch (err) {
-      // A failed queue write stops the store reading the message, and the pipeline then reports a
-      // premature close, often first: the write's own system error is the one that says what happened.
-      const own = await accepting.then(
-        (written) => void store.remove(written.id).catch(() => undefined),
-        (e: unknown) => e,
-      );
-      return refuse(queueWriteError(isSystemError(own) ? own : err, msg.id));
-    }
-    if (msg.stream.sizeExceeded) {
-      // smtp-server answers 552: the entry must not be delivered
-      await store.remove(meta.id);
-      return refuse(guard.tooLarge());
-    }
-    runner.enqueue(meta);
-    this.logOutcome('queued', {
-      ...logBase,
-      ...decisionLog(decision),
-      size: meta.size,
-      durationMs: ms(started),
-    });
-    return `2.0.0 Queued as ${msg.id}: sending as ${resolution.account.address} through ${resolution.account.server.name}`;
-  }
-
-  /** delivery: passthrough — 250 only after the upstream accepted. */
-  /**
-   * A small message (the usual case) for a password or no-auth account is read to its end and
-   * handed whole to the upstream thread, so the main thread, which runs every client session,
-   * is spared the upstream conversation; the upstream transaction then starts after the client's
-   * DATA instead of beside it. A larger one, or one for XOAUTH2 or Graph, is streamed through the
-   * main thread's pools as it arrives (memory stays flat).
-   */
-  private async deliverPassthrough(account: Account, envelope: UpstreamEnvelope, rewrite: Readable, failed: Promise<never>): Promise<DeliveryOutcome> {
-    if (!this.upstreamThread.handles(account)) return deliverNow(this.pools, account, envelope, rewrite);
-    const taken = await Promise.race([takeIfSmall(rewrite), failed]);
-    if ('bytes' in taken) return deliverInThread(this.upstreamThread, account, envelope, taken.bytes);
-    return deliverNow(this.pools, account, envelope, taken.stream);
-  }
-
-  private async relayNow(
-    msg: IncomingMessage,
-    decision: MessageDecision,
-    rewrite: Readable,
-    guard: SizeGuard,
-    failed: Promise<never>,
-    clientDone: Promise<void>,
-    refuse: (err: unknown) => Promise<never>,
-    logBase: Record<string, unknown>,
-    started: number,
-  ): Promise<string> {
-    const { account } = decision.resolution;
-    this.logger.debug({ id: msg.id, server: account.server.name, account: account.key }, 'upstream transaction started');
-
-    const envelope = { from: decision.plan.envelopeFrom, to: msg.envelope.rcptTo, eightBit: msg.envelope.eightBit };
-    let outcome: DeliveryOutcome;
-    try {
-      outcome = await Promise.race([this.deliverPassthrough(account, envelope, rewrite, failed), failed]);
-    } catch (err) {
-      return refuse(err);
-    }
-    if (outcome.accepted.length === 0) {
-      msg.stream.unpipe(guard);
-      msg.stream.resume();
-    }
-    await clientDone;
-    if (msg.stream.sizeExceeded) {
-      // smtp-server answers 552 itself; the upstream never got the end of the message
-      return refuse(guard.tooLarge());
-    }
-
-    const base = { ...logBase, ...decisionLog(decision), size: msg.stream.byteLength, durationMs: ms(started), upstreamReply: outcome.upstreamReply };
-    const refusedText = outcome.refused.map((r) => `<${r.recipient}> ${r.error.upstreamReply ?? r.error.replyText}`).join('; ');
-    if (outcome.accepted.length === 0) {
-      // every recipient refused: pass on a temporary code if any refusal was temporary, so the client retries
-      const first = outcome.refused.find((r) => r.error.temporary) ?? outcome.refused[0];
-      const status = first?.error.status ?? { code: 550, enhanced: '5.1.1' };
-      const err = new RelayError('recipient', status, `Upstream ${account.server.name} accepted none of the recipients: ${refusedText}`);
-      this.logOutcome('refused', { ...base, ...err.toLog() });
-      throw err;
-    }
-    if (outcome.refused.length > 0) {
-      // SMTP has one reply per message: the accepted part was sent, so the reply is 250 and names the refused ones
-      this.logOutcome('partial', { ...base, accepted: outcome.accepted.length, refused: outcome.refused.map((r) => ({ recipient: r.recipient, ...r.error.toLog() })) });
-      return `2.0.0 Relayed as ${account.address} to ${outcome.accepted.length} of ${outcome.accepted.length + outcome.refused.length} recipients (id ${msg.id}); refused upstream: ${refusedText}`;
-    }
-    this.logOutcome('relayed', base);
-    return `2.0.0 Relayed as ${account.address} through ${account.server.name} (id ${msg.id})`;
-  }
-
-  /** The one place a message's outcome at SMTP time is recorded: log line and metrics together. */
-  private logOutcome(result: 'relayed' | 'queued' | 'partial' | 'refused', fields: Record<string, unknown>): void {
-    const server = typeof fields.server === 'string' ? fields.server : 'none';
-    if (result === 'refused') {
-      this.metrics.refused.inc({ reason: String(fields.kind ?? 'internal'), server });
-    } else {
-      this.metrics.received.inc({ server });
-      if (result !== 'queued') this.metrics.relayed.inc({ server });
-    }
-    const level = result === 'relayed' || result === 'queued' ? 'info' : 'warn';
-    this.logger[level]({ result, ...fields }, `message ${result}`);
-  }
-}
-
-function decisionLog(decision: MessageDecision | undefined): Record<string, unknown> {
-  if (!decision) return {};
-  const { resolution, plan } = decision;
-  return {
-    identity: resolution.identity ? `${resolution.identity.kind}:${resolution.identity.name}` : '(default account)',
-    matchedBy: resolution.matchedBy,
-    server: resolution.account.server.name,
-    upstreamLogin: resolution.account.server.auth === 'none' ? undefined : resolution.account.username,
-    fromBefore: decision.headerFrom,
-    fromAfter: plan.from.address,
-    envelopeAfter: plan.envelopeFrom || '<>',
-  };
-}
-
-function toRelayError(err: unknown, id: string): RelayError {
-  if (isRelayError(err)) return err;
-  if (err instanceof HeaderTooLargeError) {
-    return new RelayError('message', { code: 552, enhanced: '5.3.4' }, `The header section is larger than ${err.limit} bytes`);
-  }
-  return new RelayError('internal', { code: 451, enhanced: '4.3.0' }, `Internal error in the relay; the message was not sent (id ${id})`, { cause: err });
-}
-
-/**
- * A file-system failure while writing a queue entry, said as such: the client keeps the message
- * and retries (4xx), ops see the system's error code. A full disk is 452 4.3.1, "insufficient
- * system storage" (RFC 5321, RFC 3463), as Postfix answers.
- */
-function queueWriteError(err: unknown, id: string): unknown {
-  if (isRelayError(err) || !isSystemError(err)) return err;
-  const { code } = err;
-  const full = code === 'ENOSPC' || code === 'EDQUOT';
-  return new RelayError('internal', full ? { code: 452, enhanced: '4.3.1' } : { code: 451, enhanced: '4.3.0' }, `The relay could not store the message in its queue (${code}${full ? ': the disk is full' : ''}); nothing was accepted, send it again later (id ${id})`, { cause: err });
-}
-
-/** An error of a system call (ENOSPC, EACCES…), as opposed to Node's own ERR_… codes. */
-function isSystemError(err: unknown): err is NodeJS.ErrnoException & { code: string } {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  return typeof code === 'string' && /^E[A-Z]+$/.test(code);
-}
-
-function ms(started: number): number {
-  return Math.round(performance.now() - started);
-}
-
-/** Resolves once the client's data stream has been read to its end. */
-function drainedOrEnded(stream: Readable): Promise<void> {
-  if (stream.readableEnded) return Promise.resolve();
-  return new Promise((resolve) => {
-    stream.once('end', resolve);
-    stream.once('close', resolve);
-  });
-}
-
-/**
- * Stops the pipeline as soon as smtp-server flags the message as over `max_message_size`, so an
- * oversized message is never completed upstream while the client is told 552.
- */
-class SizeGuard extends Transform {
-  constructor(
-    private readonly source: { sizeExceeded?: boolean },
-    private readonly limit: number,
-  ) {
-    super();
-  }
-
-  tooLarge(): RelayError {
-    return new RelayError('message', { code: 552, enhanced: '5.3.4' }, `Message exceeds the maximum size of ${this.limit} bytes`);
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    if (this.source.sizeExceeded) done(this.tooLarge());
-    else done(null, chunk);
   }
 }

@@ -1,0 +1,137 @@
+import type { Readable } from 'node:stream';
+import { receptionError } from '../errors/local.js';
+import { RelayError } from '../errors/relay-error.js';
+import { HeaderRewriteStream } from '../mail/header-stream.js';
+import type { IncomingMessage } from './incoming.js';
+import type { OutcomeLog } from './outcome-log.js';
+import { processHeaders, type MessageDecision } from './process.js';
+import { SizeGuard } from './size-guard.js';
+
+/** The largest header section accepted; the body is never held in memory, the header is. */
+const MAX_HEADER_BYTES = 1024 * 1024;
+
+/**
+ * One message between the client's DATA and the reply: the client's stream piped through the
+ * size guard and the header rewrite, the decision taken once the header section is in, and
+ * what the log line about it says. The queue and passthrough hand-offs take it whole.
+ */
+export class MessageInFlight {
+  readonly started = performance.now();
+  decision: MessageDecision | undefined;
+  readonly guard: SizeGuard;
+  /** The message as it leaves: aligned header section, then the body bytes as they came. */
+  readonly body: HeaderRewriteStream;
+  /** Resolves with the decision once the header section is in; rejects when the message is refused first. */
+  readonly decided: Promise<MessageDecision>;
+  /** Rejects when the pipeline fails (size, header section, client gone); never resolves. */
+  readonly failed: Promise<never>;
+  /** Resolves once the client's data stream has been read to its end (or closed). */
+  readonly clientDone: Promise<void>;
+
+  constructor(
+    readonly msg: IncomingMessage,
+    relayHostname: string,
+    private readonly log: OutcomeLog,
+  ) {
+    const { snapshot } = msg;
+    let decide!: (d: MessageDecision) => void;
+    const decided = new Promise<MessageDecision>((resolve) => (decide = resolve));
+    this.guard = new SizeGuard(msg.stream, snapshot.listen.maxMessageSize);
+    this.body = new HeaderRewriteStream({
+      maxHeaderBytes: MAX_HEADER_BYTES,
+      onHeaders: (headers) => {
+        this.decision = processHeaders(
+          snapshot,
+          headers,
+          { envelopeFrom: msg.envelope.mailFrom, login: msg.client.login },
+          {
+            queueId: msg.id,
+            clientHelo: msg.client.helo,
+            clientAddress: msg.client.address,
+            clientHostname: msg.client.hostname,
+            relayHostname,
+            authenticated: msg.client.login !== undefined,
+            secure: msg.client.secure,
+            recipients: msg.envelope.rcptTo,
+            receivedAt: msg.receivedAt,
+          },
+        );
+        decide(this.decision);
+      },
+    });
+    this.clientDone = drainedOrEnded(msg.stream);
+    this.failed = new Promise<never>((_, reject) => {
+      this.guard.once('error', (err) => {
+        this.body.destroy(err);
+        reject(err);
+      });
+      this.body.once('error', reject);
+    });
+    this.failed.catch(() => undefined);
+    this.decided = Promise.race([decided, this.failed]);
+    msg.stream.once('close', () => {
+      // smtp-server destroys the data stream when the client disconnects mid-DATA: abort the
+      // upstream transaction too, so nodemailer drops its connection instead of ending DATA,
+      // and the upstream discards the partial message
+      if (!msg.stream.readableEnded) {
+        this.guard.destroy(new RelayError('client', { code: 421, enhanced: '4.4.2' }, 'The client disconnected before the end of the message; nothing was relayed'));
+      }
+    });
+    msg.stream.pipe(this.guard).pipe(this.body);
+  }
+
+  /** Stops reading into the pipeline; the client's data is still read to its end (it gets one reply). */
+  stopReading(): void {
+    this.msg.stream.unpipe(this.guard);
+    this.msg.stream.resume();
+  }
+
+  /** Refuses the message: drains the client, logs the refusal, throws the reply's error. */
+  async refuse(err: unknown): Promise<never> {
+    this.stopReading();
+    await this.clientDone;
+    const relayError = receptionError(err, this.msg.id);
+    this.log.record('refused', { ...this.logFields(this.msg.stream.byteLength), ...relayError.toLog() });
+    throw relayError;
+  }
+
+  /** smtp-server flagged the message as over the size limit (it answers 552 itself). */
+  get tooLarge(): boolean {
+    return this.msg.stream.sizeExceeded === true;
+  }
+
+  /** The fields every log line about this message carries. */
+  logFields(size: number | undefined): Record<string, unknown> {
+    const { msg, decision } = this;
+    return {
+      id: msg.id,
+      client: msg.client.address,
+      login: msg.client.login,
+      envelopeFrom: msg.envelope.mailFrom ?? '<>',
+      recipients: msg.envelope.rcptTo.length,
+      ...(decision ? decisionFields(decision) : {}),
+      size,
+      durationMs: Math.round(performance.now() - this.started),
+    };
+  }
+}
+
+function decisionFields({ resolution, plan, headerFrom }: MessageDecision): Record<string, unknown> {
+  return {
+    identity: resolution.identity ? `${resolution.identity.kind}:${resolution.identity.name}` : '(default account)',
+    matchedBy: resolution.matchedBy,
+    server: resolution.account.server.name,
+    upstreamLogin: resolution.account.server.auth === 'none' ? undefined : resolution.account.username,
+    fromBefore: headerFrom,
+    fromAfter: plan.from.address,
+    envelopeAfter: plan.envelopeFrom || '<>',
+  };
+}
+
+function drainedOrEnded(stream: Readable): Promise<void> {
+  if (stream.readableEnded) return Promise.resolve();
+  return new Promise((resolve) => {
+    stream.once('end', resolve);
+    stream.once('close', resolve);
+  });
+}

@@ -1,0 +1,70 @@
+import type { Readable } from 'node:stream';
+import type { Account } from '../config/account.js';
+import { RelayError } from '../errors/relay-error.js';
+import type { UpstreamEnvelope } from '../mail/envelope.js';
+import { takeIfSmall } from '../mail/small-message.js';
+import { deliverInThread, deliverNow, type DeliveryOutcome } from '../delivery/send.js';
+import type { TransportPools } from '../transport/pools.js';
+import type { UpstreamThread } from '../transport/upstream-thread.js';
+import type { MessageInFlight } from './in-flight.js';
+import type { OutcomeLog } from './outcome-log.js';
+import type { MessageDecision } from './process.js';
+
+/** What passthrough sends with: the main thread's pools and the upstream thread. */
+export interface PassthroughTransport {
+  readonly pools: TransportPools;
+  readonly upstreamThread: UpstreamThread;
+}
+
+/** delivery: passthrough — 250 only after the upstream accepted. */
+export async function relayNow(m: MessageInFlight, decision: MessageDecision, transport: PassthroughTransport, log: OutcomeLog): Promise<string> {
+  const { msg } = m;
+  const { account } = decision.resolution;
+  log.debug({ id: msg.id, server: account.server.name, account: account.key }, 'upstream transaction started');
+
+  const envelope = { from: decision.plan.envelopeFrom, to: msg.envelope.rcptTo, eightBit: msg.envelope.eightBit };
+  let outcome: DeliveryOutcome;
+  try {
+    outcome = await Promise.race([send(transport, account, envelope, m), m.failed]);
+  } catch (err) {
+    return m.refuse(err);
+  }
+  if (outcome.accepted.length === 0) m.stopReading();
+  await m.clientDone;
+  // smtp-server answers 552 itself; the upstream never got the end of the message
+  if (m.tooLarge) return m.refuse(m.guard.tooLarge());
+
+  const base = { ...m.logFields(msg.stream.byteLength), upstreamReply: outcome.upstreamReply };
+  const refusedText = outcome.refused.map((r) => `<${r.recipient}> ${r.error.upstreamReply ?? r.error.replyText}`).join('; ');
+  if (outcome.accepted.length === 0) {
+    // every recipient refused: pass on a temporary code if any refusal was temporary, so the client retries
+    const first = outcome.refused.find((r) => r.error.temporary) ?? outcome.refused[0];
+    const status = first?.error.status ?? { code: 550, enhanced: '5.1.1' };
+    const err = new RelayError('recipient', status, `Upstream ${account.server.name} accepted none of the recipients: ${refusedText}`);
+    log.record('refused', { ...base, ...err.toLog() });
+    throw err;
+  }
+  if (outcome.refused.length > 0) {
+    // SMTP has one reply per message: the accepted part was sent, so the reply is 250 and names the refused ones
+    log.record('partial', { ...base, accepted: outcome.accepted.length, refused: outcome.refused.map((r) => ({ recipient: r.recipient, ...r.error.toLog() })) });
+    return `2.0.0 Relayed as ${account.address} to ${outcome.accepted.length} of ${outcome.accepted.length + outcome.refused.length} recipients (id ${msg.id}); refused upstream: ${refusedText}`;
+  }
+  log.record('relayed', base);
+  return `2.0.0 Relayed as ${account.address} through ${account.server.name} (id ${msg.id})`;
+}
+
+/**
+ * A small message (the usual case) for a password or no-auth account is read to its end and
+ * handed whole to the upstream thread, so the main thread, which runs every client session,
+ * is spared the upstream conversation; the upstream transaction then starts after the client's
+ * DATA instead of beside it. A larger one, or one for XOAUTH2 or Graph, is streamed through the
+ * main thread's pools as it arrives (memory stays flat).
+ */
+async function send(transport: PassthroughTransport, account: Account, envelope: UpstreamEnvelope, m: MessageInFlight): Promise<DeliveryOutcome> {
+  const { pools, upstreamThread } = transport;
+  const body: Readable = m.body;
+  if (!upstreamThread.handles(account)) return deliverNow(pools, account, envelope, body);
+  const taken = await Promise.race([takeIfSmall(body), m.failed]);
+  if ('bytes' in taken) return deliverInThread(upstreamThread, account, envelope, taken.bytes);
+  return deliverNow(pools, account, envelope, taken.stream);
+}
