@@ -3,13 +3,12 @@ import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { ConfigSnapshot } from '../config/types.js';
-import { RelayError, isRelayError } from '../errors/relay-error.js';
+import { RelayError, internalError, isRelayError } from '../errors/relay-error.js';
 import type { Logger } from '../log.js';
-import { AllowList } from './access.js';
-import { installEnhancedCodePassthrough } from './enhanced-codes.js';
-import { installImmediateGreeting } from './greeting.js';
-import { ReverseLookupCache } from './reverse-cache.js';
 import { newMessageId } from '../mail/message-id.js';
+import { AllowList } from './access.js';
+import { ReverseLookupCache } from './reverse-cache.js';
+import { installSmtpServerPatches, warnAboutFailedPatches } from './smtp-server-adapter.js';
 
 /** A message as the listener hands it on: the client's bytes still streaming in. */
 export interface IncomingMessage {
@@ -57,8 +56,7 @@ export class Listener {
   private draining = false;
 
   constructor(private readonly opts: ListenerOptions) {
-    installEnhancedCodePassthrough();
-    installImmediateGreeting();
+    warnAboutFailedPatches(opts.logger, installSmtpServerPatches());
     const snapshot = opts.getSnapshot();
     this.server = new SMTPServer({
       name: opts.hostname,
@@ -186,7 +184,7 @@ export class Listener {
       (err: unknown) => {
         if (isRelayError(err)) return cb(err.toSmtpServerError());
         this.opts.logger.error({ err, id: message.id }, 'unexpected failure handling a message');
-        cb(new RelayError('internal', { code: 451, enhanced: '4.3.0' }, `Internal error in the relay; the message was not sent (id ${message.id})`).toSmtpServerError());
+        cb(internalError(message.id, err).toSmtpServerError());
       },
     );
   }

@@ -1,0 +1,129 @@
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import type { Logger } from '../log.js';
+
+/**
+ * Every reach into smtp-server's internals is here, and nowhere else. smtp-server is pinned to an
+ * exact version in package.json because of it; test/unit/smtp-server-adapter.test.ts is the
+ * contract to run after changing that version. Each patch checks the internals it replaces before
+ * touching them; one that can't be applied leaves smtp-server's own behaviour in place and is
+ * reported, so the Listener can say at start what is lost instead of degrading silently.
+ */
+
+export type SmtpServerPatch = 'immediate-greeting' | 'enhanced-codes';
+
+/** A patch that was not applied: what the guard missed, and what a user loses because of it. */
+export interface PatchFailure {
+  readonly patch: SmtpServerPatch;
+  readonly missing: string;
+  readonly consequence: string;
+}
+
+interface ConnectionInternals {
+  _server: { options: { maxClients?: number }; connections: Set<unknown> };
+  name: string;
+  init(): void;
+  _setListeners(done: () => void): void;
+  connectionReady(): void;
+  send(code: number, data: unknown, context?: unknown): void;
+  _getEnhancedStatusCode(code: number, context?: unknown): string;
+}
+
+type Prototype = Partial<Record<keyof ConnectionInternals, unknown>>;
+
+const HAS_ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
+
+// a prototype is patched once; later Listeners (tests build many) get the same report to log
+const installed = new WeakMap<object, readonly PatchFailure[]>();
+
+/**
+ * Applies both patches to smtp-server's SMTPConnection (or, in tests, to the prototype given) and
+ * returns the ones that could not be applied; an empty list means smtp-server behaves as sendas
+ * expects.
+ */
+export function installSmtpServerPatches(proto: object = SMTPConnection.prototype): readonly PatchFailure[] {
+  const known = installed.get(proto);
+  if (known) return known;
+  const target = proto as Prototype;
+  const failures = [installImmediateGreeting(target), installEnhancedCodePassthrough(target)].filter((f): f is PatchFailure => f !== undefined);
+  installed.set(proto, failures);
+  return failures;
+}
+
+/** One warning per patch not applied, naming what is missing and what it costs. */
+export function warnAboutFailedPatches(logger: Logger, failures: readonly PatchFailure[]): void {
+  for (const f of failures) {
+    logger.warn({ patch: f.patch, missing: f.missing }, `smtp-server is not the version sendas was built against (${f.missing}): ${f.consequence}`);
+  }
+}
+
+/**
+ * smtp-server waits 100 ms before its greeting to catch clients that talk too early — a spam
+ * defense for public MX hosts (Postfix does it only with postscreen) that has no option. sendas
+ * is a submission relay beside known systems that open a connection per message: the pause
+ * capped 20 sessions at 200 messages/s in the benchmark. It greets at once instead; the rest of
+ * smtp-server's init (connection limit, reverse lookup, greeting) is unchanged.
+ */
+function installImmediateGreeting(proto: Prototype): PatchFailure | undefined {
+  const missing = missingMethods(proto, ['init', '_setListeners', 'connectionReady', 'send']);
+  // the replacement stands in for the whole of init: if init no longer ends in connectionReady, it does something this copy would skip
+  if (missing.length === 0 && !String(proto.init).includes('connectionReady')) missing.push('SMTPConnection.prototype.init calling connectionReady');
+  if (missing.length > 0) {
+    return {
+      patch: 'immediate-greeting',
+      missing: missing.join(', '),
+      consequence: 'every connection waits 100 ms for the greeting (smtp-server’s default), which limits clients that open one connection per message',
+    };
+  }
+  proto.init = function init(this: ConnectionInternals) {
+    this._setListeners(() => {
+      if (this._server.options.maxClients && this._server.connections.size > this._server.options.maxClients) {
+        this.send(421, `${this.name} Too many connected clients, try again in a moment`, false);
+        return;
+      }
+      this.connectionReady();
+    });
+  };
+  return undefined;
+}
+
+/**
+ * smtp-server picks the enhanced status code from a fixed table keyed by the reply code (550 is
+ * always 5.1.1 "mailbox unavailable"), and an error from a handler can't say otherwise. sendas
+ * replies carry their own precise code ("550 5.7.1 …"), so when a reply text already starts with
+ * one, the table is skipped for that reply (context false: smtp-server's own "no enhanced code").
+ * Every other reply keeps smtp-server's codes, so ENHANCEDSTATUSCODES can be advertised
+ * truthfully (RFC 2034).
+ */
+function installEnhancedCodePassthrough(proto: Prototype): PatchFailure | undefined {
+  const missing = missingMethods(proto, ['send', '_getEnhancedStatusCode']);
+  if (missing.length === 0 && !skipsTableForFalse(proto._getEnhancedStatusCode as ConnectionInternals['_getEnhancedStatusCode'])) {
+    missing.push('SMTPConnection.prototype._getEnhancedStatusCode giving no code for context false');
+  }
+  if (missing.length > 0) {
+    return {
+      patch: 'enhanced-codes',
+      missing: missing.join(', '),
+      consequence: 'refusals carry smtp-server’s enhanced code for their reply code before sendas’s own (e.g. "550 5.1.1 5.7.1 …" instead of "550 5.7.1 …"), so clients may report the wrong reason',
+    };
+  }
+  const original = proto.send as ConnectionInternals['send'];
+  proto.send = function send(this: unknown, code: number, data: unknown, context?: unknown) {
+    if (typeof data === 'string' && HAS_ENHANCED.test(data)) return original.call(this, code, data, false);
+    return original.call(this, code, data, context);
+  };
+  return undefined;
+}
+
+function missingMethods(proto: Prototype, names: readonly (keyof ConnectionInternals)[]): string[] {
+  return names.filter((name) => typeof proto[name] !== 'function').map((name) => `SMTPConnection.prototype.${name}`);
+}
+
+/** The patch hands replies to send() with context false; check that this still means "no table code". */
+function skipsTableForFalse(getCode: ConnectionInternals['_getEnhancedStatusCode']): boolean {
+  const probe = { _server: { options: {} }, _useEnhancedStatusCodes: () => true };
+  try {
+    return getCode.call(probe, 550, false) === '';
+  } catch {
+    return false;
+  }
+}

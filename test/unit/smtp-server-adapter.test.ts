@@ -1,0 +1,209 @@
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import { afterEach, describe, expect, it } from 'vitest';
+import { installSmtpServerPatches, warnAboutFailedPatches } from '../../src/listener/smtp-server-adapter.js';
+
+/**
+ * The contract between sendas and the smtp-server version pinned in package.json. Run it after
+ * changing that version: each test is something a patch in src/listener/smtp-server-adapter.ts
+ * promises, checked against the real smtp-server over loopback sockets.
+ */
+
+const REPLY_TIMEOUT_MS = 2_000;
+
+interface RawClient {
+  readonly connectedAt: number;
+  /** The next complete reply (multi-line replies joined), with the time its last line arrived. */
+  reply(): Promise<{ text: string; at: number }>;
+  write(line: string): void;
+  end(): void;
+}
+
+function rawClient(port: number): Promise<RawClient> {
+  return new Promise((resolve, reject) => {
+    const socket: Socket = connect(port, '127.0.0.1');
+    let buffer = '';
+    const lines: { line: string; at: number }[] = [];
+    let wake: (() => void) | undefined;
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      buffer += chunk;
+      let i: number;
+      while ((i = buffer.indexOf('\r\n')) >= 0) {
+        lines.push({ line: buffer.slice(0, i), at: performance.now() });
+        buffer = buffer.slice(i + 2);
+      }
+      wake?.();
+    });
+    socket.once('error', reject);
+    socket.once('connect', () => {
+      const connectedAt = performance.now();
+      resolve({
+        connectedAt,
+        reply: () =>
+          new Promise((res, rej) => {
+            const timer = setTimeout(() => rej(new Error(`no reply within ${REPLY_TIMEOUT_MS} ms; got ${JSON.stringify(lines)}`)), REPLY_TIMEOUT_MS);
+            const check = () => {
+              const end = lines.findIndex((l) => /^\d{3} /.test(l.line));
+              if (end < 0) return;
+              const taken = lines.splice(0, end + 1);
+              wake = undefined;
+              clearTimeout(timer);
+              res({ text: taken.map((l) => l.line).join('\n'), at: taken.at(-1)!.at });
+            };
+            wake = check;
+            check();
+          }),
+        write: (line) => socket.write(`${line}\r\n`),
+        end: () => socket.destroy(),
+      });
+    });
+  });
+}
+
+describe('smtp-server adapter: the contract with the pinned smtp-server', () => {
+  const servers: SMTPServer[] = [];
+  const clients: RawClient[] = [];
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.end();
+    for (const s of servers.splice(0)) await new Promise<void>((resolve) => s.close(() => resolve()));
+  });
+
+  const start = async (options: SMTPServerOptions = {}): Promise<number> => {
+    expect(installSmtpServerPatches()).toEqual([]);
+    const server = new SMTPServer({
+      name: 'relay.test',
+      logger: false,
+      authOptional: true,
+      // as the Listener runs it: smtp-server hides them by default
+      hideENHANCEDSTATUSCODES: false,
+      disabledCommands: ['STARTTLS', 'AUTH'],
+      // no DNS: the greeting's timing is what is measured, not the resolver's
+      resolver: { reverse: (_ip: string, cb: (err: Error | null, hostnames?: string[]) => void) => cb(null, ['localhost']) },
+      closeTimeout: 100,
+      ...options,
+    } as SMTPServerOptions);
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    return (server.server.address() as AddressInfo).port;
+  };
+  const client = async (port: number) => {
+    const c = await rawClient(port);
+    clients.push(c);
+    return c;
+  };
+
+  it('every patch applies to the installed smtp-server (no guard fails)', () => {
+    expect(installSmtpServerPatches()).toEqual([]);
+  });
+
+  it('greets within 20 ms of the connection (smtp-server alone waits 100 ms)', async () => {
+    const port = await start();
+    const delays: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const c = await client(port);
+      const greeting = await c.reply();
+      expect(greeting.text).toMatch(/^220 /);
+      delays.push(greeting.at - c.connectedAt);
+    }
+    // client and server share this process on a shared machine, so one connection may lose the CPU
+    // for a while; smtp-server's own delay is a floor of 100 ms under every greeting, never a spike
+    delays.sort((a, b) => a - b);
+    expect(delays[2], `greeting delays in ms: ${delays.join(', ')}`).toBeLessThan(20);
+    expect(delays[4], `greeting delays in ms: ${delays.join(', ')}`).toBeLessThan(100);
+  });
+
+  it('a reply that carries its own enhanced code keeps it (550 5.7.1, not the table’s 5.1.1)', async () => {
+    const refusal = (text: string) => Object.assign(new Error(text), { responseCode: 550 });
+    const port = await start({
+      onMailFrom: (address, _session, cb) => (address.address === 'refused@example.net' ? cb(refusal('5.7.1 Sender refused by policy')) : cb()),
+      onRcptTo: (address, _session, cb) => (address.address === 'nobody@example.net' ? cb(refusal('no such mailbox')) : cb()),
+    });
+    const c = await client(port);
+    await c.reply();
+    c.write('EHLO test.example');
+    expect((await c.reply()).text).toContain('ENHANCEDSTATUSCODES');
+    c.write('MAIL FROM:<refused@example.net>');
+    expect((await c.reply()).text).toBe('550 5.7.1 Sender refused by policy');
+    // a reply without its own code still gets smtp-server's, so advertising ENHANCEDSTATUSCODES stays true
+    c.write('MAIL FROM:<ok@example.net>');
+    expect((await c.reply()).text).toMatch(/^250 2\.1\.0 /);
+    c.write('RCPT TO:<nobody@example.net>');
+    expect((await c.reply()).text).toBe('550 5.1.1 no such mailbox');
+  });
+
+  it('answers 421 to a connection beyond maxClients (the greeting patch replaces the init that checks it)', async () => {
+    const port = await start({ maxClients: 1 });
+    const first = await client(port);
+    expect((await first.reply()).text).toMatch(/^220 /);
+    const second = await client(port);
+    const refused = await second.reply();
+    expect(refused.text).toMatch(/^421 .*Too many connected clients/);
+  });
+});
+
+describe('smtp-server adapter: a guard that fails', () => {
+  const capture = () => {
+    const lines: Record<string, unknown>[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+        done();
+      },
+    });
+    return { logger: pino({ level: 'info' }, destination), lines };
+  };
+
+  it('leaves a prototype without the internals untouched and reports each patch with what is missing and what is lost', () => {
+    const proto = { init() {} };
+    const failures = installSmtpServerPatches(proto);
+    expect(failures.map((f) => f.patch)).toEqual(['immediate-greeting', 'enhanced-codes']);
+    expect(failures[0]!.missing).toBe('SMTPConnection.prototype._setListeners, SMTPConnection.prototype.connectionReady, SMTPConnection.prototype.send');
+    expect(failures[0]!.consequence).toMatch(/100 ms/);
+    expect(failures[1]!.missing).toBe('SMTPConnection.prototype.send, SMTPConnection.prototype._getEnhancedStatusCode');
+    expect(failures[1]!.consequence).toMatch(/550 5\.1\.1 5\.7\.1/);
+    expect(Object.keys(proto)).toEqual(['init']);
+    // installing again reports the same, so every Listener built on it can warn
+    expect(installSmtpServerPatches(proto)).toBe(failures);
+  });
+
+  it('refuses internals that are there but no longer behave as the patch assumes', () => {
+    const send = () => {};
+    const proto = {
+      init() {
+        // an init that no longer ends in the ready step
+      },
+      _setListeners() {},
+      connectionReady() {},
+      send,
+      _getEnhancedStatusCode: () => '5.1.1',
+    };
+    const failures = installSmtpServerPatches(proto);
+    expect(failures.map((f) => [f.patch, f.missing])).toEqual([
+      ['immediate-greeting', 'SMTPConnection.prototype.init calling connectionReady'],
+      ['enhanced-codes', 'SMTPConnection.prototype._getEnhancedStatusCode giving no code for context false'],
+    ]);
+    expect(proto.send).toBe(send);
+  });
+
+  it('logs one warning per failed patch, naming what is missing and what the user loses', () => {
+    const { logger, lines } = capture();
+    warnAboutFailedPatches(logger, installSmtpServerPatches({}));
+    expect(lines).toHaveLength(2);
+    expect(lines.map((l) => [l.level, l.patch])).toEqual([
+      [40, 'immediate-greeting'],
+      [40, 'enhanced-codes'],
+    ]);
+    expect(lines[0]!.msg).toMatch(/^smtp-server is not the version sendas was built against \(SMTPConnection\.prototype\.init, .*\): every connection waits 100 ms/);
+    expect(lines[1]!.missing).toContain('SMTPConnection.prototype._getEnhancedStatusCode');
+  });
+
+  it('logs nothing when every patch applied', () => {
+    const { logger, lines } = capture();
+    warnAboutFailedPatches(logger, installSmtpServerPatches());
+    expect(lines).toEqual([]);
+  });
+});
