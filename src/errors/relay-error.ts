@@ -31,13 +31,19 @@ export class RelayError extends Error {
   readonly status: SmtpStatus;
   /** What the upstream said, verbatim, when the error comes from an upstream reply. */
   readonly upstreamReply: string | undefined;
+  /**
+   * The host could not be used at all (no connection, no greeting, TLS, 421): the classification
+   * says so, and failover acts on it without reading codes or text itself.
+   */
+  readonly unreachable: boolean;
 
-  constructor(kind: ErrorKind, status: SmtpStatus, message: string, opts: { upstreamReply?: string; cause?: unknown } = {}) {
+  constructor(kind: ErrorKind, status: SmtpStatus, message: string, opts: { upstreamReply?: string; cause?: unknown; unreachable?: boolean } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'RelayError';
     this.kind = kind;
     this.status = status;
     this.upstreamReply = opts.upstreamReply;
+    this.unreachable = opts.unreachable ?? false;
   }
 
   get temporary(): boolean {
@@ -65,6 +71,24 @@ export class RelayError extends Error {
       ...(this.upstreamReply ? { upstreamReply: this.upstreamReply } : {}),
     };
   }
+}
+
+/**
+ * The reply for a failure sendas did not foresee: temporary, so the client keeps the message and
+ * tries again, with the id that finds the log line about it.
+ */
+export function internalError(id: string, cause?: unknown): RelayError {
+  return new RelayError('internal', { code: 451, enhanced: '4.3.0' }, `Internal error in the relay; the message was not sent (id ${id})`, cause === undefined ? {} : { cause });
+}
+
+/**
+ * The temporary form of an error: the same kind, reason and detail code, as 451 4.x.x. For
+ * failures ops can fix while the message waits (an identity removed from the config), which would
+ * otherwise fail it for good.
+ */
+export function deferredForm(err: RelayError): RelayError {
+  if (err.status.code === 451 && err.status.enhanced.startsWith('4')) return err;
+  return new RelayError(err.kind, { code: 451, enhanced: `4${err.status.enhanced.slice(1)}` }, err.message, { upstreamReply: err.upstreamReply, cause: err, unreachable: err.unreachable });
 }
 
 export function oneLine(text: string): string {
