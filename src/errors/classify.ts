@@ -1,4 +1,6 @@
-import { RelayError, oneLine, type ErrorKind, type SmtpStatus } from './relay-error.js';
+import { ThreadExitedError } from '../threads/thread-exited.js';
+import { RelayError, oneLine, type SmtpStatus } from './relay-error.js';
+import { THREAD_EXITED, UPSTREAM_RULES, type RuleMatch, type RuleStatus, type UpstreamRule } from './upstream-rules.js';
 
 /** The shape of the errors nodemailer's SMTP client produces. */
 export interface UpstreamErrorLike {
@@ -9,6 +11,8 @@ export interface UpstreamErrorLike {
   response?: string;
   responseCode?: number;
   recipient?: string;
+  /** Which of nodemailer's timers fired (CONNECT_TIMEOUT, GREETING_TIMEOUT, SOCKET_TIMEOUT…). */
+  timeoutType?: string;
 }
 
 /** Which upstream, with which account: named in every upstream failure so ops know where to look. */
@@ -21,8 +25,6 @@ export interface UpstreamContext {
   readonly passwordPath: string;
 }
 
-const TLS_ERROR = /^(CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO_SELF_SIGNED|HOSTNAME_MISMATCH|ERR_TLS_|ERR_SSL_|EPROTO$)/;
-
 const ENHANCED_IN_REPLY = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b/;
 
 /** The enhanced status code the upstream put in its reply, if any. */
@@ -30,80 +32,97 @@ export function enhancedCodeOf(reply: string | undefined): string | undefined {
   return reply ? ENHANCED_IN_REPLY.exec(reply.trim())?.[1] : undefined;
 }
 
+/** What the rows of the table are matched against. */
+interface Facts {
+  readonly err: UpstreamErrorLike;
+  readonly basic: number | undefined;
+  readonly enhanced: string | undefined;
+  readonly reply: string | undefined;
+}
+
 /**
- * Classifies a failure talking to the upstream. The result carries the reply the client
- * gets: the upstream's own code and enhanced code where it gave one (its words are quoted), and
- * for failures of our own side (cannot connect, sign-in refused) a temporary 4xx so the client
- * keeps the message and tries again once ops fixed it, as Postfix does by default for SASL
- * failures (smtp_sasl_auth_soft_bounce).
+ * Classifies a failure talking to the upstream by the first row of UPSTREAM_RULES that matches
+ * (see upstream-rules.ts). The result carries the reply the client gets, whether the message may
+ * be tried again (4xx) and whether the host counts as unreachable for failover.
  */
 export function classifyUpstreamError(raw: unknown, ctx: UpstreamContext): RelayError {
   // already classified where it happened (e.g. the OAuth token endpoint, passed through nodemailer)
   if (raw instanceof RelayError) return raw;
-  const err = (raw ?? {}) as UpstreamErrorLike;
-  const where = `upstream ${ctx.serverName} (${ctx.host}:${ctx.port})`;
+  const err: UpstreamErrorLike = raw instanceof ThreadExitedError ? { code: THREAD_EXITED, message: raw.message } : ((raw ?? {}) as UpstreamErrorLike);
   const reply = err.response ? oneLine(err.response) : undefined;
-  const code = err.responseCode;
-  const quoted = reply ? `: ${reply}` : '';
-  const make = (kind: ErrorKind, status: SmtpStatus, text: string) => new RelayError(kind, status, text, { upstreamReply: reply, cause: raw });
-  const passthroughStatus = (fallback: string): SmtpStatus => upstreamStatus(code, reply, fallback);
-
-  switch (err.code) {
-    case 'EDNS':
-      return make('network', { code: 451, enhanced: '4.4.3' }, `Cannot resolve ${where}: ${err.originalCode ?? err.message ?? 'DNS lookup failed'}`);
-    case 'ETIMEDOUT':
-      return make('network', { code: 451, enhanced: '4.4.1' }, `Timed out talking to ${where}`);
-    case 'ECONNECTION':
-    case 'ESOCKET': {
-      if (code && code >= 400) break; // the server said something before closing: handled below
-      // certificate problems surface as socket errors carrying OpenSSL's code
-      if (TLS_ERROR.test(err.originalCode ?? '')) {
-        return make('tls', { code: 451, enhanced: '4.7.5' }, `TLS with ${where} failed: ${oneLine(err.message ?? 'certificate not accepted')} (${err.originalCode})`);
-      }
-      const why = /ECONNREFUSED/.test(err.message ?? '') || err.originalCode === 'ECONNREFUSED' ? 'connection refused' : oneLine(err.message ?? 'connection failed');
-      return make('network', { code: 451, enhanced: '4.4.1' }, `Cannot connect to ${where}: ${why}`);
-    }
-    case 'ETLS':
-      return make('tls', { code: 451, enhanced: '4.7.5' }, `TLS with ${where} failed: ${oneLine(err.message ?? 'handshake failed')}`);
-    case 'EAUTH':
-      return make(
-        'auth',
-        { code: 451, enhanced: '4.7.0' },
-        `${where} refused the sign-in of ${ctx.login ?? '(no login)'}${quoted}; check ${ctx.passwordPath}`,
-      );
-    case 'EMESSAGE':
-      // nodemailer also uses EMESSAGE for any refusal after DATA; only its own size check has no reply
-      if (!code) return make('size', { code: 552, enhanced: '5.3.4' }, `${where} does not accept a message this large (${oneLine(err.message ?? '')})`);
-      break;
-  }
-
-  if (code === 421 || (code !== undefined && code < 500 && /^4\.7\./.test(enhancedCodeOf(reply) ?? ''))) {
-    return make('throttled', { code: 451, enhanced: enhancedCodeOf(reply) ?? '4.7.0' }, `${where} is throttling${quoted}`);
-  }
-  if (err.command === 'MAIL FROM') {
-    return make('sender', passthroughStatus('7.1'), `${where} refused the sender for account ${ctx.login ?? '(none)'}${quoted}`);
-  }
-  if (err.command === 'RCPT TO') {
-    return make('recipient', passthroughStatus('1.1'), `${where} refused ${err.recipient ? `recipient ${err.recipient}` : 'every recipient'}${quoted}`);
-  }
-  if (code === 552 || code === 523 || /^5\.3\.4$|^5\.2\.3$/.test(enhancedCodeOf(reply) ?? '')) {
-    return make('size', passthroughStatus('3.4'), `${where} refused the message as too large${quoted}`);
-  }
-  if (code !== undefined && code >= 400) {
-    return make('refused', passthroughStatus('0.0'), `${where} refused the message${quoted}`);
-  }
-  return make('network', { code: 451, enhanced: '4.4.0' }, `Delivery through ${where} failed: ${oneLine(err.message ?? String(raw))}`);
+  const facts: Facts = { err, basic: err.responseCode, enhanced: enhancedCodeOf(reply), reply };
+  const rule = ruleFor(facts);
+  return new RelayError(rule.kind, statusOf(rule.status, facts), reasonOf(rule.text, facts, ctx, raw), { upstreamReply: reply, cause: raw, unreachable: rule.unreachable ?? false });
 }
 
-/**
- * The reply code to pass an upstream refusal on with. 4xx and 5xx are kept apart; codes that
- * would mean something else coming from us (421 closes *our* session, 535 is about *our* AUTH)
- * are mapped to their plain equivalents.
- */
-function upstreamStatus(code: number | undefined, reply: string | undefined, detailFallback: string): SmtpStatus {
-  const temporary = code !== undefined && code < 500;
-  const basic = temporary ? ([450, 451, 452].includes(code) ? code : 451) : code !== undefined && [550, 551, 552, 553, 554].includes(code) ? code : 550;
-  const enhanced = enhancedCodeOf(reply);
+/** The row that decides a failure (exported for tests: which row a sample hits). */
+export function upstreamRuleFor(raw: UpstreamErrorLike): UpstreamRule {
+  const reply = raw.response ? oneLine(raw.response) : undefined;
+  return ruleFor({ err: raw, basic: raw.responseCode, enhanced: enhancedCodeOf(reply), reply });
+}
+
+function ruleFor(f: Facts): UpstreamRule {
+  for (const rule of UPSTREAM_RULES) if (matches(rule.when, f)) return rule;
+  // unreachable: the table ends with a row that matches anything
+  throw new Error('no upstream rule matched');
+}
+
+function matches(when: RuleMatch, f: Facts): boolean {
+  const { err } = f;
+  if (when.code && !when.code.includes(err.code ?? '')) return false;
+  if (when.command && !when.command.includes(err.command ?? '')) return false;
+  if (when.timeoutType && !when.timeoutType.includes(err.timeoutType ?? '')) return false;
+  if (when.originalCode && !when.originalCode.test(err.originalCode ?? '')) return false;
+  if (when.message && !when.message.test(err.message ?? '')) return false;
+  if (when.replied !== undefined && when.replied !== (f.basic !== undefined && f.basic >= 400)) return false;
+  if (when.basic && !when.basic.some((b) => basicMatches(b, f.basic))) return false;
+  if (when.enhanced && !when.enhanced.test(f.enhanced ?? '')) return false;
+  if (when.reply && !when.reply.test(f.reply ?? '')) return false;
+  return true;
+}
+
+function basicMatches(want: number | '4xx' | '5xx', basic: number | undefined): boolean {
+  if (basic === undefined) return false;
+  if (want === '4xx') return basic >= 400 && basic < 500;
+  if (want === '5xx') return basic >= 500 && basic < 600;
+  return basic === want;
+}
+
+function statusOf(status: RuleStatus, f: Facts): SmtpStatus {
+  if (!('upstream' in status)) {
+    const own = f.enhanced;
+    return { code: status.code, enhanced: status.keepEnhanced && own && own[0] === String(status.code)[0] ? own : status.enhanced };
+  }
+  // codes that would mean something else coming from us (421 closes *our* session, 535 is about
+  // *our* AUTH) become their plain equivalents
+  const temporary = status.temporary ?? (f.basic !== undefined && f.basic < 500);
+  const code = temporary ? (f.basic === 450 || f.basic === 451 || f.basic === 452 ? f.basic : 451) : f.basic !== undefined && f.basic >= 550 && f.basic <= 554 ? f.basic : 550;
   const cls = temporary ? '4' : '5';
-  return { code: basic, enhanced: enhanced && enhanced[0] === cls ? enhanced : `${cls}.${detailFallback}` };
+  const own = f.enhanced;
+  if (own && own[0] === cls) return { code, enhanced: own };
+  // a class the row overrides keeps the upstream's detail: 5.2.0 waited for is 4.2.0
+  return { code, enhanced: own && status.temporary !== undefined ? `${cls}${own.slice(1)}` : `${cls}.${status.upstream}` };
+}
+
+function reasonOf(template: string, f: Facts, ctx: UpstreamContext, raw: unknown): string {
+  const { err } = f;
+  const known: Record<string, string | undefined> = {
+    where: `upstream ${ctx.serverName} (${ctx.host}:${ctx.port})`,
+    reply: f.reply,
+    quoted: f.reply ? `: ${f.reply}` : '',
+    account: ctx.login ?? '(none)',
+    login: ctx.login ?? '(no login)',
+    passwordPath: ctx.passwordPath,
+    recipient: err.recipient ? `recipient ${err.recipient}` : 'every recipient',
+    message: err.message ? oneLine(err.message) : raw === undefined || raw === null || typeof raw === 'object' ? undefined : String(raw),
+    originalCode: err.originalCode,
+  };
+  return template.replace(/\{([^}]*)\}/g, (_all, alternatives: string) => {
+    for (const name of alternatives.split('|')) {
+      if (!(name in known)) return name;
+      const value = known[name];
+      if (value !== undefined && value !== '') return value;
+    }
+    return '';
+  });
 }
