@@ -1,3 +1,4 @@
+import { PASSWORD_METHODS } from './auth.js';
 import type { Secret } from './secret.js';
 import { serverOf, type AuthMethod, type ConfigSnapshot, type IdentityConfig, type OAuthConfig, type ServerConfig } from './types.js';
 import { RelayError } from '../errors/relay-error.js';
@@ -63,8 +64,6 @@ export function accountFor(snapshot: ConfigSnapshot, identity: IdentityConfig | 
   }
   return serverAccount(server);
 }
-
-const PASSWORD_METHODS = new Set<AuthMethod>(['plain', 'login', 'cram-md5']);
 
 /**
  * A server's own account (the "server configuration" identities use when they don't override).

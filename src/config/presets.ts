@@ -1,3 +1,6 @@
+import { MICROSOFT_GRAPH_URL } from './defaults.js';
+import { isRecord } from './raw.js';
+
 /**
  * Provider presets: what `preset:` fills in on a server. Explicit keys in the YAML always win.
  * The README has the same table.
@@ -28,7 +31,7 @@ export const PRESETS: Readonly<Record<'office365' | 'gmail', Preset>> = {
       refresh_token: 'https://outlook.office.com/SMTP.Send offline_access',
       graph: 'https://graph.microsoft.com/.default',
     },
-    graphUrl: 'https://graph.microsoft.com',
+    graphUrl: MICROSOFT_GRAPH_URL,
   },
   gmail: {
     host: 'smtp.gmail.com',
@@ -66,8 +69,4 @@ export function withPreset(raw: Record<string, unknown>): Record<string, unknown
     out.oauth = oauth;
   }
   return out;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

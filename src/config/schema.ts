@@ -1,15 +1,17 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { DEFAULTS } from './defaults.js';
 import { parseDuration, parseRate } from './duration.js';
+import { isRecord } from './raw.js';
 import { parseSize } from './size.js';
 
 /**
  * The shape of relay.yaml. Only structure and single values are checked here; rules that span
- * several keys (one default server, unique names, references) live in load.ts so that every problem
+ * several keys (one default server, unique names, references) live in relations.ts so that every problem
  * is reported together, each with its own key path.
  */
 
-/** A secret as written in YAML: a plain string, {env: NAME} or {file: PATH}. Resolved in load.ts. */
+/** A secret as written in YAML: a plain string, {env: NAME} or {file: PATH}. Resolved in secret-refs.ts. */
 export type SecretRef = string | { env: string } | { file: string };
 
 const secretRef = z.custom<SecretRef>(
@@ -20,12 +22,11 @@ const secretRef = z.custom<SecretRef>(
   { error: 'must be a string, {env: VARIABLE} or {file: PATH}' },
 );
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/** `listen:` with every key commented out is YAML null: it means "all defaults", not an error. */
-const orDefault = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === null ? undefined : v), schema);
+/**
+ * `listen:` with every key commented out is YAML null: it means "all defaults", not an error. The
+ * section missing altogether is parsed as `{}` (prefault), so its keys' own defaults apply.
+ */
+const orDefault = <T extends z.ZodType>(schema: T, empty: z.input<T>) => z.preprocess((v) => (v === null ? undefined : v), schema.prefault(empty));
 
 /** Ops write STARTTLS, Login, CRAM-MD5 as their admin console spells them. */
 const lowerEnum = <const T extends readonly [string, ...string[]]>(values: T) =>
@@ -82,10 +83,10 @@ const cidr = z.string().refine(
 );
 
 const listen = z.strictObject({
-  host: z.string().min(1).default('127.0.0.1'),
-  port: port.default(2525),
-  allow: z.array(cidr).default(['127.0.0.0/8', '::1']),
-  max_message_size: size.default(25 * 1024 * 1024),
+  host: z.string().min(1).default(DEFAULTS.listen.host),
+  port: port.default(DEFAULTS.listen.port),
+  allow: z.array(cidr).default([...DEFAULTS.listen.allow]),
+  max_message_size: size.default(DEFAULTS.listen.maxMessageSize),
 });
 
 const client = z.strictObject({
@@ -106,10 +107,23 @@ const oauth = z.strictObject({
   refresh_token: secretRef.optional(),
 });
 
+const tls = z.strictObject({
+  ca: secretRef.optional(),
+  servername: z.string().min(1).optional(),
+  min_version: z.enum(['TLSv1.2', 'TLSv1.3'], { error: 'must be TLSv1.2 or TLSv1.3' }).optional(),
+  reject_unauthorized: z.boolean().default(DEFAULTS.server.rejectUnauthorized),
+});
+
+const alternate = z.strictObject({
+  host: z.string().min(1, { error: 'must not be empty' }),
+  port: port.optional(),
+  cooldown: duration.default(DEFAULTS.server.alternateCooldownMs),
+});
+
 const server = z.strictObject({
   name,
   default: z.boolean().default(false),
-  type: lowerEnum(['smtp', 'graph'] as const).default('smtp'),
+  type: lowerEnum(['smtp', 'graph'] as const).default(DEFAULTS.server.type),
   preset: lowerEnum(['office365', 'gmail'] as const).optional(),
   host: z.string().min(1, { error: 'must not be empty' }).optional(),
   port: port.optional(),
@@ -119,48 +133,35 @@ const server = z.strictObject({
   password: secretRef.optional(),
   address: address.optional(),
   oauth: oauth.optional(),
-  tls: z
-    .strictObject({
-      ca: secretRef.optional(),
-      servername: z.string().min(1).optional(),
-      min_version: z.enum(['TLSv1.2', 'TLSv1.3'], { error: 'must be TLSv1.2 or TLSv1.3' }).optional(),
-      reject_unauthorized: z.boolean().default(true),
-    })
-    .optional(),
+  tls: tls.optional(),
   allow_plaintext_auth: z.boolean().default(false),
   proxy: z
     .string()
     .regex(/^(socks5?|socks4a?|socks5h|http):\/\/[^\s/]+(:\d+)?\/?$/i, { error: 'must be socks5://host:port or http://host:port' })
     .optional(),
   graph_url: z.string().regex(/^https?:\/\/\S+$/, { error: 'must be an http(s) URL' }).optional(),
-  alternate: z
-    .strictObject({
-      host: z.string().min(1, { error: 'must not be empty' }),
-      port: port.optional(),
-      cooldown: duration.default(60_000),
-    })
-    .optional(),
+  alternate: alternate.optional(),
   max_recipients: z.number({ error: 'must be a whole number' }).int().min(1).optional(),
   rate: rate.optional(),
 });
 
 const queue = z.strictObject({
-  dir: z.string().min(1).default('./var/queue'),
-  retry: z.array(duration).min(1, { error: 'needs at least one wait' }).default([60_000, 300_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000]),
-  max_age: duration.default(2 * 86_400_000),
+  // no default here: SENDAS_QUEUE_DIR comes between the file and the default (snapshot.ts)
+  dir: z.string().min(1).optional(),
+  retry: z.array(duration).min(1, { error: 'needs at least one wait' }).default([...DEFAULTS.queue.retryMs]),
+  max_age: duration.default(DEFAULTS.queue.maxAgeMs),
   notify: address.optional(),
 });
 
+const overrideAccount = z.strictObject({
+  username: z.string().min(1).optional(),
+  password: secretRef.optional(),
+  auth: authMethod.optional(),
+  oauth: z.strictObject({ refresh_token: secretRef.optional() }).optional(),
+});
+
 const override = z
-  .union([
-    z.null(),
-    z.strictObject({
-      username: z.string().min(1).optional(),
-      password: secretRef.optional(),
-      auth: authMethod.optional(),
-      oauth: z.strictObject({ refresh_token: secretRef.optional() }).optional(),
-    }),
-  ])
+  .union([z.null(), overrideAccount])
   // `override:` with nothing under it still means "use this identity's own account"
   .transform((v) => v ?? {});
 
@@ -173,37 +174,34 @@ const identity = z.strictObject({
 });
 
 const log = z.strictObject({
-  level: lowerEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const).default('info'),
+  level: lowerEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const).default(DEFAULTS.log.level),
 });
 
-const http = z.union(
-  [
-    z.literal(false),
-    z.strictObject({
-      host: z.string().min(1).default('127.0.0.1'),
-      port: port.default(9025),
-    }),
-  ],
-  { error: 'must be false, or a mapping with host and port' },
-);
+const httpEndpoint = z.strictObject({
+  host: z.string().min(1).default(DEFAULTS.http.host),
+  port: port.default(DEFAULTS.http.port),
+});
+
+const http = z.union([z.literal(false), httpEndpoint], { error: 'must be false, or a mapping with host and port' });
 
 const policy = z.strictObject({
-  from: lowerEnum(['rewrite', 'reject'] as const).default('rewrite'),
-  unknown_sender: lowerEnum(['reject', 'default'] as const).default('reject'),
+  from: lowerEnum(['rewrite', 'reject'] as const).default(DEFAULTS.policy.from),
+  unknown_sender: lowerEnum(['reject', 'default'] as const).default(DEFAULTS.policy.unknownSender),
 });
 
 export const configSchema = z.strictObject({
-  listen: orDefault(listen.default({ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], max_message_size: 25 * 1024 * 1024 })),
-  delivery: lowerEnum(['queue', 'passthrough'] as const).default('queue'),
-  queue: orDefault(queue.default({ dir: './var/queue', retry: [60_000, 300_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000], max_age: 2 * 86_400_000 })),
-  clients: orDefault(z.array(client).default([])),
+  listen: orDefault(listen, {}),
+  delivery: lowerEnum(['queue', 'passthrough'] as const).default(DEFAULTS.delivery),
+  queue: orDefault(queue, {}),
+  clients: orDefault(z.array(client), []),
   servers: z.array(server, { error: 'must be a list of servers' }).min(1, { error: 'at least one server is needed' }),
-  channels: orDefault(z.array(identity).default([])),
-  agents: orDefault(z.array(identity).default([])),
-  policy: orDefault(policy.default({ from: 'rewrite', unknown_sender: 'reject' })),
-  log: orDefault(log.default({ level: 'info' })),
-  state_dir: z.string().min(1).default('./var/state'),
-  http: orDefault(http.default({ host: '127.0.0.1', port: 9025 })),
+  channels: orDefault(z.array(identity), []),
+  agents: orDefault(z.array(identity), []),
+  policy: orDefault(policy, {}),
+  log: orDefault(log, {}),
+  // no default here: SENDAS_STATE_DIR comes between the file and the default (snapshot.ts)
+  state_dir: z.string().min(1).optional(),
+  http: orDefault(http, {}),
 });
 
 export type RawConfig = z.infer<typeof configSchema>;
@@ -216,13 +214,13 @@ export const KNOWN_KEYS = {
   listen: Object.keys(listen.shape),
   clients: Object.keys(client.shape),
   servers: Object.keys(server.shape),
-  tls: ['ca', 'servername', 'min_version', 'reject_unauthorized'],
+  tls: Object.keys(tls.shape),
   oauth: Object.keys(oauth.shape),
-  alternate: ['host', 'port', 'cooldown'],
+  alternate: Object.keys(alternate.shape),
   queue: Object.keys(queue.shape),
   identity: Object.keys(identity.shape),
-  override: ['username', 'password', 'auth', 'oauth'],
+  override: Object.keys(overrideAccount.shape),
   policy: Object.keys(policy.shape),
   log: Object.keys(log.shape),
-  http: ['host', 'port'],
+  http: Object.keys(httpEndpoint.shape),
 };

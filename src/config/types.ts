@@ -132,7 +132,7 @@ export interface ConfigWarning {
 }
 
 export interface ConfigSnapshot {
-  /** Short hash of the file's text: tells two loaded configs apart in logs. */
+  /** Short hash of the file's text and its secrets (version.ts): tells two loaded configs apart in logs. */
   readonly version: string;
   /** Absolute path of the YAML file this snapshot came from. */
   readonly file: string;
@@ -164,7 +164,7 @@ export interface ConfigSnapshot {
 export function serverOf(snapshot: ConfigSnapshot, identity: IdentityConfig): ServerConfig {
   if (identity.serverName === undefined) return snapshot.defaultServer;
   const server = snapshot.serversByName.get(identity.serverName);
-  // load.ts refuses a config with a dangling server reference, so this can't happen at run time
+  // relations.ts refuses a config with a dangling server reference, so this can't happen at run time
   if (!server) throw new Error(`${identity.path}.server names unknown server ${identity.serverName}`);
   return server;
 }

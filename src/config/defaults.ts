@@ -1,0 +1,35 @@
+import type { Security } from './types.js';
+
+/**
+ * What relay.yaml means when it leaves a key out. The schema fills these in; rules that read the
+ * document before validation and the snapshot builder use the same constants. README's tables
+ * describe them for users.
+ */
+export const DEFAULTS = {
+  listen: { host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 25 * 1024 * 1024 },
+  delivery: 'queue',
+  queue: {
+    /** Relative to the YAML file; SENDAS_QUEUE_DIR (set by the Docker image) wins over it. */
+    dir: './var/queue',
+    retryMs: [60_000, 300_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000],
+    maxAgeMs: 2 * 86_400_000,
+  },
+  /** Relative to the YAML file; SENDAS_STATE_DIR wins over it. */
+  stateDir: './var/state',
+  http: { host: '127.0.0.1', port: 9025 },
+  log: { level: 'info' },
+  policy: { from: 'rewrite', unknownSender: 'reject' },
+  server: {
+    type: 'smtp',
+    security: 'starttls',
+    grant: 'client_credentials',
+    rejectUnauthorized: true,
+    alternateCooldownMs: 60_000,
+  },
+} as const;
+
+/** The port a server listens on for each kind of security, when `port:` is not given. */
+export const PORT_BY_SECURITY: Readonly<Record<Security, number>> = { none: 25, starttls: 587, tls: 465 };
+
+/** Microsoft Graph: the default `graph_url`, and the office365 preset's. */
+export const MICROSOFT_GRAPH_URL = 'https://graph.microsoft.com';

@@ -1,0 +1,103 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { errnoText, formatPath, type ReportIssue } from './issues.js';
+import { asArray, getIn, isRecord, type Path } from './raw.js';
+import { Secret } from './secret.js';
+
+/** What a secret is for; the key path says whose it is. */
+export type SecretKind = 'client login password' | 'password' | 'tls ca' | 'oauth client secret' | 'refresh token';
+
+/** How the YAML gives the value: written inline, {env: NAME}, or {file: PATH} (absolute here). */
+export type SecretSource = { readonly type: 'inline' } | { readonly type: 'env'; readonly name: string } | { readonly type: 'file'; readonly file: string };
+
+/** One secret of relay.yaml: where it is written, what it is for, where its value comes from, the value. */
+export interface SecretReference {
+  /** Key path, e.g. "channels[0].override.password". */
+  readonly path: string;
+  readonly kind: SecretKind;
+  readonly source: SecretSource;
+  /** Undefined when it could not be resolved: the problem was reported, so no snapshot is built. */
+  readonly secret: Secret | undefined;
+}
+
+/**
+ * Every place relay.yaml can hold a secret. Order is file-independent and fixed: it is the order of
+ * the references, and so of the version digest.
+ */
+const PLACES: readonly { readonly list: 'clients' | 'servers' | 'channels' | 'agents'; readonly key: Path; readonly kind: SecretKind }[] = [
+  { list: 'clients', key: ['password'], kind: 'client login password' },
+  { list: 'servers', key: ['password'], kind: 'password' },
+  { list: 'servers', key: ['tls', 'ca'], kind: 'tls ca' },
+  { list: 'channels', key: ['override', 'password'], kind: 'password' },
+  { list: 'agents', key: ['override', 'password'], kind: 'password' },
+  { list: 'servers', key: ['oauth', 'client_secret'], kind: 'oauth client secret' },
+  { list: 'servers', key: ['oauth', 'refresh_token'], kind: 'refresh token' },
+  { list: 'channels', key: ['override', 'oauth', 'refresh_token'], kind: 'refresh token' },
+  { list: 'agents', key: ['override', 'oauth', 'refresh_token'], kind: 'refresh token' },
+];
+
+/**
+ * Finds and resolves every secret of the (unvalidated) document; a problem (unset variable,
+ * unreadable or empty file) is reported at the secret's key path. A value of the wrong shape is
+ * skipped: the schema reports it.
+ */
+export function resolveSecrets(raw: Record<string, unknown>, baseDir: string, env: NodeJS.ProcessEnv, at: ReportIssue): SecretReference[] {
+  const refs: SecretReference[] = [];
+  for (const place of PLACES) {
+    asArray(raw[place.list]).forEach((item, i) => {
+      const path: Path = [place.list, i, ...place.key];
+      const value = getIn(item, place.key);
+      const source = sourceOf(value, baseDir);
+      if (source) refs.push({ path: formatPath(path), kind: place.kind, source, secret: resolveOne(value as string | Record<string, string>, source, env, (m) => at(path, m)) });
+    });
+  }
+  return refs;
+}
+
+/** The {file: …} secrets' files, each once: what a watcher and the files fingerprint cover. */
+export function secretFilesOf(refs: readonly SecretReference[]): string[] {
+  return [...new Set(refs.flatMap((r) => (r.source.type === 'file' ? [r.source.file] : [])))];
+}
+
+/** The resolved value at a key path, for the snapshot builder. */
+export function secretAt(refs: readonly SecretReference[]): (path: string) => Secret | undefined {
+  const byPath = new Map(refs.map((r) => [r.path, r.secret]));
+  return (path) => byPath.get(path);
+}
+
+function sourceOf(value: unknown, baseDir: string): SecretSource | undefined {
+  if (typeof value === 'string') return { type: 'inline' };
+  if (!isRecord(value)) return undefined;
+  if (typeof value.env === 'string') return { type: 'env', name: value.env };
+  // a relative path is relative to the YAML file, like the queue directory
+  if (typeof value.file === 'string') return { type: 'file', file: resolve(baseDir, value.file) };
+  return undefined;
+}
+
+function resolveOne(value: string | Record<string, string>, source: SecretSource, env: NodeJS.ProcessEnv, problem: (message: string) => void): Secret | undefined {
+  switch (source.type) {
+    case 'inline':
+      return new Secret(value as string, 'inline');
+    case 'env': {
+      const v = env[source.name];
+      if (v === undefined || v === '') {
+        problem(`environment variable ${source.name} is ${v === undefined ? 'not set' : 'empty'}`);
+        return undefined;
+      }
+      return new Secret(v, `env ${source.name}`);
+    }
+    case 'file':
+      try {
+        // one trailing newline is what `echo` and most editors add; anything else is the secret
+        const v = readFileSync(source.file, 'utf8').replace(/\r?\n$/, '');
+        if (v === '') {
+          problem(`secret file ${source.file} is empty`);
+          return undefined;
+        }
+        return new Secret(v, `file ${source.file}`);
+      } catch (err) {
+        problem(`cannot read secret file ${source.file} (${errnoText(err)})`);
+        return undefined;
+      }
+  }
+}
