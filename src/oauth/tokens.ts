@@ -6,6 +6,9 @@ import { RelayError, oneLine } from '../errors/relay-error.js';
 import type { Account } from '../config/account.js';
 import type { Logger } from '../log.js';
 
+/** The only read of the real time in this module; everything else asks the clock it was given. */
+const wallClock = (): number => Date.now();
+
 export interface AccessToken {
   readonly token: string;
   /** Epoch ms. */
@@ -18,6 +21,10 @@ export interface TokenProviderOptions {
   readonly stateDir: () => string;
   readonly logger: Logger;
   readonly fetch?: typeof fetch;
+  /**
+   * The clock (epoch ms) behind every expiry decision and timestamp here, so tests can move time
+   * instead of waiting for a token to expire; the wall clock by default.
+   */
   readonly now?: () => number;
   /** Refresh this long before expiry (default 60 s). */
   readonly marginMs?: number;
@@ -43,7 +50,7 @@ export class TokenProvider {
 
   constructor(private readonly opts: TokenProviderOptions) {
     this.fetch = opts.fetch ?? fetch;
-    this.now = opts.now ?? Date.now;
+    this.now = opts.now ?? wallClock;
     this.marginMs = opts.marginMs ?? 60_000;
   }
 
@@ -167,10 +174,10 @@ interface StateFile {
  * Stores a refresh token obtained by `sendas oauth login`. It is marked as descending from the
  * YAML's current refresh token (if any), so it wins over it until ops put a different one there.
  */
-export async function saveLoginRefreshToken(stateDir: string, account: Account, token: string): Promise<string> {
+export async function saveLoginRefreshToken(stateDir: string, account: Account, token: string, now: () => number = wallClock): Promise<string> {
   const file = refreshTokenFile(stateDir, account);
   const configured = account.oauth?.refreshToken?.reveal();
-  await writeState(file, { account: account.key, refresh_token: token, origin: configured ? digest(configured) : null, updated_at: new Date().toISOString() });
+  await writeState(file, { account: account.key, refresh_token: token, origin: configured ? digest(configured) : null, updated_at: new Date(now()).toISOString() });
   return file;
 }
 
