@@ -1,6 +1,8 @@
 import { open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { QueueEntryMeta } from './entry.js';
+import { DoneMarks } from './file-done-marks.js';
+import { SEGMENT_NAME, segmentPath } from './file-names.js';
 import { fileWorker } from './file-worker.js';
 import { encodeRecord, parseSegment, RECORD_HEADER_LENGTH, type RecordLocation } from './journal-record.js';
 
@@ -30,8 +32,9 @@ interface Entry {
  * Done marks of delivered or deleted entries are not fdatasync'd: a crash of the process keeps
  * them (page cache), a power cut may lose the last seconds of them and the entries are
  * delivered again — the same duplicate window as the unsynced unlink of a delivered file entry.
- * Marks of entries that moved to a file of their own are synced: losing one would bring back an
- * entry whose file ops may since have deleted.
+ * The main thread writes them at once (file-done-marks.ts), so they do not wait behind the file
+ * worker's fsyncs. Marks of entries that moved to a file of their own are synced, by the file
+ * worker after the file: losing one would bring back an entry whose file ops may since have deleted.
  */
 export class Journal {
   private readonly entries = new Map<string, Entry>();
@@ -44,6 +47,7 @@ export class Journal {
   private readonly loadedMeta = new Map<string, QueueEntryMeta>();
   /** Segments whose remaining entries are being given files of their own (see crowded). */
   private readonly evicting = new Set<number>();
+  private readonly doneMarks = new DoneMarks();
   /**
    * Called with the entries of the oldest segment when more than MAX_OLD_SEGMENTS closed
    * segments still hold entries: entries that wait long for their first attempt (a rate-limited
@@ -93,7 +97,7 @@ export class Journal {
       for (const { meta, location } of parseSegment(await readFile(this.segmentPath(segment, 'log')))) {
         if (done.has(meta.id) || this.entries.has(meta.id)) continue;
         if (hasOwnFile(meta.id)) {
-          if (tidy) await fileWorker.markDone(this.dir, segment, meta.id, true);
+          if (tidy) await fileWorker.markDone(this.dir, segment, meta.id);
           continue;
         }
         this.entries.set(meta.id, { segment, location });
@@ -173,7 +177,7 @@ export class Journal {
     if (!entry) return;
     this.entries.delete(id);
     this.loadedMeta.delete(id);
-    const marked = fileWorker.markDone(this.dir, entry.segment, id, durable);
+    const marked = durable ? fileWorker.markDone(this.dir, entry.segment, id) : this.doneMarks.mark(this.segmentPath(entry.segment, 'done'), id);
     const live = (this.live.get(entry.segment) ?? 1) - 1;
     this.live.set(entry.segment, live);
     if (live === 0 && entry.segment < this.latest) this.releaseSegment(entry.segment);
@@ -182,25 +186,25 @@ export class Journal {
 
   /** Lets go of the segment being appended to (the relay stops, or a new store takes over the directory). */
   close(): Promise<void> {
+    this.doneMarks.close();
     return fileWorker.closeJournal(this.dir);
   }
 
   private releaseSegment(segment: number): void {
     this.live.delete(segment);
     this.evicting.delete(segment);
+    this.doneMarks.forget(this.segmentPath(segment, 'done'));
     // a failed deletion leaves an empty segment that the next start deletes
     fileWorker.release(this.dir, segment).catch(() => undefined);
   }
 
-  /** The file worker names them the same way (its segmentPath; it can import nothing of ours). */
   private segmentPath(segment: number, kind: 'log' | 'done'): string {
-    return join(this.dir, `${String(segment).padStart(10, '0')}.${kind}`);
+    return segmentPath(this.dir, segment, kind);
   }
 }
 
 /** A segment is closed and a new one begun past this size: the unit in which journal space is given back. */
 const SEGMENT_BYTES = 8 * 1024 * 1024;
-const SEGMENT_NAME = /^\d{10}\.(log|done)$/;
 /** Closed segments that may still hold entries before the oldest one's are moved out: 4 × 8 MiB of journal beyond the backlog itself. */
 const MAX_OLD_SEGMENTS = 4;
 

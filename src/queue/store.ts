@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { close as closeCb, createReadStream, fsync as fsyncCb, open as openCb, read as readCb, fstat as fstatCb, unlink as unlinkCb, writev as writevCb } from 'node:fs';
+import { close as closeCb, createReadStream, fsync as fsyncCb, open as openCb, read as readCb, fstat as fstatCb, unlink as unlinkCb } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import type { QueueEntryMeta } from './entry.js';
 import { DirSync } from './dir-sync.js';
 import { fileWorker } from './file-worker.js';
+import { writeAll } from './file-write.js';
 import { Journal } from './journal.js';
 
 // file descriptors rather than FileHandles where a file is written or read in pieces (a large
@@ -413,28 +414,6 @@ class RecentMessages {
   delete(id: string): void {
     this.take(id);
   }
-}
-
-async function writeAll(fd: number, chunks: Buffer[]): Promise<void> {
-  let rest = chunks;
-  while (rest.length > 0) {
-    let written = await writevAt(fd, rest);
-    // a short write (rare: a full disk, a signal) continues where it stopped
-    const next: Buffer[] = [];
-    for (const c of rest) {
-      if (written >= c.length) {
-        written -= c.length;
-        continue;
-      }
-      next.push(written > 0 ? c.subarray(written) : c);
-      written = 0;
-    }
-    rest = next;
-  }
-}
-
-function writevAt(fd: number, chunks: Buffer[]): Promise<number> {
-  return new Promise((resolve, reject) => writevCb(fd, chunks, (err, written) => (err ? reject(err) : resolve(written))));
 }
 
 function readAt(fd: number, length: number, position: number): Promise<Buffer> {

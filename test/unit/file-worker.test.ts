@@ -1,10 +1,15 @@
 import { spawnSync } from 'node:child_process';
+import { closeSync, constants, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DoneMarks } from '../../src/queue/file-done-marks.js';
+import { segmentPath } from '../../src/queue/file-names.js';
 import { fileWorker } from '../../src/queue/file-worker.js';
+import { Journal } from '../../src/queue/journal.js';
+import { ThreadExitedError } from '../../src/threads/thread-exited.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -53,12 +58,12 @@ describe('the queue file worker', () => {
   });
 
   it('a worker that dies fails what it was asked (the client gets a 451 and sends again); the next request starts a new one', async () => {
-    const internals = fileWorker as unknown as { worker?: { terminate(): Promise<number> } };
     await fileWorker.unlink(join(dir, 'active', 'warm-up.eml'));
     // stopped before it could read the request: the request is answered by the thread's exit
-    void internals.worker!.terminate();
+    void fileWorker.terminate();
     const pending = fileWorker.writeEntry(join(dir, 'tmp', 'F.eml'), join(dir, 'active', 'F.eml'), [Buffer.from('lost')]);
-    await expect(pending).rejects.toThrow(/queue file worker stopped/);
+    await expect(pending).rejects.toBeInstanceOf(ThreadExitedError);
+    await expect(pending).rejects.toThrow(/the sendas queue files thread stopped/);
     expect(await readdir(join(dir, 'active'))).toEqual([]);
     await fileWorker.writeEntry(join(dir, 'tmp', 'G.eml'), join(dir, 'active', 'G.eml'), [Buffer.from('after')]);
     expect(await readFile(join(dir, 'active', 'G.eml'), 'utf8')).toBe('after');
@@ -104,11 +109,14 @@ describe('the queue file worker: journal appends', () => {
     expect(await readFile(join(journal(), '0000000001.log'), 'utf8')).toBe('from an earlier run');
   });
 
-  it('done marks go to the segment\'s .done; release deletes both files; a failed append is answered with its error and the next opens a new segment', async () => {
+  it('done marks go to the segment\'s .done (a delivered one from the main thread, a durable one from the worker); release deletes both files; a failed append is answered with its error and the next opens a new segment', async () => {
     const { segment } = await fileWorker.append(journal(), Buffer.from('x'), 1, 1 << 20);
-    await fileWorker.markDone(journal(), segment, 'AAAAAAAAAAAA', false);
-    await fileWorker.markDone(journal(), segment, 'BBBBBBBBBBBB', true);
+    const marks = new DoneMarks();
+    await marks.mark(segmentPath(journal(), segment, 'done'), 'AAAAAAAAAAAA');
+    marks.forget(segmentPath(journal(), segment, 'done'));
+    await fileWorker.markDone(journal(), segment, 'BBBBBBBBBBBB');
     expect(await readFile(join(journal(), '0000000001.done'), 'utf8')).toBe('AAAAAAAAAAAA\nBBBBBBBBBBBB\n');
+    expect((await stat(join(journal(), '0000000001.done'))).mode & 0o777).toBe(0o600);
     // the segment being appended to is kept
     await fileWorker.release(journal(), 1);
     expect(await readdir(journal())).toContain('0000000001.log');
@@ -120,5 +128,44 @@ describe('the queue file worker: journal appends', () => {
     await expect(fileWorker.append(journal(), Buffer.from('y'), 1, 1 << 20)).rejects.toMatchObject({ code: 'ENOENT' });
     await mkdir(journal());
     expect((await fileWorker.append(journal(), Buffer.from('z'), 1, 1 << 20)).segment).toBe(2);
+  });
+});
+
+describe('the delivered mark', () => {
+  const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+  const journal = () => join(dir, 'journal');
+  beforeEach(async () => {
+    await mkdir(journal());
+  });
+  afterEach(async () => {
+    await fileWorker.closeJournal(journal());
+  });
+
+  it('reaches the .done file within the turn it is asked in, while the file worker is stuck in a batch with an acceptance behind it', async () => {
+    const j = new Journal(journal());
+    await j.load(() => false, false);
+    await j.append('AAAAAAAAAAAA', Buffer.from('{}'), [Buffer.from('delivered\r\n')], 11);
+    // The worker is held inside a batch, as by a slow fdatasync: a durable mark whose .done is a
+    // FIFO blocks in open() until a reader comes. The next acceptance waits behind that batch.
+    const fifo = segmentPath(journal(), 99, 'done');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    const stuck = fileWorker.markDone(journal(), 99, 'ZZZZZZZZZZZZ').catch(() => undefined);
+    let accepted = false;
+    const acceptance = j.append('BBBBBBBBBBBB', Buffer.from('{}'), [Buffer.from('accepted\r\n')], 10).then(() => (accepted = true));
+    const delivered = j.done('AAAAAAAAAAAA', false);
+    try {
+      await Promise.race([delivered, turn().then(turn)]);
+      const done = segmentPath(journal(), 1, 'done');
+      expect(existsSync(done) && readFileSync(done, 'latin1')).toBe('AAAAAAAAAAAA\n');
+      expect(accepted).toBe(false);
+      await delivered;
+    } finally {
+      // a reader lets the worker's open() return (its fdatasync of a FIFO then fails the stuck mark)
+      const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+      await stuck;
+      await acceptance;
+      closeSync(reader);
+    }
+    expect(accepted).toBe(true);
   });
 });
