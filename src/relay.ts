@@ -12,15 +12,13 @@ import { isRelayError } from './errors/relay-error.js';
 import { TransportPools } from './transport/pools.js';
 import { UpstreamThread } from './transport/upstream-thread.js';
 import { DEFAULT_TUNING } from './transport/options.js';
-import { ConfigError, loadConfigFile, type ConfigIssue } from './config/load.js';
-import { describeChange, diffSnapshots, isEmptyChange, type ConfigChange } from './config/diff.js';
+import { ConfigHolder, type ConfigChange, type ConfigEvent } from './config/holder.js';
+import { logConfigEvent } from './config/reload-log.js';
 import { accountFor } from './config/account.js';
 import { RelayMetrics } from './ops/metrics.js';
 import { TokenProvider } from './oauth/tokens.js';
 import { relayStatus, type RelayStatus } from './ops/status.js';
 import { access, constants } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 
 export interface RelayOptions {
   readonly snapshot: ConfigSnapshot;
@@ -37,7 +35,8 @@ export interface RelayOptions {
  * snapshot a message was accepted under.
  */
 export class Relay {
-  private snapshot: ConfigSnapshot;
+  /** The current snapshot, reload, last reload error (config/holder.ts). */
+  private readonly config: ConfigHolder;
   private readonly logger: Logger;
   private readonly listener: Listener;
   private readonly pools: TransportPools;
@@ -48,12 +47,9 @@ export class Relay {
   private readonly graceMs: number;
   readonly metrics: RelayMetrics;
   private readonly tokens: TokenProvider;
-  private loadedAt = new Date();
-  private lastReloadError: { at: Date; issues: readonly ConfigIssue[] } | undefined;
-  private lastSeenFiles: string | undefined;
 
   constructor(opts: RelayOptions) {
-    this.snapshot = opts.snapshot;
+    this.config = new ConfigHolder(opts.snapshot);
     this.logger = opts.logger;
     this.hostname = opts.hostname ?? hostname();
     this.graceMs = opts.shutdownGraceMs ?? 5_000;
@@ -64,7 +60,6 @@ export class Relay {
       upstreamConnections: () => this.pools.openConnections() + this.upstreamThread.openConnections(),
     });
     this.metrics.setConfigVersion(this.snapshot.version);
-    this.lastSeenFiles = this.filesFingerprint();
     const upstreamThread = (this.upstreamThread = new UpstreamThread(this.pools, { ...DEFAULT_TUNING, helo: this.hostname }));
     if (this.snapshot.delivery === 'queue') {
       const store = new QueueStore(this.snapshot.queue.dir);
@@ -87,6 +82,7 @@ export class Relay {
       logger: this.logger,
       hostname: this.hostname,
     });
+    this.config.subscribe((event) => this.configChanged(event));
   }
 
   /** Binds the configured address (or the given override, e.g. port 0 in tests). */
@@ -109,7 +105,16 @@ export class Relay {
   }
 
   get currentSnapshot(): ConfigSnapshot {
-    return this.snapshot;
+    return this.config.current;
+  }
+
+  private get snapshot(): ConfigSnapshot {
+    return this.config.current;
+  }
+
+  /** The config file and the secret files it references: what the watcher watches. */
+  get configFiles(): readonly string[] {
+    return this.config.files;
   }
 
   /**
@@ -119,78 +124,28 @@ export class Relay {
    * config, and the errors are logged and shown in /status until a valid file arrives.
    */
   reloadFromFile(reason: string): ConfigChange | undefined {
-    // a SIGHUP and the watcher's event for the same edit, or an editor touching the file: only
-    // parse when the bytes of the file or of a secret file changed
-    const seen = this.filesFingerprint();
-    if (seen !== undefined && seen === this.lastSeenFiles) return undefined;
-    this.lastSeenFiles = seen;
-    let next: ConfigSnapshot;
-    try {
-      next = loadConfigFile(this.snapshot.file);
-    } catch (err) {
-      if (!(err instanceof ConfigError)) throw err;
-      const repeated = this.lastReloadError && JSON.stringify(this.lastReloadError.issues) === JSON.stringify(err.issues);
-      this.lastReloadError = { at: new Date(), issues: err.issues };
-      this.metrics.reloads.inc({ result: 'failed' });
-      if (!repeated) {
-        this.logger.error(
-          { reason, file: err.file, issues: err.issues, version: this.snapshot.version },
-          `configuration reload failed; still serving with version ${this.snapshot.version}: ${err.issues.length} problem${err.issues.length === 1 ? '' : 's'}`,
-        );
-      }
-      return undefined;
-    }
-    if (next.version === this.snapshot.version) {
-      // an editor touched the file, or a directory event: nothing to do, but an earlier error is over
-      if (this.lastReloadError) this.recovered(next, reason);
-      return undefined;
-    }
-    return this.apply(next, reason);
-  }
-
-  /** A digest of the config file and the secret files it references, as they are on disk now. */
-  private filesFingerprint(): string | undefined {
-    try {
-      const hash = createHash('sha256').update(readFileSync(this.snapshot.file));
-      for (const f of this.snapshot.secretFiles) {
-        try {
-          hash.update('\0').update(readFileSync(f));
-        } catch {
-          hash.update('\0-');
-        }
-      }
-      return hash.digest('hex');
-    } catch {
-      return undefined;
-    }
+    return this.config.reload(reason);
   }
 
   /** Swaps in a validated snapshot. */
   apply(next: ConfigSnapshot, reason = 'api'): ConfigChange {
-    const change = diffSnapshots(this.snapshot, next);
-    this.snapshot = next;
-    this.loadedAt = new Date();
-    const hadError = this.lastReloadError !== undefined;
-    this.lastReloadError = undefined;
-    this.logger.level = next.log.level;
-    this.listener.applyLimits(next);
-    const wanted = this.wantedPools(next);
-    const closed = this.pools.retain(wanted);
-    this.upstreamThread.retain(wanted);
-    this.metrics.reloads.inc({ result: 'ok' });
-    this.metrics.setConfigVersion(next.version);
-    const fields = { reason, version: next.version, change, closedPools: closed, ...(hadError ? { recovered: true } : {}) };
-    const text = `configuration reloaded (version ${next.version}): ${describeChange(change)}`;
-    if (change.needsRestart.length > 0) this.logger.warn(fields, `${text}. Restart sendas to apply ${change.needsRestart.join(', ')}`);
-    else this.logger.info(fields, isEmptyChange(change) ? `configuration reloaded (version ${next.version}): secrets or formatting only` : text);
-    for (const w of next.warnings) this.logger.warn({ path: w.path }, w.message);
-    return change;
+    return this.config.apply(next, reason);
   }
 
-  private recovered(current: ConfigSnapshot, reason: string): void {
-    this.lastReloadError = undefined;
-    this.metrics.reloads.inc({ result: 'ok' });
-    this.logger.info({ reason, version: current.version, recovered: true }, `configuration is valid again (version ${current.version}, unchanged)`);
+  /** What a new snapshot changes in the running stages; every reload's one log line and its metrics. */
+  private configChanged(event: ConfigEvent): void {
+    let closedPools: readonly string[] | undefined;
+    if (event.type === 'applied') {
+      const next = event.snapshot;
+      this.logger.level = next.log.level;
+      this.listener.applyLimits(next);
+      const wanted = this.wantedPools(next);
+      closedPools = this.pools.retain(wanted);
+      this.upstreamThread.retain(wanted);
+    }
+    this.metrics.reloads.inc({ result: event.type === 'failed' ? 'failed' : 'ok' });
+    if (event.type === 'applied') this.metrics.setConfigVersion(event.snapshot.version);
+    logConfigEvent(this.logger, event, closedPools);
   }
 
   /** Every pool the new config can use, with its settings fingerprint: the rest are closed. */
@@ -229,9 +184,9 @@ export class Relay {
   /** /status: what ops want to see at a glance. */
   status(): RelayStatus {
     return relayStatus({
-      snapshot: this.snapshot,
-      loadedAt: this.loadedAt,
-      lastReloadError: this.lastReloadError,
+      snapshot: this.config.current,
+      loadedAt: this.config.loadedAt,
+      lastReloadError: this.config.lastReloadError,
       queue: this.queue?.runner.stats(),
     });
   }
