@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import nodemailer from 'nodemailer';
 import type SMTPTransport from 'nodemailer/lib/smtp-transport';
 import type { ConfigSnapshot, IdentityConfig, IdentityKind } from '../config/types.js';
-import { upstreamContext } from '../delivery/send.js';
+import { upstreamContext } from '../transport/send.js';
 import { classifyUpstreamError } from '../errors/classify.js';
 import { RelayError, oneLine } from '../errors/relay-error.js';
 import { accountFor, serverAccount, type Account } from '../config/account.js';

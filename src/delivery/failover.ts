@@ -1,5 +1,5 @@
 import type { ServerConfig } from '../config/types.js';
-import type { RelayError } from '../errors/relay-error.js';
+import type { SendOutcome } from '../transport/send.js';
 
 export interface Route {
   readonly host: string;
@@ -7,27 +7,32 @@ export interface Route {
   readonly alternate: boolean;
 }
 
-/**
- * Failures that say "this host can't be reached" (connect, DNS, timeout, TLS, 421 service not
- * available), as opposed to "this host refuses this message or this account".
- */
-export function isUnreachable(err: RelayError): boolean {
-  return err.kind === 'network' || err.kind === 'tls' || /^421[ -]/.test(err.upstreamReply ?? '');
-}
+/** What a send's outcome means for the server's routing. */
+export type FailoverTurn =
+  /** The primary could not be reached: send this batch again on the alternate. */
+  | 'use-alternate'
+  /** The primary took a send begun after the cool-down: traffic is back on it. */
+  | 'back-to-primary'
+  | undefined;
 
 /**
- * Which host a server's messages go to. After the primary fails with a connection-level error
- * the alternate is used; once `cooldown` has passed, the next send probes the primary and, if it
- * answers, goes back to it. (Unlike some help-desk products, a restart is not needed to return.)
+ * Which host a server's messages go to. After the primary fails with an error classified as
+ * unreachable the alternate is used; once `cooldown` has passed, the next send probes the primary
+ * and, if it answers, traffic goes back to it (no restart needed).
+ *
+ * Only a send that began after the cool-down ends a failover: sends begun before the primary
+ * failed finish afterwards, and one of them succeeding on a connection opened back then says
+ * nothing about the primary now (it used to end every failover within milliseconds).
  */
 export class FailoverState {
-  private onAlternateSince: number | undefined;
+  private failedOver = false;
+  /** No send goes to the primary before this, and only sends begun from then on count. */
   private nextProbeAt = 0;
 
   constructor(private readonly server: ServerConfig) {}
 
   get usingAlternate(): boolean {
-    return this.onAlternateSince !== undefined;
+    return this.failedOver;
   }
 
   primary(): Route {
@@ -39,21 +44,46 @@ export class FailoverState {
     return alt ? { host: alt.host, port: alt.port, alternate: true } : undefined;
   }
 
-  /** Should the next send try the primary first (always, unless failed over and not yet cooled down)? */
+  /** Should a send starting at `now` try the primary first (always, unless failed over and not yet cooled down)? */
   shouldTryPrimary(now: number): boolean {
-    return this.onAlternateSince === undefined || now >= this.nextProbeAt;
+    return !this.failedOver || now >= this.nextProbeAt;
+  }
+
+  /** Where a send starting at `now` goes first. */
+  routeAt(now: number): Route {
+    const alternate = this.alternate();
+    return alternate && !this.shouldTryPrimary(now) ? alternate : this.primary();
+  }
+
+  /**
+   * Applies the outcome of a send on `route` that began at `startedAt` and ended at `now`. The
+   * classification decides what "unreachable" is; this only keeps time.
+   */
+  afterSend(route: Route, outcome: SendOutcome, startedAt: number, now: number): FailoverTurn {
+    if (route.alternate) return undefined;
+    if (!outcome.ok) {
+      if (!outcome.error.unreachable || !this.server.alternate) return undefined;
+      this.primaryFailed(now);
+      return 'use-alternate';
+    }
+    return this.primaryWorked(startedAt) ? 'back-to-primary' : undefined;
   }
 
   /** The primary could not be reached: use the alternate until the cool-down has passed. */
   primaryFailed(now: number): void {
-    if (this.onAlternateSince === undefined) this.onAlternateSince = now;
+    this.failedOver = true;
     this.nextProbeAt = now + (this.server.alternate?.cooldownMs ?? 60_000);
   }
 
-  /** The primary answered: back to it. Returns true if this ends a failover. */
-  primaryWorked(): boolean {
-    const was = this.onAlternateSince !== undefined;
-    this.onAlternateSince = undefined;
-    return was;
+  /** The primary took a send begun at `startedAt`. Returns true if this ends a failover. */
+  primaryWorked(startedAt: number): boolean {
+    if (!this.failedOver || startedAt < this.nextProbeAt) return false;
+    this.failedOver = false;
+    return true;
   }
+}
+
+/** What a server's failover depends on: a change (reload) starts it afresh. */
+export function failoverFingerprint(server: ServerConfig): string {
+  return `${server.host}:${server.port}|${server.alternate?.host}:${server.alternate?.port}|${server.alternate?.cooldownMs}`;
 }

@@ -1,18 +1,19 @@
 import type { Readable } from 'node:stream';
-import type { ConfigSnapshot, ServerConfig } from '../config/types.js';
-import { formatAge } from '../config/duration.js';
+import type { ConfigSnapshot } from '../config/types.js';
 import { RelayError, isRelayError } from '../errors/relay-error.js';
 import { accountFor, type Account } from '../config/account.js';
 import type { Logger } from '../log.js';
-import { pendingRecipients, type QueueEntryMeta, type RecipientState, type StoredError } from '../queue/entry.js';
+import { pendingRecipients, type QueueEntryMeta, type RecipientState } from '../queue/entry.js';
 import type { QueueStore } from '../queue/store.js';
 import type { TransportPools } from '../transport/pools.js';
 import type { UpstreamThread } from '../transport/upstream-thread.js';
+import { deliverInThread, deliverNow, type SendOutcome } from '../transport/send.js';
+import type { UpstreamEnvelope } from '../mail/envelope.js';
+import { systemClock, type Clock, type Timer } from './clock.js';
+import { applyBatchOutcome, applyUnusableAccount, concludeAttempt } from './decide.js';
 import { DueHeap } from './due-heap.js';
-import { FailoverState, isUnreachable, type Route } from './failover.js';
-import { RateWindow } from './rate-limit.js';
-import { verdictAfterAttempt } from './schedule.js';
-import { deliverInThread, deliverNow, type DeliveryOutcome } from './send.js';
+import type { Route } from './failover.js';
+import { FailoverRegistry, Lane } from './lane.js';
 import type { RelayMetrics } from '../ops/metrics.js';
 
 /** Builds the failure notice for an entry; returns undefined when none is due. */
@@ -29,6 +30,14 @@ export interface QueueRunnerOptions {
   readonly metrics?: RelayMetrics;
   /** Sends messages held in memory from a worker thread (see UpstreamThread); without it, everything goes through `pools`. */
   readonly upstreamThread?: UpstreamThread;
+  /** Time for due entries, retries, rates and cool-downs; the system's by default. */
+  readonly clock?: Clock;
+  /** One upstream transaction; by default through `upstreamThread` or `pools` (tests give their own). */
+  readonly transport?: QueueTransport;
+}
+
+export interface QueueTransport {
+  send(meta: QueueEntryMeta, account: Account, envelope: UpstreamEnvelope, route: Route): Promise<SendOutcome>;
 }
 
 interface Tracked {
@@ -47,18 +56,24 @@ interface Tracked {
  */
 export class QueueRunner {
   private readonly tracked = new Map<string, Tracked>();
-  private readonly lines = new Map<string, string[]>();
-  private readonly running = new Map<string, number>();
-  private readonly failovers = new Map<string, { fingerprint: string; state: FailoverState }>();
-  private readonly rates = new Map<string, { fingerprint: string; window: RateWindow }>();
+  /** Every account's lane, kept while the relay runs: its rate window and failover outlive a quiet spell. */
+  private readonly lanes = new Map<string, Lane>();
+  /** The lanes with entries due, served round-robin. */
+  private readonly busy = new Map<string, Lane>();
+  private readonly failovers = new FailoverRegistry();
   private readonly attempts = new Set<Promise<void>>();
   /** Waiting entries by due time; a copy is current while its entry still waits for that time. */
   private readonly waiting = new DueHeap<Tracked>((t, at) => t.state === 'waiting' && t.dueAt === at && this.tracked.get(t.meta.id) === t);
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
   private timerAt = Infinity;
   private stopped = false;
+  private readonly clock: Clock;
+  private readonly transport: QueueTransport;
 
-  constructor(private readonly opts: QueueRunnerOptions) {}
+  constructor(private readonly opts: QueueRunnerOptions) {
+    this.clock = opts.clock ?? systemClock;
+    this.transport = opts.transport ?? { send: (meta, account, envelope, route) => this.sendThroughPools(meta, account, envelope, route) };
+  }
 
   /** Picks up every entry left in the queue (after a restart or a crash). */
   async start(): Promise<number> {
@@ -79,7 +94,7 @@ export class QueueRunner {
   retryNow(meta: QueueEntryMeta): void {
     const t = this.tracked.get(meta.id);
     if (t) {
-      if (t.state === 'waiting') this.wait(t, Date.now());
+      if (t.state === 'waiting') this.wait(t, this.clock.now());
     } else {
       this.track(meta);
     }
@@ -95,10 +110,7 @@ export class QueueRunner {
       return false;
     }
     this.tracked.delete(id);
-    for (const line of this.lines.values()) {
-      const i = line.indexOf(id);
-      if (i >= 0) line.splice(i, 1);
-    }
+    for (const lane of this.busy.values()) lane.remove(id);
     return true;
   }
 
@@ -107,7 +119,7 @@ export class QueueRunner {
   }
 
   /** Queue depth, oldest age and per-server counts, for /metrics and /status. */
-  stats(now = Date.now()): { depth: number; oldestAgeSeconds: number; byServer: Record<string, { queued: number; oldestAgeSeconds: number }> } {
+  stats(now = this.clock.now()): { depth: number; oldestAgeSeconds: number; byServer: Record<string, { queued: number; oldestAgeSeconds: number }> } {
     let oldest = now;
     const byServer: Record<string, { queued: number; oldestAgeSeconds: number }> = {};
     for (const { meta } of this.tracked.values()) {
@@ -123,50 +135,49 @@ export class QueueRunner {
   /** Stops starting attempts; waits up to `graceMs` for running ones. Unfinished entries stay queued on disk. */
   async stop(graceMs: number): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.allSettled([...this.attempts]), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
-    if (timer) clearTimeout(timer);
+    this.timer?.cancel();
+    let timer: Timer | undefined;
+    await Promise.race([Promise.allSettled([...this.attempts]), new Promise<void>((resolve) => (timer = this.clock.setTimer(resolve, graceMs)))]);
+    timer?.cancel();
   }
 
   private track(meta: QueueEntryMeta): void {
     const t: Tracked = { meta, dueAt: 0, state: 'waiting' };
     this.tracked.set(meta.id, t);
-    this.wait(t, meta.nextAttemptAt ? Date.parse(meta.nextAttemptAt) : Date.now());
+    this.wait(t, meta.nextAttemptAt ? Date.parse(meta.nextAttemptAt) : this.clock.now());
   }
 
   private wait(t: Tracked, dueAt: number): void {
     t.state = 'waiting';
-    t.dueAt = Number.isNaN(dueAt) ? Date.now() : dueAt;
+    t.dueAt = Number.isNaN(dueAt) ? this.clock.now() : dueAt;
     this.waiting.push(t, t.dueAt);
   }
 
   /** Moves due entries into their account's line, starts what may start, and sets the timer for the next one. */
   private pump(): void {
     if (this.stopped) return;
-    const now = Date.now();
+    const now = this.clock.now();
     const snapshot = this.opts.getSnapshot();
     for (const t of this.waiting.takeDue(now)) {
       if (t.state !== 'waiting') continue; // the same due time pushed twice
       t.state = 'ready';
-      const key = this.lineKey(snapshot, t.meta);
-      let line = this.lines.get(key);
-      if (!line) this.lines.set(key, (line = []));
-      line.push(t.meta.id);
+      const lane = this.laneOf(this.lineKey(snapshot, t.meta));
+      lane.push(t.meta.id);
+      this.busy.set(lane.key, lane);
     }
     this.dispatch();
     const next = this.waiting.nextAt();
     if (next < this.timerAt || this.timer === undefined) {
-      if (this.timer) clearTimeout(this.timer);
+      this.timer?.cancel();
       this.timer = undefined;
       this.timerAt = Infinity;
       if (next !== Infinity) {
         this.timerAt = next;
-        this.timer = setTimeout(() => {
+        this.timer = this.clock.setTimer(() => {
           this.timer = undefined;
           this.timerAt = Infinity;
           this.pump();
-        }, Math.max(0, next - now));
+        }, next - now);
       }
     }
   }
@@ -176,25 +187,28 @@ export class QueueRunner {
     let started = true;
     while (started && !this.stopped) {
       started = false;
-      for (const [key, line] of this.lines) {
-        if (line.length === 0) {
-          this.lines.delete(key);
+      for (const [key, lane] of this.busy) {
+        if (lane.waiting === 0) {
+          this.busy.delete(key);
+          // an entry's own lane (its account could not be resolved) is not kept
+          if (lane.running === 0 && key.startsWith(UNRESOLVED)) this.lanes.delete(key);
           continue;
         }
-        if ((this.running.get(key) ?? 0) >= this.opts.maxPerAccount) continue;
-        const id = line.shift()!;
+        if (lane.running >= this.opts.maxPerAccount) continue;
+        const id = lane.take()!;
         const t = this.tracked.get(id);
         if (!t || t.state !== 'ready') continue;
         started = true;
-        this.running.set(key, (this.running.get(key) ?? 0) + 1);
+        lane.running++;
         t.state = 'running';
-        const attempt = this.attempt(t)
+        const attempt = this.attempt(t, lane)
           .catch((err: unknown) => {
             this.opts.logger.error({ id, err: { message: (err as Error).message } }, 'queue attempt failed unexpectedly; retrying in 1 minute');
-            t.dueAt = Date.now() + 60_000;
+            t.dueAt = this.clock.now() + 60_000;
           })
           .finally(() => {
-            this.running.set(key, (this.running.get(key) ?? 1) - 1);
+            lane.running--;
+            if (lane.running === 0 && lane.waiting === 0 && key.startsWith(UNRESOLVED)) this.lanes.delete(key);
             this.attempts.delete(attempt);
             if (t.deleteAfterAttempt) {
               this.tracked.delete(id);
@@ -211,7 +225,13 @@ export class QueueRunner {
 
   private lineKey(snapshot: ConfigSnapshot, meta: QueueEntryMeta): string {
     const account = this.accountOf(snapshot, meta);
-    return isRelayError(account) ? `unresolved/${meta.id}` : account.key;
+    return isRelayError(account) ? `${UNRESOLVED}${meta.id}` : account.key;
+  }
+
+  private laneOf(key: string): Lane {
+    let lane = this.lanes.get(key);
+    if (!lane) this.lanes.set(key, (lane = new Lane(key, this.failovers)));
+    return lane;
   }
 
   private accountOf(snapshot: ConfigSnapshot, meta: QueueEntryMeta): Account | RelayError {
@@ -227,7 +247,7 @@ export class QueueRunner {
     return accountFor(snapshot, identity);
   }
 
-  private async attempt(t: Tracked): Promise<void> {
+  private async attempt(t: Tracked, lane: Lane): Promise<void> {
     const { meta } = t;
     const snapshot = this.opts.getSnapshot();
     const started = performance.now();
@@ -236,21 +256,20 @@ export class QueueRunner {
     const account = this.accountOf(snapshot, meta);
 
     if (isRelayError(account)) {
-      // the account can't be used now (identity removed, password missing): ops can fix it, so wait
-      const temporary = new RelayError(account.kind, { code: 451, enhanced: account.status.enhanced.replace(/^5/, '4') }, account.message);
-      for (const r of pendingRecipients(meta)) this.recordFailure(r, temporary, undefined, true);
-      meta.lastError = stored(temporary);
-      this.opts.metrics?.failed.inc({ reason: temporary.kind, server: meta.serverName, outcome: 'deferred' });
-      this.logAttempt(meta, undefined, undefined, 'deferred', started, { ...temporary.toLog() });
+      const deferred = applyUnusableAccount(meta, account, this.clock.now());
+      this.opts.metrics?.failed.inc({ reason: deferred.kind, server: meta.serverName, outcome: 'deferred' });
+      this.logAttempt(meta, undefined, undefined, 'deferred', started, { ...deferred.toLog() });
     } else {
+      // a reload may have moved the entry to another account since it was lined up
+      const own = account.key === lane.key ? lane : this.laneOf(account.key);
       const pending = pendingRecipients(meta);
       // Graph delivers to the message's headers, not to an envelope: batches would send header recipients the message again
       const batchSize = account.server.type === 'graph' ? pending.length : (account.server.maxRecipients ?? pending.length);
       for (let i = 0; i < pending.length; i += batchSize) {
         if (this.stopped) break;
         const batch = pending.slice(i, i + batchSize);
-        await this.rateOf(account).acquire();
-        await this.sendBatch(meta, account, batch, started);
+        await own.rate(account)?.acquire(this.clock);
+        await this.sendBatch(meta, account, own, batch, started);
         // each batch's outcome is on disk before the next one: a recipient that got the message is never
         // sent it again. After the last batch conclude() writes the entry's new state (or deletes it when
         // every recipient has it): writing it here too would cost an fsync for nothing (a crash in between
@@ -262,52 +281,36 @@ export class QueueRunner {
     await this.conclude(t, snapshot);
   }
 
-  private async sendBatch(meta: QueueEntryMeta, account: Account, batch: RecipientState[], started: number): Promise<void> {
-    const failover = this.failoverOf(account.server);
-    const primary = failover.primary();
-    const alternate = failover.alternate();
-    const first: Route = failover.shouldTryPrimary(Date.now()) || !alternate ? primary : alternate;
+  private async sendBatch(meta: QueueEntryMeta, account: Account, lane: Lane, batch: RecipientState[], started: number): Promise<void> {
+    const failover = lane.failover(account.server);
     const envelope = { from: meta.envelope.originalFrom === '' ? '' : account.address, to: batch.map((r) => r.address), eightBit: meta.envelope.eightBit };
     for (const r of batch) r.attempts++;
 
-    let route = first;
-    let outcome: DeliveryOutcome | RelayError = await this.send(meta, account, envelope, route);
-    if (isRelayError(outcome) && !route.alternate && alternate && isUnreachable(outcome)) {
-      failover.primaryFailed(Date.now());
-      this.opts.logger.warn({ server: account.server.name, primary: `${primary.host}:${primary.port}`, alternate: `${alternate.host}:${alternate.port}`, ...outcome.toLog() }, 'primary unreachable: using the alternate');
-      route = alternate;
-      outcome = await this.send(meta, account, envelope, route);
-    } else if (!isRelayError(outcome) && !route.alternate && failover.primaryWorked()) {
-      this.opts.logger.info({ server: account.server.name, primary: `${primary.host}:${primary.port}` }, 'primary reachable again: back from the alternate');
+    const sentAt = this.clock.now();
+    let route = failover.routeAt(sentAt);
+    let outcome = await this.transport.send(meta, account, envelope, route);
+    const turn = failover.afterSend(route, outcome, sentAt, this.clock.now());
+    if (turn === 'use-alternate' && !outcome.ok) {
+      const primary = route;
+      route = failover.alternate()!;
+      this.opts.logger.warn({ server: account.server.name, primary: `${primary.host}:${primary.port}`, alternate: `${route.host}:${route.port}`, ...outcome.error.toLog() }, 'primary unreachable: using the alternate');
+      outcome = await this.transport.send(meta, account, envelope, route);
+    } else if (turn === 'back-to-primary') {
+      this.opts.logger.info({ server: account.server.name, primary: `${route.host}:${route.port}` }, 'primary reachable again: back from the alternate');
     }
 
-    if (isRelayError(outcome)) {
-      for (const r of batch) this.recordFailure(r, outcome, route.host, outcome.temporary);
-      meta.lastError = stored(outcome, route.host);
-      this.opts.metrics?.failed.inc({ reason: outcome.kind, server: account.server.name, outcome: outcome.temporary ? 'deferred' : 'failed' });
-      this.logAttempt(meta, account, route, outcome.temporary ? 'deferred' : 'failed', started, { recipients: batch.length, ...outcome.toLog() });
+    const result = applyBatchOutcome(meta, batch, outcome, route.host, this.clock.now());
+    const server = account.server.name;
+    if (!outcome.ok) {
+      const { error } = outcome;
+      this.opts.metrics?.failed.inc({ reason: error.kind, server, outcome: result });
+      this.logAttempt(meta, account, route, result, started, { recipients: batch.length, ...error.toLog() });
       return;
     }
-    const refused = new Map(outcome.refused.map((x) => [x.recipient.toLowerCase(), x.error]));
-    for (const r of batch) {
-      const error = refused.get(r.address.toLowerCase());
-      if (error) {
-        this.recordFailure(r, error, route.host, error.temporary);
-      } else {
-        r.status = 'delivered';
-        r.deliveredAt = new Date().toISOString();
-        r.upstreamReply = outcome.upstreamReply;
-        r.lastError = undefined;
-      }
-    }
-    const firstRefusal = outcome.refused[0]?.error;
-    if (firstRefusal) meta.lastError = stored(firstRefusal, route.host);
-    this.opts.metrics?.relayed.inc({ server: account.server.name });
-    this.opts.metrics?.deliveryLatency.observe({ server: account.server.name }, (Date.now() - Date.parse(meta.receivedAt)) / 1000);
-    for (const x of outcome.refused) {
-      this.opts.metrics?.failed.inc({ reason: x.error.kind, server: account.server.name, outcome: x.error.temporary ? 'deferred' : 'failed' });
-    }
-    this.logAttempt(meta, account, route, outcome.refused.length ? 'partial' : 'delivered', started, {
+    this.opts.metrics?.relayed.inc({ server });
+    this.opts.metrics?.deliveryLatency.observe({ server }, (this.clock.now() - Date.parse(meta.receivedAt)) / 1000);
+    for (const x of outcome.refused) this.opts.metrics?.failed.inc({ reason: x.error.kind, server, outcome: x.error.temporary ? 'deferred' : 'failed' });
+    this.logAttempt(meta, account, route, result, started, {
       recipients: batch.length,
       accepted: batch.length - outcome.refused.length,
       upstreamReply: outcome.upstreamReply,
@@ -315,61 +318,34 @@ export class QueueRunner {
     });
   }
 
-  private async send(meta: QueueEntryMeta, account: Account, envelope: { from: string; to: string[]; eightBit: boolean }, route: Route): Promise<DeliveryOutcome | RelayError> {
+  /** The message from memory through the upstream thread when it has it, else streamed from its file through the pools. */
+  private async sendThroughPools(meta: QueueEntryMeta, account: Account, envelope: UpstreamEnvelope, route: Route): Promise<SendOutcome> {
     const thread = this.opts.upstreamThread;
+    const via = route.alternate ? route : undefined;
     const bytes = thread?.handles(account) ? this.opts.store.takeMessage(meta.id) : undefined;
-    if (thread && bytes) {
-      try {
-        return await deliverInThread(thread, account, envelope, bytes, route.alternate ? route : undefined);
-      } catch (err) {
-        if (isRelayError(err)) return err;
-        throw err;
-      }
-    }
+    if (thread && bytes) return deliverInThread(thread, account, envelope, bytes, via);
     let message: Readable | undefined;
     try {
       message = this.opts.store.messageStream(meta);
-      return await deliverNow(this.opts.pools, account, envelope, message, route.alternate ? route : undefined);
-    } catch (err) {
-      if (isRelayError(err)) return err;
-      throw err;
+      return await deliverNow(this.opts.pools, account, envelope, message, via);
     } finally {
       // a transaction that failed before DATA never read the file: release it
       message?.destroy();
     }
   }
 
-  private recordFailure(r: RecipientState, err: RelayError, host: string | undefined, temporary: boolean): void {
-    r.lastError = stored(err, host);
-    if (!temporary) r.status = 'failed';
-  }
-
-  /** Applies the verdict: done, retry later, or expired. */
+  /** Carries out the conclusion: retry later (the new state on disk), or done (removed, or moved to failed/ with a notice). */
   private async conclude(t: Tracked, snapshot: ConfigSnapshot): Promise<void> {
     const { meta } = t;
-    const now = new Date();
     if (t.deleteAfterAttempt) return;
-    const verdict = verdictAfterAttempt(meta, now, snapshot.queue);
-    if (verdict.kind === 'retry') {
-      meta.nextAttemptAt = verdict.at.toISOString();
-      t.dueAt = verdict.at.getTime();
+    const conclusion = concludeAttempt(meta, this.clock.now(), snapshot.queue);
+    if (conclusion.kind === 'retry') {
+      t.dueAt = conclusion.at;
       await this.opts.store.update(meta);
       return;
     }
-    let gaveUpAfter: string | undefined;
-    if (verdict.kind === 'expired') {
-      gaveUpAfter = `${formatAge(now.getTime() - Date.parse(meta.receivedAt))} and ${meta.attempts} attempt${meta.attempts === 1 ? '' : 's'}`;
-      for (const r of pendingRecipients(meta)) {
-        r.status = 'failed';
-        const last = r.lastError ?? meta.lastError;
-        r.lastError = {
-          ...(last ?? { kind: 'internal', code: 451, enhanced: '4.4.7', at: now.toISOString() }),
-          reason: `gave up after ${gaveUpAfter}: ${last?.reason ?? 'no attempt succeeded'}`,
-        };
-      }
-    }
     this.tracked.delete(meta.id);
-    const failed = meta.recipients.filter((r) => r.status === 'failed');
+    const { failed } = conclusion;
     if (failed.length === 0) {
       // the account's delivery slot is free once the upstream has answered: the deletion goes on beside the next attempt
       void this.opts.store.remove(meta.id).then(
@@ -378,29 +354,12 @@ export class QueueRunner {
       );
       return;
     }
-    meta.failedAt = now.toISOString();
     await this.opts.store.moveToFailed(meta);
     this.opts.logger.warn(
       { id: meta.id, result: 'failed', identity: identityLabel(meta), failed: failed.map((r) => ({ recipient: r.address, reason: r.lastError?.reason })), delivered: meta.recipients.length - failed.length },
       `message failed for ${failed.length} recipient${failed.length === 1 ? '' : 's'}; moved to the failed area`,
     );
-    await this.opts.writeNotice(meta, failed, gaveUpAfter);
-  }
-
-  private failoverOf(server: ServerConfig): FailoverState {
-    const fingerprint = `${server.host}:${server.port}|${server.alternate?.host}:${server.alternate?.port}|${server.alternate?.cooldownMs}`;
-    let entry = this.failovers.get(server.name);
-    if (!entry || entry.fingerprint !== fingerprint) this.failovers.set(server.name, (entry = { fingerprint, state: new FailoverState(server) }));
-    return entry.state;
-  }
-
-  private rateOf(account: Account): { acquire(): Promise<void> } {
-    const rate = account.server.rate;
-    if (!rate) return { acquire: () => Promise.resolve() };
-    const fingerprint = `${rate.count}/${rate.windowMs}`;
-    let entry = this.rates.get(account.key);
-    if (!entry || entry.fingerprint !== fingerprint) this.rates.set(account.key, (entry = { fingerprint, window: new RateWindow(rate) }));
-    return entry.window;
+    await this.opts.writeNotice(meta, failed, conclusion.gaveUpAfter);
   }
 
   private logAttempt(meta: QueueEntryMeta, account: Account | undefined, route: Route | undefined, result: string, started: number, fields: Record<string, unknown>): void {
@@ -425,19 +384,9 @@ export class QueueRunner {
   }
 }
 
+/** Line keys of entries whose account can't be resolved: each waits alone. */
+const UNRESOLVED = 'unresolved/';
+
 export function identityLabel(meta: QueueEntryMeta): string {
   return meta.identity ? `${meta.identity.kind}:${meta.identity.name}` : '(default account)';
 }
-
-function stored(err: RelayError, host?: string): StoredError {
-  return {
-    kind: err.kind,
-    code: err.status.code,
-    enhanced: err.status.enhanced,
-    reason: err.message,
-    ...(err.upstreamReply ? { upstreamReply: err.upstreamReply } : {}),
-    at: new Date().toISOString(),
-    ...(host ? { host } : {}),
-  };
-}
-

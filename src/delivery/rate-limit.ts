@@ -1,4 +1,5 @@
 import type { RateConfig } from '../config/types.js';
+import { systemClock, type Clock } from './clock.js';
 
 /**
  * A per-account sliding window: at most `count` sends in any `windowMs`. Sends wait for a free
@@ -7,7 +8,7 @@ import type { RateConfig } from '../config/types.js';
 export class RateWindow {
   private readonly sent: number[] = [];
 
-  constructor(private readonly rate: RateConfig) {}
+  constructor(readonly rate: RateConfig) {}
 
   /** Milliseconds until a send may start (0 = now). Pure with respect to `now`. */
   waitMs(now: number): number {
@@ -23,14 +24,14 @@ export class RateWindow {
   }
 
   /** Waits for a slot and takes it. */
-  async acquire(clock: () => number = Date.now): Promise<void> {
+  async acquire(clock: Clock = systemClock): Promise<void> {
     for (;;) {
-      const wait = this.waitMs(clock());
+      const wait = this.waitMs(clock.now());
       if (wait <= 0) {
-        this.record(clock());
+        this.record(clock.now());
         return;
       }
-      await new Promise((resolve) => setTimeout(resolve, wait).unref());
+      await new Promise<void>((resolve) => clock.setTimer(resolve, wait));
     }
   }
 

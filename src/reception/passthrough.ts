@@ -3,7 +3,7 @@ import type { Account } from '../config/account.js';
 import { RelayError } from '../errors/relay-error.js';
 import type { UpstreamEnvelope } from '../mail/envelope.js';
 import { takeIfSmall } from '../mail/small-message.js';
-import { deliverInThread, deliverNow, type DeliveryOutcome } from '../delivery/send.js';
+import { deliverInThread, deliverNow, type SendOutcome } from '../transport/send.js';
 import type { TransportPools } from '../transport/pools.js';
 import type { UpstreamThread } from '../transport/upstream-thread.js';
 import type { MessageInFlight } from './in-flight.js';
@@ -23,12 +23,13 @@ export async function relayNow(m: MessageInFlight, decision: MessageDecision, tr
   log.debug({ id: msg.id, server: account.server.name, account: account.key }, 'upstream transaction started');
 
   const envelope = { from: decision.plan.envelopeFrom, to: msg.envelope.rcptTo, eightBit: msg.envelope.eightBit };
-  let outcome: DeliveryOutcome;
+  let outcome: SendOutcome;
   try {
     outcome = await Promise.race([send(transport, account, envelope, m), m.failed]);
   } catch (err) {
     return m.refuse(err);
   }
+  if (!outcome.ok) return m.refuse(outcome.error);
   if (outcome.accepted.length === 0) m.stopReading();
   await m.clientDone;
   // smtp-server answers 552 itself; the upstream never got the end of the message
@@ -60,7 +61,7 @@ export async function relayNow(m: MessageInFlight, decision: MessageDecision, tr
  * DATA instead of beside it. A larger one, or one for XOAUTH2 or Graph, is streamed through the
  * main thread's pools as it arrives (memory stays flat).
  */
-async function send(transport: PassthroughTransport, account: Account, envelope: UpstreamEnvelope, m: MessageInFlight): Promise<DeliveryOutcome> {
+async function send(transport: PassthroughTransport, account: Account, envelope: UpstreamEnvelope, m: MessageInFlight): Promise<SendOutcome> {
   const { pools, upstreamThread } = transport;
   const body: Readable = m.body;
   if (!upstreamThread.handles(account)) return deliverNow(pools, account, envelope, body);

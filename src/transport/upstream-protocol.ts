@@ -35,7 +35,7 @@ export interface UpstreamReply {
   readonly open: number;
 }
 
-const FIELDS = ['code', 'originalCode', 'command', 'response', 'responseCode', 'recipient'] as const;
+const FIELDS = ['code', 'originalCode', 'command', 'response', 'responseCode', 'recipient', 'timeoutType'] as const;
 
 /** Copies what the classification needs: structured cloning would keep only an Error's message and stack. */
 export function plainUpstreamError(raw: unknown): PlainUpstreamError {

@@ -1,12 +1,13 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { formatAge, formatDuration, parseDuration, parseRate } from '../../src/config/duration.js';
 import type { QueueConfig, ServerConfig } from '../../src/config/types.js';
-import { FailoverState, isUnreachable } from '../../src/delivery/failover.js';
+import { FailoverState } from '../../src/delivery/failover.js';
 import { RateWindow } from '../../src/delivery/rate-limit.js';
 import { retryDelay, verdictAfterAttempt } from '../../src/delivery/schedule.js';
 import { classifyUpstreamError } from '../../src/errors/classify.js';
 import { RelayError } from '../../src/errors/relay-error.js';
 import type { QueueEntryMeta, RecipientState } from '../../src/queue/entry.js';
+import { ManualClock } from './manual-clock.js';
 
 const SEC = 1000;
 const MIN = 60 * SEC;
@@ -327,25 +328,32 @@ describe('RateWindow', () => {
     expect(w.waitMs(1000)).toBe(300);
   });
 
-  it('acquire uses the clock it is given', async () => {
-    vi.useFakeTimers({ now: 0 });
-    let t = 5000;
+  it('acquire waits on the clock it is given, not on real time', async () => {
+    const clock = new ManualClock(5000);
     const w = new RateWindow({ count: 1, windowMs: 1000 });
-    await w.acquire(() => t);
+    await w.acquire(clock);
     expect(w.waitMs(5000)).toBe(1000);
-    t = 6000;
-    await w.acquire(() => t); // free at once by the given clock, whatever Date.now says
+    let got = false;
+    const p = w.acquire(clock).then(() => (got = true));
+    await clock.advance(999);
+    expect(got).toBe(false);
+    await clock.advance(1);
+    await p;
+    expect(got).toBe(true);
     expect(w.waitMs(6000)).toBe(1000);
   });
 });
 
 const ctx = { serverName: 'main', host: 'smtp.acme.example', port: 587, login: 'relay@acme.example', passwordPath: 'servers[0].password' };
 
-describe('isUnreachable', () => {
+describe('unreachable (what failover acts on), as the classification says', () => {
+  const isUnreachable = (err: RelayError) => err.unreachable;
   it.each([
     ['connection refused', { code: 'ESOCKET', message: 'connect ECONNREFUSED 127.0.0.1:587' }],
-    ['ECONNECTION', { code: 'ECONNECTION', message: 'Connection closed unexpectedly' }],
+    ['host unreachable', { code: 'ESOCKET', message: 'connect EHOSTUNREACH 10.0.0.9:587', originalCode: 'EHOSTUNREACH', command: 'CONN' }],
+    ['pool gave up on connections closed before the greeting', { code: 'ECONNECTION', message: 'Reached maximum number of retries after connection was closed' }],
     ['timeout', { code: 'ETIMEDOUT', message: 'Greeting never received' }],
+    ['greeting timeout', { code: 'ETIMEDOUT', message: 'Greeting never received', timeoutType: 'GREETING_TIMEOUT', command: 'CONN' }],
     ['DNS', { code: 'EDNS', message: 'getaddrinfo ENOTFOUND smtp.acme.example', originalCode: 'ENOTFOUND' }],
     ['TLS handshake', { code: 'ETLS', message: 'Error initiating TLS' }],
     ['certificate', { code: 'ESOCKET', message: 'certificate has expired', originalCode: 'CERT_HAS_EXPIRED' }],
@@ -364,6 +372,10 @@ describe('isUnreachable', () => {
     ['auth refused', { code: 'EAUTH', command: 'AUTH PLAIN', responseCode: 535, response: '535 5.7.8 Authentication credentials invalid' }],
     ['552 size', { code: 'EMESSAGE', command: 'DATA', responseCode: 552, response: '552 5.3.4 Message too big' }],
     ['554 after DATA mentioning 421', { code: 'EMESSAGE', command: 'DATA', responseCode: 554, response: '554 5.7.1 rejected (code 421 seen earlier)' }],
+    // connected, then dropped: the host answered
+    ['closed after the greeting', { code: 'ECONNECTION', message: 'Connection closed unexpectedly', command: 'CONN' }],
+    ['reset mid-DATA', { code: 'ESOCKET', message: 'read ECONNRESET', originalCode: 'ECONNRESET', command: 'CONN' }],
+    ['idle in the session', { code: 'ETIMEDOUT', message: 'Timeout', timeoutType: 'SOCKET_TIMEOUT', command: 'CONN' }],
   ])('%s → not unreachable', (_name, raw) => {
     const err = classifyUpstreamError(raw, ctx);
     expect(isUnreachable(err)).toBe(false);
@@ -376,12 +388,10 @@ describe('isUnreachable', () => {
     expect([isUnreachable(throttle), isUnreachable(closed)]).toEqual([false, true]);
   });
 
-  it('works on hand-built errors too', () => {
-    expect(isUnreachable(new RelayError('network', { code: 451, enhanced: '4.4.1' }, 'x'))).toBe(true);
-    expect(isUnreachable(new RelayError('tls', { code: 451, enhanced: '4.7.5' }, 'x'))).toBe(true);
-    expect(isUnreachable(new RelayError('refused', { code: 451, enhanced: '4.3.0' }, 'x', { upstreamReply: '421 4.3.0 bye' }))).toBe(true);
-    expect(isUnreachable(new RelayError('refused', { code: 550, enhanced: '5.0.0' }, 'x', { upstreamReply: '550 5.0.0 no' }))).toBe(false);
-    expect(isUnreachable(new RelayError('refused', { code: 451, enhanced: '4.0.0' }, 'x', { upstreamReply: '4210 odd' }))).toBe(false);
+  it('a hand-built error is unreachable only when it says so: nothing reads its kind or reply text for it', () => {
+    expect(isUnreachable(new RelayError('network', { code: 451, enhanced: '4.4.1' }, 'x', { unreachable: true }))).toBe(true);
+    expect(isUnreachable(new RelayError('network', { code: 451, enhanced: '4.4.1' }, 'x'))).toBe(false);
+    expect(isUnreachable(new RelayError('refused', { code: 451, enhanced: '4.3.0' }, 'x', { upstreamReply: '421 4.3.0 bye' }))).toBe(false);
     expect(isUnreachable(new RelayError('internal', { code: 451, enhanced: '4.3.0' }, 'x'))).toBe(false);
   });
 });
@@ -450,19 +460,19 @@ describe('FailoverState', () => {
 
   it('primaryWorked() ends the failover once: true, then false', () => {
     const f = withAlt();
-    expect(f.primaryWorked()).toBe(false); // never failed over
+    expect(f.primaryWorked(T0)).toBe(false); // never failed over
     f.primaryFailed(T0);
-    expect(f.primaryWorked()).toBe(true);
+    expect(f.primaryWorked(T0 + 30 * SEC)).toBe(true);
     expect(f.usingAlternate).toBe(false);
-    expect(f.primaryWorked()).toBe(false);
+    expect(f.primaryWorked(T0 + 31 * SEC)).toBe(false);
     // back on the primary with no cool-down left over
-    expect(f.shouldTryPrimary(T0 + 1)).toBe(true);
+    expect(f.shouldTryPrimary(T0 + 31 * SEC)).toBe(true);
   });
 
   it('a second failover after recovering gets its own cool-down', () => {
     const f = withAlt();
     f.primaryFailed(T0);
-    f.primaryWorked();
+    f.primaryWorked(T0 + 30 * SEC);
     f.primaryFailed(T0 + HOUR);
     expect(f.shouldTryPrimary(T0 + HOUR + 29 * SEC)).toBe(false);
     expect(f.shouldTryPrimary(T0 + HOUR + 30 * SEC)).toBe(true);
