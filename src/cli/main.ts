@@ -165,16 +165,15 @@ async function serve(file: string): Promise<number> {
     process.exit(1);
   }
 
-  // hot reload: file and secret changes (debounced) and SIGHUP
-  const watcher = new ConfigWatcher((reason) => {
+  // hot reload: file and secret changes (debounced) and SIGHUP; after each, the watch follows the
+  // files the config now references (a new secret file, a ConfigMap's new directory)
+  const reload = (reason: string) => {
     relay.reloadFromFile(reason);
-    void watcher.watch(relay.currentSnapshot.file, relay.currentSnapshot.secretFiles);
-  });
-  await watcher.watch(snapshot.file, snapshot.secretFiles);
-  process.on('SIGHUP', () => {
-    relay.reloadFromFile('SIGHUP');
-    void watcher.watch(relay.currentSnapshot.file, relay.currentSnapshot.secretFiles);
-  });
+    void watcher.watch(relay.configFiles);
+  };
+  const watcher = new ConfigWatcher(reload);
+  await watcher.watch(relay.configFiles);
+  process.on('SIGHUP', () => reload('SIGHUP'));
 
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {

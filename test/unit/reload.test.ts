@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -92,7 +92,7 @@ describe('the config watcher', () => {
     writeFileSync(file, 'a: 1\n');
     writeFileSync(join(secrets, 'pw'), 'one\n');
     const w = changes();
-    await watcher!.watch(file, [join(secrets, 'pw')]);
+    await watcher!.watch([file, join(secrets, 'pw')]);
 
     let next = w.next();
     writeFileSync(file, 'a: 2\n');
@@ -118,7 +118,7 @@ describe('the config watcher', () => {
     symlinkSync('..2026_11_21_01', join(dir, '..data'));
     symlinkSync('..data/relay.yaml', join(dir, 'relay.yaml'));
     const w = changes();
-    await watcher!.watch(join(dir, 'relay.yaml'), []);
+    await watcher!.watch([join(dir, 'relay.yaml')]);
 
     const next = w.next();
     // what the kubelet does: a new directory, a new ..data_tmp link, renamed over ..data
@@ -127,6 +127,84 @@ describe('the config watcher', () => {
     symlinkSync('..2026_11_21_02', join(dir, '..data_tmp'));
     renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
     rmSync(join(dir, '..2026_11_21_01'), { recursive: true });
+    await next;
+  });
+
+  it('does not react to other files in the directories it watches (a log file beside relay.yaml)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sendas-watch-'));
+    dirs.push(dir);
+    const file = join(dir, 'relay.yaml');
+    writeFileSync(file, 'a: 1\n');
+    writeFileSync(join(dir, 'pw'), 'one\n');
+    const w = changes();
+    await watcher!.watch([file, join(dir, 'pw')]);
+    expect(watcher!.watched()).toEqual(new Map([[realpathSync(dir), ['pw', 'relay.yaml']]]));
+
+    for (let i = 0; i < 40; i++) {
+      appendFileSync(join(dir, 'relay.log'), `line ${i}\n`);
+      writeFileSync(join(dir, 'other.yaml.tmp'), `b: ${i}\n`);
+      renameSync(join(dir, 'other.yaml.tmp'), join(dir, 'other.yaml'));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    expect(w.seen).toEqual([]);
+
+    // and its own files are still seen while the neighbour keeps writing
+    const next = w.next();
+    const writing = setInterval(() => appendFileSync(join(dir, 'relay.log'), 'more\n'), 5);
+    try {
+      writeFileSync(file, 'a: 2\n');
+      await next;
+    } finally {
+      clearInterval(writing);
+    }
+    expect(w.seen).toEqual([`file changed: ${join(realpathSync(dir), 'relay.yaml')}`]);
+  });
+
+  it('follows a ConfigMap to its next directory after a reload re-points it', async () => {
+    const dir = realpathSync(mkdtempSync(join(tmpdir(), 'sendas-k8s-')));
+    dirs.push(dir);
+    const publish = (stamp: string, text: string, first = false) => {
+      mkdirSync(join(dir, stamp));
+      writeFileSync(join(dir, stamp, 'relay.yaml'), text);
+      if (first) symlinkSync(stamp, join(dir, '..data'));
+      else {
+        symlinkSync(stamp, join(dir, '..data_tmp'));
+        renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+      }
+    };
+    publish('..2026_11_21_01', 'a: 1\n', true);
+    symlinkSync('..data/relay.yaml', join(dir, 'relay.yaml'));
+    const w = changes();
+    const file = join(dir, 'relay.yaml');
+    await watcher!.watch([file]);
+    expect(watcher!.watched()).toEqual(
+      new Map([
+        [dir, ['..2026_11_21_01', '..data', 'relay.yaml']],
+        [join(dir, '..2026_11_21_01'), ['relay.yaml']],
+      ]),
+    );
+    let next = w.next();
+    publish('..2026_11_21_02', 'a: 2\n');
+    await next;
+    await watcher!.watch([file]);
+    expect(watcher!.watched().get(dir)).toEqual(['..2026_11_21_02', '..data', 'relay.yaml']);
+    rmSync(join(dir, '..2026_11_21_01'), { recursive: true });
+
+    next = w.next();
+    publish('..2026_11_21_03', 'a: 3\n');
+    await next;
+  });
+
+  it('watches for a secret directory that does not exist yet in its parent', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sendas-watch-'));
+    dirs.push(dir);
+    writeFileSync(join(dir, 'relay.yaml'), 'a: 1\n');
+    const w = changes();
+    await watcher!.watch([join(dir, 'relay.yaml'), join(dir, 'secrets', 'pw')]);
+    expect(watcher!.watched().get(realpathSync(dir))).toEqual(['relay.yaml', 'secrets']);
+    const next = w.next();
+    mkdirSync(join(dir, 'secrets'));
     await next;
   });
 
