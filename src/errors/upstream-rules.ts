@@ -81,8 +81,8 @@ export const CONNECTION_RULES: readonly UpstreamRule[] = [
   { name: 'timeout', when: { code: ['ETIMEDOUT'] }, kind: 'network', status: { code: 451, enhanced: '4.4.1' }, unreachable: true, text: 'Timed out talking to {where}' },
   // certificate problems surface as socket errors carrying OpenSSL's code
   { name: 'certificate', when: { code: SOCKET, replied: false, originalCode: TLS_CODES }, kind: 'tls', status: { code: 451, enhanced: '4.7.5' }, unreachable: true, text: 'TLS with {where} failed: {message|certificate not accepted} ({originalCode})' },
-  { name: 'refused', when: { code: SOCKET, replied: false, originalCode: /^ECONNREFUSED$/ }, kind: 'network', status: { code: 451, enhanced: '4.4.1' }, unreachable: true, text: 'Cannot connect to {where}: connection refused' },
-  { name: 'refused (message)', when: { code: SOCKET, replied: false, message: /ECONNREFUSED/ }, kind: 'network', status: { code: 451, enhanced: '4.4.1' }, unreachable: true, text: 'Cannot connect to {where}: connection refused' },
+  { name: 'connection refused', when: { code: SOCKET, replied: false, originalCode: /^ECONNREFUSED$/ }, kind: 'network', status: { code: 451, enhanced: '4.4.1' }, unreachable: true, text: 'Cannot connect to {where}: connection refused' },
+  { name: 'connection refused (message)', when: { code: SOCKET, replied: false, message: /ECONNREFUSED/ }, kind: 'network', status: { code: 451, enhanced: '4.4.1' }, unreachable: true, text: 'Cannot connect to {where}: connection refused' },
   // connected, then dropped: a reset, or a close nodemailer saw after the greeting (a close
   // before it reaches us as the pool's "maximum number of retries", below)
   { name: 'reset', when: { code: SOCKET, replied: false, originalCode: /^(ECONNRESET|EPIPE|ECONNABORTED)$/ }, kind: 'network', status: LOST, text: 'Connection lost with {where}: {message}' },

@@ -248,6 +248,58 @@ describe('delivery: queue', () => {
     await r.waitForLog((l) => l.msg === 'primary reachable again: back from the alternate');
   });
 
+  it.each(['closes', 'resets'] as const)('a connection the primary %s mid-DATA is "connection lost", deferred, and no reason to fail over', async (how) => {
+    // an upstream that greets, signs in and takes the envelope, then drops the connection in the message
+    let dropped = 0;
+    const { port: primaryPort } = await silentServer((sock) => {
+      sock.write('220 flaky.test ESMTP\r\n');
+      let buffered = '';
+      let inData = false;
+      let auth = 0;
+      sock.on('data', (chunk: Buffer) => {
+        if (inData) {
+          if (sock.writableEnded || sock.destroyed) return;
+          dropped++;
+          if (how === 'resets') sock.resetAndDestroy();
+          else sock.end();
+          return;
+        }
+        buffered += chunk.toString('latin1');
+        let end: number;
+        while ((end = buffered.indexOf('\r\n')) >= 0) {
+          const line = buffered.slice(0, end);
+          buffered = buffered.slice(end + 2);
+          const verb = line.split(' ')[0]!.toUpperCase();
+          if (verb === 'EHLO') sock.write('250-flaky.test\r\n250 AUTH LOGIN PLAIN\r\n');
+          else if (verb === 'AUTH') {
+            auth = 1;
+            sock.write('334 VXNlcm5hbWU6\r\n');
+          } else if (auth === 1) {
+            auth = 2;
+            sock.write('334 UGFzc3dvcmQ6\r\n');
+          } else if (auth === 2) {
+            auth = 0;
+            sock.write('235 2.7.0 Authenticated\r\n');
+          } else if (verb === 'MAIL' || verb === 'RCPT') sock.write('250 2.1.0 OK\r\n');
+          else if (verb === 'DATA') {
+            inData = true;
+            sock.write('354 go ahead\r\n');
+          } else sock.write('502 5.5.2 not here\r\n');
+        }
+      });
+    });
+    const alternate = await upstream();
+    const r = await relay(primaryPort, 'queue:\n  retry: [1h]\n', `    alternate: {host: 127.0.0.1, port: ${alternate.port}, cooldown: 1m}\n`);
+    expect((await send(r, { subject: `dropped (${how})` })).finalCode).toBe(250);
+    const attempt = await r.waitForLog((l) => l.result === 'deferred' || l.result === 'delivered');
+    expect(dropped).toBe(1);
+    expect(attempt).toMatchObject({ result: 'deferred', kind: 'network', code: 451, enhanced: '4.4.2', host: `127.0.0.1:${primaryPort}` });
+    expect(attempt.reason).toMatch(new RegExp(`^Connection lost with upstream main \\(127\\.0\\.0\\.1:${primaryPort}\\): `));
+    expect(r.logs.filter((l) => l.msg === 'primary unreachable: using the alternate')).toEqual([]);
+    expect([alternate.connections, alternate.messages.length]).toEqual([0, 0]);
+    await vi.waitFor(async () => expect((await queued(r))[0]?.lastError?.reason).toMatch(/^Connection lost with upstream main/), { timeout: 5000, interval: 20 });
+  });
+
   it('one stuck account does not hold up the others', async () => {
     // support's server accepts TCP and never answers; sales goes through a working one
     const sockets: Socket[] = [];

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { classifyUpstreamError, enhancedCodeOf } from '../../src/errors/classify.js';
+import { classifyUpstreamError, enhancedCodeOf, upstreamRuleFor } from '../../src/errors/classify.js';
+import { UPSTREAM_RULES } from '../../src/errors/upstream-rules.js';
+import { ThreadExitedError } from '../../src/threads/thread-exited.js';
 
 const ctx = { serverName: 'main', host: 'smtp.acme.example', port: 587, login: 'support@acme.example', passwordPath: 'channels[0].override.password' };
 
@@ -66,5 +68,34 @@ describe('one classification of upstream failures', () => {
     expect(enhancedCodeOf('550 5.1.1 No such user')).toBe('5.1.1');
     expect(enhancedCodeOf('550-5.7.1 first line')).toBe('5.7.1');
     expect(enhancedCodeOf('550 No such user')).toBeUndefined();
+  });
+
+  it('a connection made and then dropped is "connection lost" (4.4.2), not "cannot connect", and not unreachable', () => {
+    for (const raw of [
+      { code: 'ECONNECTION', message: 'Connection closed unexpectedly', command: 'CONN' },
+      { code: 'ESOCKET', message: 'read ECONNRESET', originalCode: 'ECONNRESET', command: 'CONN' },
+      { code: 'ESOCKET', message: 'write EPIPE', originalCode: 'EPIPE', command: 'CONN' },
+    ]) {
+      const e = classifyUpstreamError(raw, ctx);
+      expect([e.kind, e.status.code, e.status.enhanced, e.temporary, e.unreachable]).toEqual(['network', 451, '4.4.2', true, false]);
+      expect(e.message).toBe(`Connection lost with upstream main (smtp.acme.example:587): ${raw.message}`);
+    }
+    // failing to connect still is unreachable, with the same words as before
+    const refused = classifyUpstreamError({ code: 'ESOCKET', message: 'connect ECONNREFUSED 127.0.0.1:587', originalCode: 'ECONNREFUSED', command: 'CONN' }, ctx);
+    expect([refused.message, refused.unreachable]).toEqual(['Cannot connect to upstream main (smtp.acme.example:587): connection refused', true]);
+  });
+
+  it('an upstream thread that stopped mid-transaction: connection lost, temporary, not unreachable', () => {
+    const e = classifyUpstreamError(new ThreadExitedError('sendas upstream', 'exit code 1'), ctx);
+    expect([e.kind, e.status.code, e.status.enhanced, e.temporary, e.unreachable]).toEqual(['network', 451, '4.4.2', true, false]);
+    expect(e.message).toBe('Connection lost with upstream main (smtp.acme.example:587): the sendas upstream thread stopped: exit code 1');
+  });
+
+  it('the table ends with a row for anything unforeseen; every row has a name of its own', () => {
+    expect(upstreamRuleFor({ code: 'ESTRANGE', message: 'odd' }).name).toBe('other');
+    const e = classifyUpstreamError({ code: 'ESTRANGE', message: 'odd' }, ctx);
+    expect([e.kind, e.status.code, e.status.enhanced, e.message, e.unreachable]).toEqual(['network', 451, '4.4.0', 'Delivery through upstream main (smtp.acme.example:587) failed: odd', false]);
+    const names = UPSTREAM_RULES.map((r) => r.name);
+    expect(new Set(names).size).toBe(names.length);
   });
 });
