@@ -1,67 +1,67 @@
-import { createHash, randomBytes } from 'node:crypto';
-import nodemailer, { type Transporter } from 'nodemailer';
-import MimeNode from 'nodemailer/lib/mime-node';
-import type MailMessage from 'nodemailer/lib/mailer/mail-message';
-import { SocksClient } from 'socks';
-import type { TokenProvider } from '../oauth/tokens.js';
+import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import type { UpstreamEnvelope } from '../mail/envelope.js';
-import { sendViaGraph, type GraphOutcome } from './graph.js';
 import type SMTPPool from 'nodemailer/lib/smtp-pool';
 import type { Account } from '../config/account.js';
+import type { UpstreamEnvelope } from '../mail/envelope.js';
+import type { TokenProvider } from '../oauth/tokens.js';
+import { sendViaGraph, type GraphOutcome } from './graph.js';
+import { createPool, openConnections, sendRaw, type Pool } from './nodemailer-adapter.js';
 import { poolOptions, type TransportTuning } from './options.js';
-
-interface PoolEntry {
-  readonly transporter: Transporter<SMTPPool.SentMessageInfo>;
-  /** Options the pool was built with; a different fingerprint means the account changed. */
-  readonly fingerprint: string;
-}
 
 /** What identify() computes for an account on a route: the pool key and the settings fingerprint. */
 type PoolIdentity = readonly [key: string, fingerprint: string];
 
-/** Recipients nodemailer's Mail.sendMail allows on one message by default (its maxRecipients backstop). */
-const MAX_RECIPIENTS = 100_000;
-/** MimeNode draws a random multipart boundary unless given one; a raw message has no parts to separate. */
-const BASE_BOUNDARY = 'sendas-raw';
-/** Message-IDs of the MIME nodes handed to the pool: unique per process, no randomness per message. */
-const ID_PREFIX = `sendas.${randomBytes(6).toString('hex')}.`;
-let idCounter = 0;
-
 /**
- * A MimeNode whose stream is the raw message itself. MimeNode.createReadStream would wrap it in a
- * PassThrough and a LastNewline transform joined by stream.pipeline (an AbortController and a
- * DOMException per message: ~3% of the main thread in the benchmark) to change nothing: a raw
- * node has no encoding to apply, and the SMTP data stream ends the last line itself before the
- * final dot. Errors and destroy() act on the message stream directly, as the pool expects.
+ * Pools by key, each built for one fingerprint of its account's settings: the main thread's
+ * (TransportPools) and the upstream thread's (upstream-worker.ts), which a reload retires alike.
  */
-class RawMimeNode extends MimeNode {
-  constructor(private readonly raw: Readable) {
-    super('message/rfc822', { baseBoundary: BASE_BOUNDARY });
-    this.setRaw(raw);
+export class PoolSet {
+  private readonly pools = new Map<string, { readonly pool: Pool; readonly fingerprint: string }>();
+
+  /** The pool for `key` built with `fingerprint`; one built with another (rotated password, moved host) is retired first, its sends finishing. */
+  get(key: string, fingerprint: string, create: () => Pool): Pool {
+    const existing = this.pools.get(key);
+    if (existing && existing.fingerprint === fingerprint) return existing.pool;
+    existing?.pool.close();
+    const pool = create();
+    this.pools.set(key, { pool, fingerprint });
+    return pool;
   }
 
-  override createReadStream(): Readable {
-    return this.raw;
+  has(key: string, fingerprint: string): boolean {
+    return this.pools.get(key)?.fingerprint === fingerprint;
   }
-}
 
-/**
- * The message object nodemailer's SMTP pool sends: what Mail.sendMail builds for `{ envelope, raw }`,
- * without its plugin pipeline, MailComposer and the crypto.randomBytes calls for a MIME boundary
- * and a Message-ID. A MimeNode holding the ready-made message, which it streams as is, with the SMTP
- * envelope set on it. The pool reads `message` (envelope, Message-ID, the stream) and `data` (dsn,
- * requireTLSExtensionEnabled, signal: none of them set here, as before). The Message-ID only shows
- * in nodemailer's logs and info.messageId: a raw node never writes its headers.
- */
-function rawMail(envelope: UpstreamEnvelope, raw: Readable): { data: { envelope: object }; message: MimeNode } {
-  const at = envelope.from.lastIndexOf('@');
-  const node = new RawMimeNode(raw);
-  node.setHeader('Message-ID', `<${ID_PREFIX}${++idCounter}@${(at >= 0 && envelope.from.slice(at + 1)) || 'localhost'}>`);
-  // as Mail.sendMail passes it (MailComposer → setEnvelope): addresses normalized, use8BitMime carried along
-  const mailEnvelope = { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.eightBit };
-  node.setEnvelope(mailEnvelope);
-  return { data: { envelope: mailEnvelope }, message: node };
+  /**
+   * After a reload: pools whose account disappeared or whose settings changed are closed (a
+   * message being sent finishes first); pools of unchanged accounts are kept. Returns the closed keys.
+   */
+  retain(wanted: (key: string) => string | undefined): string[] {
+    const closed: string[] = [];
+    for (const [key, entry] of this.pools) {
+      if (wanted(key) === entry.fingerprint) continue;
+      entry.pool.close();
+      this.pools.delete(key);
+      closed.push(key);
+    }
+    return closed;
+  }
+
+  /** Open upstream connections across the pools (for the metric). */
+  openConnections(): number {
+    let open = 0;
+    for (const { pool } of this.pools.values()) open += openConnections(pool);
+    return open;
+  }
+
+  get size(): number {
+    return this.pools.size;
+  }
+
+  closeAll(): void {
+    for (const { pool } of this.pools.values()) pool.close();
+    this.pools.clear();
+  }
 }
 
 /**
@@ -69,7 +69,7 @@ function rawMail(envelope: UpstreamEnvelope, raw: Readable): { data: { envelope:
  * reused across messages of the same account and never shared between accounts.
  */
 export class TransportPools {
-  private readonly pools = new Map<string, PoolEntry>();
+  private readonly pools = new PoolSet();
   /**
    * identify() of the accounts that send, by (server, origin) and route ('' = the primary host),
    * so a message does not pay for poolOptions, JSON and a digest. Both keys are config objects of
@@ -84,16 +84,12 @@ export class TransportPools {
   ) {}
 
   /** The pool for an account, on its server's primary host or on the given route (the alternate). */
-  get(account: Account, route?: { host: string; port: number }): Transporter<SMTPPool.SentMessageInfo> {
+  get(account: Account, route?: { host: string; port: number }): Pool {
     const [key, fingerprint] = this.cachedIdentity(account, route);
-    const existing = this.pools.get(key);
-    if (existing && existing.fingerprint === fingerprint) return existing.transporter;
-    // settings changed (rotated password, moved host): retire the old pool, its sends finish first
-    if (existing) existing.transporter.close();
-    const provision = account.method === 'xoauth2' && this.tokens ? this.tokens.provisioner(account) : undefined;
-    const transporter = createPool(poolOptions(account, this.tuning, route, provision));
-    this.pools.set(key, { transporter, fingerprint });
-    return transporter;
+    return this.pools.get(key, fingerprint, () => {
+      const provision = account.method === 'xoauth2' && this.tokens ? this.tokens.provisioner(account) : undefined;
+      return createPool(poolOptions(account, this.tuning, route, provision));
+    });
   }
 
   /** Sends a ready-made message through the account's pool (see sendRaw). */
@@ -111,30 +107,14 @@ export class TransportPools {
     return this.pools.size;
   }
 
-  /** Open upstream connections across all pools (for the metric; nodemailer keeps no public count). */
+  /** Open upstream connections across all pools (for the metric). */
   openConnections(): number {
-    let open = 0;
-    for (const { transporter } of this.pools.values()) {
-      const pool = (transporter as unknown as { transporter?: { _connections?: unknown[] } }).transporter;
-      open += pool?._connections?.length ?? 0;
-    }
-    return open;
+    return this.pools.openConnections();
   }
 
-  /**
-   * After a reload: pools whose account disappeared or whose settings changed are closed
-   * (a message being sent finishes first); pools of unchanged accounts are kept.
-   */
+  /** After a reload: closes the pools `wanted` (key → fingerprint) no longer has (PoolSet.retain); returns their keys. */
   retain(wanted: ReadonlyMap<string, string>): string[] {
-    const closed: string[] = [];
-    for (const [key, entry] of this.pools) {
-      if (wanted.get(key) !== entry.fingerprint) {
-        entry.transporter.close();
-        this.pools.delete(key);
-        closed.push(key);
-      }
-    }
-    return closed;
+    return this.pools.retain((key) => wanted.get(key));
   }
 
   /** The pool key and settings fingerprint an account (on a route) would have. */
@@ -165,49 +145,6 @@ export class TransportPools {
   }
 
   closeAll(): void {
-    for (const { transporter } of this.pools.values()) transporter.close();
-    this.pools.clear();
+    this.pools.closeAll();
   }
-}
-
-/** A nodemailer pool for the given options, ready for sendRaw(). */
-export function createPool(options: SMTPPool.Options): Transporter<SMTPPool.SentMessageInfo> {
-  const transporter = nodemailer.createTransport(options);
-  if (typeof options.proxy === 'string' && /^socks/i.test(options.proxy)) transporter.set('proxy_socks_module', { SocksClient });
-  // Mail.sendMail hands the proxy socket handler (set up from `proxy`) to the transport on its
-  // first send; sendRaw() skips sendMail, so hand it over now, as sendMail would
-  if (typeof transporter.getSocket === 'function') {
-    transporter.transporter.getSocket = transporter.getSocket;
-    transporter.getSocket = false;
-  }
-  return transporter;
-}
-
-/**
- * Sends a ready-made message with the given envelope through a pool. Straight to the pool
- * transport, which is where Mail.sendMail ends: for a `raw` message sendMail's plugin pipeline,
- * MailComposer and Message-ID generation only cost CPU (no plugins or DKIM are set on these
- * transporters). Resolves with what sendMail would resolve with; on failure the message stream
- * is destroyed, as sendMail does.
- */
-export function sendRaw(transporter: Transporter<SMTPPool.SentMessageInfo>, envelope: UpstreamEnvelope, message: Readable): Promise<SMTPPool.SentMessageInfo> {
-  return new Promise((resolve, reject) => {
-    const fail = (err: unknown) => {
-      if (!message.destroyed) message.destroy();
-      reject(err);
-    };
-    let mail: ReturnType<typeof rawMail>;
-    try {
-      mail = rawMail(envelope, message);
-    } catch (err) {
-      fail(err);
-      return;
-    }
-    const recipients = mail.message.getEnvelope().to.length;
-    if (recipients > MAX_RECIPIENTS) {
-      fail(Object.assign(new Error(`Message has ${recipients} recipients, which is over the ${MAX_RECIPIENTS} allowed by maxRecipients`), { code: 'EMAXRECIPIENTS' }));
-      return;
-    }
-    transporter.transporter.send(mail as unknown as MailMessage<SMTPPool.SentMessageInfo>, (err, info) => (err ? fail(err) : resolve(info as SMTPPool.SentMessageInfo)));
-  });
 }

@@ -5,34 +5,38 @@ import type { UpstreamEnvelope } from '../mail/envelope.js';
 /** Where the worker reads a queued message: the bytes themselves, or its queue file. */
 export type MessageSource = { readonly bytes: Uint8Array } | { readonly path: string; readonly size: number };
 
-/** Main thread → upstream worker. */
-export type UpstreamRequest =
-  | {
-      readonly op: 'send';
-      readonly seq: number;
+/** What the upstream accepted, as deliverNow reads it from nodemailer. */
+export interface SentInfo {
+  readonly accepted: string[];
+  readonly rejectedErrors: PlainUpstreamError[];
+  readonly response: string;
+}
+
+/**
+ * The upstream thread (upstream-worker.ts) and its client (upstream-thread.ts). A failed send is
+ * rejected with its PlainUpstreamError's fields on the Error. The status sent with every batch
+ * of replies is the open upstream connections across the worker's pools, for the metric.
+ */
+export type UpstreamProtocol = {
+  send: {
+    request: {
       readonly key: string;
       readonly fingerprint: string;
       /** Sent with the first message of a pool (key, fingerprint) the worker has not been given. */
       readonly options?: SMTPPool.Options;
       readonly envelope: UpstreamEnvelope;
       readonly message: MessageSource;
-    }
-  | { readonly op: 'retain'; readonly wanted: Readonly<Record<string, string>> }
-  | { readonly op: 'close' };
+    };
+    reply: SentInfo;
+  };
+  /** After a reload: the pools wanted (key → fingerprint); the others are closed. */
+  retain: { request: { readonly wanted: Readonly<Record<string, string>> }; reply: void };
+};
 
 /** A nodemailer error as plain data: what classifyUpstreamError reads, and the per-recipient ones. */
 export interface PlainUpstreamError extends UpstreamErrorLike {
   readonly message: string;
   readonly rejectedErrors?: PlainUpstreamError[];
-}
-
-/** Upstream worker → main thread. */
-export interface UpstreamReply {
-  readonly seq: number;
-  readonly info?: { readonly accepted: string[]; readonly rejectedErrors: PlainUpstreamError[]; readonly response: string };
-  readonly error?: PlainUpstreamError;
-  /** Open upstream connections across the worker's pools, for the metric. */
-  readonly open: number;
 }
 
 const FIELDS = ['code', 'originalCode', 'command', 'response', 'responseCode', 'recipient', 'timeoutType'] as const;
