@@ -13,10 +13,9 @@ export type ReplyOf<P, K extends Op<P>> = P[K] extends { reply: infer R } ? R : 
 /** A request as the worker receives it; a union over the operations, so `switch (req.op)` narrows `body`. Id 0: nobody waits for a reply. */
 export type Request<P> = { [K in Op<P>]: { readonly id: number; readonly op: K; readonly body: RequestOf<P, K> } }[Op<P>];
 
-/** An error as plain data: structured cloning would keep only an Error's message (and stack). */
+/** An error as plain data, its fields copied onto the Error the waiter gets: structured cloning would keep only an Error's message (and stack). */
 export interface ErrorData {
   readonly message: string;
-  readonly [field: string]: unknown;
 }
 
 export type Reply = { readonly id: number; readonly value: unknown } | { readonly id: number; readonly error: ErrorData };

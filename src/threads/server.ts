@@ -59,7 +59,7 @@ export class ThreadServer<P extends Protocol<P>, S = undefined> {
 }
 
 /** A system error as plain data: what the main thread's callers read (code, syscall) kept. */
-export function systemError(err: unknown): ErrorData {
+export function systemError(err: unknown): ErrorData & { readonly code?: string; readonly syscall?: string } {
   const e = err as NodeJS.ErrnoException;
   return { message: e?.message ?? String(err), ...(e?.code ? { code: e.code } : {}), ...(e?.syscall ? { syscall: e.syscall } : {}) };
 }
