@@ -1,4 +1,4 @@
-import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -202,6 +202,23 @@ agents:
     expect((await send('sales@acme.example', 'pool two')).finalCode).toBe(250);
     expect(subjectOf((await a.nextMessage(3_000)).raw)).toBe('pool two');
     expect(a.connections).toBe(connections);
+  });
+
+  it('a file written continuously beside relay.yaml neither triggers nor holds up a reload', async () => {
+    // a log kept beside the config: its events used to reach the watcher and each one pushed the
+    // debounced reload back, so an edit made while it was written was not applied until it stopped
+    const writing = setInterval(() => appendFileSync(join(dir, 'relay.log'), `${new Date().toISOString()} line\n`), 5);
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      const at = mark();
+      writeConfig(yaml((y) => y.replace('retry: [200ms]', 'retry: [350ms]')));
+      const line = await reloaded(at);
+      expect(line.msg).toMatch(/settings: queue\.retry/);
+      expect(line.reason).toBe(`file changed: ${join(realpathSync(dir), 'relay.yaml')}`);
+    } finally {
+      clearInterval(writing);
+    }
+    expect(relay.lines.filter((l) => l.includes('relay.log'))).toEqual([]);
   });
 
   it('/status lists each server with the channels and agents that use it', async () => {
