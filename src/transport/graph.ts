@@ -1,6 +1,7 @@
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import type { UpstreamEnvelope } from '../mail/envelope.js';
-import { RelayError, oneLine } from '../errors/relay-error.js';
+import { oneLine } from '../errors/relay-error.js';
+import { graphFailure, graphThrottled, graphTooLarge, graphUnreachable } from '../errors/graph.js';
 import type { Account } from '../config/account.js';
 import { addressKey } from '../mail/address.js';
 import { decodeHeaderBytes, parseMailboxList } from '../mail/mailbox.js';
@@ -41,8 +42,7 @@ export async function sendViaGraph(tokens: TokenProvider, account: Account, enve
         signal: AbortSignal.timeout(120_000),
       } as RequestInit);
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-      throw new RelayError('network', { code: 451, enhanced: '4.4.1' }, `Cannot reach ${where} (${cause})`, { cause: err });
+      throw graphUnreachable(err, where);
     }
     if (response.status === 202 || response.status === 200) {
       await response.arrayBuffer().catch(() => undefined);
@@ -64,13 +64,9 @@ export async function sendViaGraph(tokens: TokenProvider, account: Account, enve
         await new Promise((resolve) => setTimeout(resolve, wait));
         continue;
       }
-      throw new RelayError('throttled', { code: 451, enhanced: '4.7.0' }, `${where} is throttling (retry after ${Math.round(wait / 1000)} s): ${reply}`, { upstreamReply: reply });
+      throw graphThrottled(wait, reply, where);
     }
-    if (response.status === 401) throw new RelayError('auth', { code: 451, enhanced: '4.7.0' }, `${where} refused the app token: ${reply}; check the app's Mail.Send permission and admin consent`, { upstreamReply: reply });
-    if (response.status === 403) throw new RelayError('sender', { code: 550, enhanced: '5.7.1' }, `${where} refused: ${reply}; the app may not send as ${mailbox} (application access policy?)`, { upstreamReply: reply });
-    if (response.status === 413) throw new RelayError('size', { code: 552, enhanced: '5.3.4' }, `${where} refused the message as too large: ${reply}`, { upstreamReply: reply });
-    if (response.status >= 500) throw new RelayError('refused', { code: 451, enhanced: '4.3.0' }, `${where} failed: ${reply}`, { upstreamReply: reply });
-    throw new RelayError('refused', { code: 554, enhanced: '5.6.0' }, `${where} refused the message: ${reply}`, { upstreamReply: reply });
+    throw graphFailure(response.status, reply, where, mailbox);
   }
 }
 
@@ -107,7 +103,7 @@ async function encodedBody(message: Readable, envelopeTo: readonly string[], whe
     size += (chunk as Buffer).length;
     if (size > Math.ceil(GRAPH_MAX_MIME_BYTES / 3) * 4) {
       message.destroy();
-      throw new RelayError('size', { code: 552, enhanced: '5.3.4' }, `${where}: the message is larger than the 4 MB Microsoft Graph's sendMail accepts`);
+      throw graphTooLarge(where);
     }
     chunks.push(chunk as Buffer);
   }
