@@ -2,7 +2,8 @@ import type { Secret } from './secret.js';
 
 /**
  * The immutable, typed snapshot the rest of sendas reads. It is built once from the YAML file
- * (config/load.ts) and handed to every stage; nothing else parses the file or reads env vars.
+ * (config/load.ts composes the steps) and handed to every stage; nothing else parses the file or
+ * reads env vars.
  */
 
 export type Security = 'none' | 'starttls' | 'tls';

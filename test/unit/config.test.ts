@@ -384,10 +384,10 @@ agents:
     for (const out of [err.message, JSON.stringify(err.issues), inspect(err)]) for (const v of values) expect(out).not.toContain(v);
   });
 
-  // BUG (src/config/load.ts, YAML syntax issues): the yaml library's "Invalid escape sequence"
-  // message quotes the escape with up to 8 following characters, and load.ts copies it verbatim
-  // into ConfigError — so a double-quoted password with a backslash (common in generated
-  // passwords) is partly printed by `sendas check` and logged by `sendas serve`.
+  // The yaml library's "Invalid escape sequence" message quotes the escape with up to 8 following
+  // characters; copied verbatim into ConfigError, a double-quoted password with a backslash (common
+  // in generated passwords) was partly printed by `sendas check` and logged by `sendas serve`
+  // (src/config/yaml.ts keeps only the library's own words).
   const badEscape = ONE_SERVER.replace('password: main-pw', 'password: "\\Uhunter22"');
   it('reports a bad escape in a quoted password as a YAML syntax error at the value', () => {
     const err = configError(badEscape);
