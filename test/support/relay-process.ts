@@ -22,9 +22,10 @@ export interface RelayProcess {
 /**
  * Runs `sendas serve` as a real process (the built CLI) and waits for its "listening" log line.
  * The config should set `listen.port: 0`: the port the OS picked is read from that line.
+ * `cli` is the built CLI to run (default: this tree's dist/cli/main.js).
  */
-export async function startRelayProcess(configFile: string, env: NodeJS.ProcessEnv = {}, timeoutMs = 10_000): Promise<RelayProcess> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], {
+export async function startRelayProcess(configFile: string, env: NodeJS.ProcessEnv = {}, timeoutMs = 10_000, cli = CLI): Promise<RelayProcess> {
+  const child = spawn(process.execPath, [cli, 'serve', '--config', configFile], {
     env: { PATH: process.env.PATH, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

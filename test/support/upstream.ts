@@ -38,6 +38,12 @@ export interface ReceivedMessage {
   remotePort?: number;
   /** true when the connection was TLS (implicit TLS or after STARTTLS) */
   secure?: boolean;
+  /**
+   * performance.now() (of the process running the upstream, i.e. the test's) right after the 250
+   * was written to the socket: smtp-server writes the reply synchronously inside the onData
+   * callback once the data stream has ended. Set on every message in `messages`.
+   */
+  repliedAt?: number;
 }
 
 export interface SmtpReply {
@@ -289,6 +295,8 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
         messages.push(msg);
         deliverToWaiters();
         callback(null, override?.message ?? `2.0.0 OK queued as ${randomBytes(6).toString('hex')}`);
+        // before any waiter's continuation runs (those are microtasks)
+        msg.repliedAt = performance.now();
       });
     },
   };
