@@ -169,10 +169,10 @@ async function serve(file: string): Promise<number> {
   // files the config now references (a new secret file, a ConfigMap's new directory)
   const reload = (reason: string) => {
     relay.reloadFromFile(reason);
-    void watcher.watch(relay.configFiles);
+    watcher.watch(relay.configFiles);
   };
   const watcher = new ConfigWatcher(reload);
-  await watcher.watch(relay.configFiles);
+  watcher.watch(relay.configFiles);
   process.on('SIGHUP', () => reload('SIGHUP'));
 
   await new Promise<void>((resolve) => {

@@ -29,7 +29,7 @@ export class ConfigWatcher {
   ) {}
 
   /** (Re)points the watcher at these files (the config file and its secret files); cheap when nothing moved. */
-  async watch(files: readonly string[]): Promise<void> {
+  watch(files: readonly string[]): void {
     const wanted = new Map<string, Set<string>>();
     for (const f of files) addWatchPoints(f, wanted, 0);
     for (const [dir, entry] of this.dirs) {
@@ -69,7 +69,7 @@ export class ConfigWatcher {
   private open(dir: string, names: Set<string>): void {
     let watcher: FSWatcher;
     try {
-      watcher = watch(dir, { persistent: true });
+      watcher = watch(dir);
     } catch {
       // gone since addWatchPoints looked: the next reload request points the watcher again
       return;

@@ -92,7 +92,7 @@ describe('the config watcher', () => {
     writeFileSync(file, 'a: 1\n');
     writeFileSync(join(secrets, 'pw'), 'one\n');
     const w = changes();
-    await watcher!.watch([file, join(secrets, 'pw')]);
+    watcher!.watch([file, join(secrets, 'pw')]);
 
     let next = w.next();
     writeFileSync(file, 'a: 2\n');
@@ -118,7 +118,7 @@ describe('the config watcher', () => {
     symlinkSync('..2026_11_21_01', join(dir, '..data'));
     symlinkSync('..data/relay.yaml', join(dir, 'relay.yaml'));
     const w = changes();
-    await watcher!.watch([join(dir, 'relay.yaml')]);
+    watcher!.watch([join(dir, 'relay.yaml')]);
 
     const next = w.next();
     // what the kubelet does: a new directory, a new ..data_tmp link, renamed over ..data
@@ -137,7 +137,7 @@ describe('the config watcher', () => {
     writeFileSync(file, 'a: 1\n');
     writeFileSync(join(dir, 'pw'), 'one\n');
     const w = changes();
-    await watcher!.watch([file, join(dir, 'pw')]);
+    watcher!.watch([file, join(dir, 'pw')]);
     expect(watcher!.watched()).toEqual(new Map([[realpathSync(dir), ['pw', 'relay.yaml']]]));
 
     for (let i = 0; i < 40; i++) {
@@ -177,7 +177,7 @@ describe('the config watcher', () => {
     symlinkSync('..data/relay.yaml', join(dir, 'relay.yaml'));
     const w = changes();
     const file = join(dir, 'relay.yaml');
-    await watcher!.watch([file]);
+    watcher!.watch([file]);
     expect(watcher!.watched()).toEqual(
       new Map([
         [dir, ['..2026_11_21_01', '..data', 'relay.yaml']],
@@ -187,7 +187,7 @@ describe('the config watcher', () => {
     let next = w.next();
     publish('..2026_11_21_02', 'a: 2\n');
     await next;
-    await watcher!.watch([file]);
+    watcher!.watch([file]);
     expect(watcher!.watched().get(dir)).toEqual(['..2026_11_21_02', '..data', 'relay.yaml']);
     rmSync(join(dir, '..2026_11_21_01'), { recursive: true });
 
@@ -201,7 +201,7 @@ describe('the config watcher', () => {
     dirs.push(dir);
     writeFileSync(join(dir, 'relay.yaml'), 'a: 1\n');
     const w = changes();
-    await watcher!.watch([join(dir, 'relay.yaml'), join(dir, 'secrets', 'pw')]);
+    watcher!.watch([join(dir, 'relay.yaml'), join(dir, 'secrets', 'pw')]);
     expect(watcher!.watched().get(realpathSync(dir))).toEqual(['relay.yaml', 'secrets']);
     const next = w.next();
     mkdirSync(join(dir, 'secrets'));
