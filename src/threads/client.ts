@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { PostBatch } from './post-batch.js';
-import type { FromWorker, Op, Protocol, Reply, ReplyOf, RequestOf, ToWorker } from './protocol.js';
+import type { FromWorker, Op, Protocol, Reply, ReplyOf, Request, RequestOf, ToWorker } from './protocol.js';
 import { ThreadExitedError } from './thread-exited.js';
 import type { WorkerModule } from './module.js';
 
@@ -14,10 +14,10 @@ export interface ThreadClientOptions {
 }
 
 /** One running thread: its waiters belong to it, so a thread that exits late fails only its own. */
-interface Running<S> {
+interface Running<P, S> {
   readonly worker: Worker;
   readonly waiting: Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>;
-  readonly outbox: PostBatch<unknown>;
+  readonly outbox: PostBatch<ToWorker<P>>;
   readonly loaded: Promise<void>;
   status: S | undefined;
   /** Requests outstanding, the start-up included: the thread keeps the process alive only while > 0. */
@@ -33,7 +33,7 @@ interface Running<S> {
  * by the next request.
  */
 export class ThreadClient<P extends Protocol<P>, S = undefined> {
-  private thread: Running<S> | undefined;
+  private thread: Running<P, S> | undefined;
   private nextId = 0;
 
   constructor(private readonly options: ThreadClientOptions) {}
@@ -54,13 +54,13 @@ export class ThreadClient<P extends Protocol<P>, S = undefined> {
     return new Promise<ReplyOf<P, K>>((resolve, reject) => {
       thread.waiting.set(id, { resolve: resolve as (value: unknown) => void, reject });
       hold(thread, 1);
-      thread.outbox.push({ id, op, body });
+      thread.outbox.push({ id, op, body } as Request<P>);
     });
   }
 
   /** A request nobody waits for, to a running thread only (nothing to tell a thread that is not there). */
   notify<K extends Op<P>>(op: K, body: RequestOf<P, K>): void {
-    this.thread?.outbox.push({ id: 0, op, body });
+    this.thread?.outbox.push({ id: 0, op, body } as Request<P>);
   }
 
   /** Starts the thread and resolves once its module has loaded (a start-up that must not pay for it later). */
@@ -76,6 +76,8 @@ export class ThreadClient<P extends Protocol<P>, S = undefined> {
     const thread = this.thread;
     if (!thread) return;
     this.thread = undefined;
+    // the caller waits for the exit (a relay stopping): the thread keeps the process alive until then
+    thread.worker.ref();
     const exited = new Promise((resolve) => thread.worker.once('exit', resolve));
     thread.outbox.push({ close: true });
     thread.outbox.flush();
@@ -89,16 +91,16 @@ export class ThreadClient<P extends Protocol<P>, S = undefined> {
     await this.thread?.worker.terminate();
   }
 
-  private start(): Running<S> {
+  private start(): Running<P, S> {
     if (this.thread) return this.thread;
     const { name, module } = this.options;
     const worker = new Worker(module.url, { name, ...(module.execArgv ? { execArgv: module.execArgv } : {}) });
     worker.unref();
     let started!: { resolve: () => void; reject: (err: Error) => void };
-    const thread: Running<S> = {
+    const thread: Running<P, S> = {
       worker,
       waiting: new Map(),
-      outbox: new PostBatch<ToWorker<P>>((batch) => worker.postMessage(batch)) as PostBatch<unknown>,
+      outbox: new PostBatch<ToWorker<P>>((batch) => worker.postMessage(batch)),
       loaded: new Promise<void>((resolve, reject) => (started = { resolve, reject })),
       status: undefined,
       holds: 0,
@@ -135,7 +137,7 @@ export class ThreadClient<P extends Protocol<P>, S = undefined> {
     return thread;
   }
 
-  private settle(thread: Running<S>, reply: Reply): void {
+  private settle(thread: Running<P, S>, reply: Reply): void {
     const waiter = thread.waiting.get(reply.id);
     if (!waiter) return;
     thread.waiting.delete(reply.id);
@@ -145,7 +147,7 @@ export class ThreadClient<P extends Protocol<P>, S = undefined> {
   }
 }
 
-function hold(thread: Running<unknown>, change: 1 | -1): void {
+function hold(thread: { holds: number; readonly worker: Worker }, change: 1 | -1): void {
   thread.holds += change;
   if (thread.holds === 1 && change === 1) thread.worker.ref();
   else if (thread.holds === 0) thread.worker.unref();
