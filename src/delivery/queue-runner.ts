@@ -1,13 +1,10 @@
-import type { Readable } from 'node:stream';
 import type { ConfigSnapshot } from '../config/types.js';
 import { RelayError, isRelayError } from '../errors/relay-error.js';
 import { accountFor, type Account } from '../config/account.js';
 import type { Logger } from '../log.js';
 import { pendingRecipients, type QueueEntryMeta, type RecipientState } from '../queue/entry.js';
 import type { QueueStore } from '../queue/store.js';
-import type { TransportPools } from '../transport/pools.js';
-import type { UpstreamThread } from '../transport/upstream-thread.js';
-import { deliverInThread, deliverNow, type SendOutcome } from '../transport/send.js';
+import type { SendOutcome } from '../transport/send.js';
 import type { UpstreamEnvelope } from '../mail/envelope.js';
 import { systemClock, type Clock, type Timer } from './clock.js';
 import { applyBatchOutcome, applyUnusableAccount, concludeAttempt } from './decide.js';
@@ -22,18 +19,15 @@ export type NoticeWriter = (meta: QueueEntryMeta, failed: RecipientState[], gave
 export interface QueueRunnerOptions {
   readonly store: QueueStore;
   readonly getSnapshot: () => ConfigSnapshot;
-  readonly pools: TransportPools;
   readonly logger: Logger;
   /** Concurrent upstream transactions per account: the pool size. */
   readonly maxPerAccount: number;
   readonly writeNotice: NoticeWriter;
   readonly metrics?: RelayMetrics;
-  /** Sends messages held in memory from a worker thread (see UpstreamThread); without it, everything goes through `pools`. */
-  readonly upstreamThread?: UpstreamThread;
   /** Time for due entries, retries, rates and cool-downs; the system's by default. */
   readonly clock?: Clock;
-  /** One upstream transaction; by default through `upstreamThread` or `pools` (tests give their own). */
-  readonly transport?: QueueTransport;
+  /** One upstream transaction (queueTransport() in the relay; tests give their own). */
+  readonly transport: QueueTransport;
 }
 
 export interface QueueTransport {
@@ -72,7 +66,7 @@ export class QueueRunner {
 
   constructor(private readonly opts: QueueRunnerOptions) {
     this.clock = opts.clock ?? systemClock;
-    this.transport = opts.transport ?? { send: (meta, account, envelope, route) => this.sendThroughPools(meta, account, envelope, route) };
+    this.transport = opts.transport;
   }
 
   /** Picks up every entry left in the queue (after a restart or a crash). */
@@ -316,22 +310,6 @@ export class QueueRunner {
       upstreamReply: outcome.upstreamReply,
       ...(outcome.refused.length ? { refused: outcome.refused.map((x) => ({ recipient: x.recipient, ...x.error.toLog() })) } : {}),
     });
-  }
-
-  /** The message from memory through the upstream thread when it has it, else streamed from its file through the pools. */
-  private async sendThroughPools(meta: QueueEntryMeta, account: Account, envelope: UpstreamEnvelope, route: Route): Promise<SendOutcome> {
-    const thread = this.opts.upstreamThread;
-    const via = route.alternate ? route : undefined;
-    const bytes = thread?.handles(account) ? this.opts.store.takeMessage(meta.id) : undefined;
-    if (thread && bytes) return deliverInThread(thread, account, envelope, bytes, via);
-    let message: Readable | undefined;
-    try {
-      message = this.opts.store.messageStream(meta);
-      return await deliverNow(this.opts.pools, account, envelope, message, via);
-    } finally {
-      // a transaction that failed before DATA never read the file: release it
-      message?.destroy();
-    }
   }
 
   /** Carries out the conclusion: retry later (the new state on disk), or done (removed, or moved to failed/ with a notice). */

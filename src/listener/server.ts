@@ -1,6 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import type { Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { ConfigSnapshot } from '../config/types.js';
 import { RelayError, internalError, isRelayError } from '../errors/relay-error.js';
@@ -8,32 +7,8 @@ import type { Logger } from '../log.js';
 import { newMessageId } from '../mail/message-id.js';
 import { AllowList } from './access.js';
 import { ReverseLookupCache } from './reverse-cache.js';
+import type { IncomingMessage, MessageHandler } from '../reception/incoming.js';
 import { installSmtpServerPatches, warnAboutFailedPatches } from './smtp-server-adapter.js';
-
-/** A message as the listener hands it on: the client's bytes still streaming in. */
-export interface IncomingMessage {
-  /** Short id used in the Received header, the reply and every log line about this message. */
-  readonly id: string;
-  readonly snapshot: ConfigSnapshot;
-  readonly stream: Readable & { sizeExceeded?: boolean; byteLength?: number };
-  readonly envelope: {
-    /** undefined for the null sender <>. */
-    readonly mailFrom: string | undefined;
-    readonly rcptTo: readonly string[];
-    readonly eightBit: boolean;
-  };
-  readonly client: {
-    readonly address: string;
-    readonly hostname: string | undefined;
-    readonly helo: string;
-    readonly login: string | undefined;
-    readonly secure: boolean;
-  };
-  readonly receivedAt: Date;
-}
-
-/** Handles one message; resolves with the text of the 250 reply, rejects with a RelayError. */
-export type MessageHandler = (message: IncomingMessage) => Promise<string>;
 
 export interface ListenerOptions {
   /** The snapshot a new session uses; a session keeps the one it started with. */

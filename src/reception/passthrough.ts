@@ -1,23 +1,15 @@
-import type { Readable } from 'node:stream';
 import type { Account } from '../config/account.js';
 import { RelayError } from '../errors/relay-error.js';
 import type { UpstreamEnvelope } from '../mail/envelope.js';
 import { takeIfSmall } from '../mail/small-message.js';
-import { deliverInThread, deliverNow, type SendOutcome } from '../transport/send.js';
-import type { TransportPools } from '../transport/pools.js';
-import type { UpstreamThread } from '../transport/upstream-thread.js';
+import type { SendOutcome } from '../transport/send.js';
+import type { Transport } from '../transport/transport.js';
 import type { MessageInFlight } from './in-flight.js';
 import type { OutcomeLog } from './outcome-log.js';
 import type { MessageDecision } from './process.js';
 
-/** What passthrough sends with: the main thread's pools and the upstream thread. */
-export interface PassthroughTransport {
-  readonly pools: TransportPools;
-  readonly upstreamThread: UpstreamThread;
-}
-
 /** delivery: passthrough — 250 only after the upstream accepted. */
-export async function relayNow(m: MessageInFlight, decision: MessageDecision, transport: PassthroughTransport, log: OutcomeLog): Promise<string> {
+export async function relayNow(m: MessageInFlight, decision: MessageDecision, transport: Transport, log: OutcomeLog): Promise<string> {
   const { msg } = m;
   const { account } = decision.resolution;
   log.debug({ id: msg.id, server: account.server.name, account: account.key }, 'upstream transaction started');
@@ -61,11 +53,8 @@ export async function relayNow(m: MessageInFlight, decision: MessageDecision, tr
  * DATA instead of beside it. A larger one, or one for XOAUTH2 or Graph, is streamed through the
  * main thread's pools as it arrives (memory stays flat).
  */
-async function send(transport: PassthroughTransport, account: Account, envelope: UpstreamEnvelope, m: MessageInFlight): Promise<SendOutcome> {
-  const { pools, upstreamThread } = transport;
-  const body: Readable = m.body;
-  if (!upstreamThread.handles(account)) return deliverNow(pools, account, envelope, body);
-  const taken = await Promise.race([takeIfSmall(body), m.failed]);
-  if ('bytes' in taken) return deliverInThread(upstreamThread, account, envelope, taken.bytes);
-  return deliverNow(pools, account, envelope, taken.stream);
+async function send(transport: Transport, account: Account, envelope: UpstreamEnvelope, m: MessageInFlight): Promise<SendOutcome> {
+  if (!transport.takesWhole(account)) return transport.send(account, envelope, m.body);
+  const taken = await Promise.race([takeIfSmall(m.body), m.failed]);
+  return transport.send(account, envelope, 'bytes' in taken ? taken.bytes : taken.stream);
 }

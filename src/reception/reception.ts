@@ -3,7 +3,8 @@ import type { RelayMetrics } from '../ops/metrics.js';
 import type { IncomingMessage } from './incoming.js';
 import { MessageInFlight } from './in-flight.js';
 import { OutcomeLog } from './outcome-log.js';
-import { relayNow, type PassthroughTransport } from './passthrough.js';
+import type { Transport } from '../transport/transport.js';
+import { relayNow } from './passthrough.js';
 import { acceptIntoQueue, type QueueIntake } from './to-queue.js';
 
 export interface ReceptionOptions {
@@ -13,7 +14,7 @@ export interface ReceptionOptions {
   readonly metrics: RelayMetrics;
   /** delivery: queue — where accepted messages go; without it, every message is relayed while the client waits. */
   readonly queue: QueueIntake | undefined;
-  readonly transport: PassthroughTransport;
+  readonly transport: Transport;
 }
 
 /**

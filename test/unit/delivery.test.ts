@@ -10,7 +10,6 @@ import { classifyUpstreamError } from '../../src/errors/classify.js';
 import { RelayError } from '../../src/errors/relay-error.js';
 import type { QueueEntryMeta } from '../../src/queue/entry.js';
 import type { QueueStore } from '../../src/queue/store.js';
-import type { TransportPools } from '../../src/transport/pools.js';
 import type { SendOutcome } from '../../src/transport/send.js';
 import { BASE_YAML, snapshotOf } from './helpers.js';
 import { ManualClock } from './manual-clock.js';
@@ -151,7 +150,6 @@ function harness(yamlExtra: string, script: (meta: QueueEntryMeta, route: Route,
   const runner = new QueueRunner({
     store,
     getSnapshot: () => snapshot,
-    pools: {} as TransportPools,
     logger,
     maxPerAccount: 5,
     writeNotice: async () => undefined,

@@ -1,0 +1,96 @@
+import { Readable } from 'node:stream';
+import type { Account } from '../config/account.js';
+import { accountFor } from '../config/account.js';
+import type { ConfigSnapshot } from '../config/types.js';
+import { isRelayError } from '../errors/relay-error.js';
+import type { Logger } from '../log.js';
+import type { UpstreamEnvelope } from '../mail/envelope.js';
+import { TokenProvider } from '../oauth/tokens.js';
+import { DEFAULT_TUNING } from './options.js';
+import { TransportPools } from './pools.js';
+import { deliverInThread, deliverNow, type SendOutcome } from './send.js';
+import { UpstreamThread } from './upstream-thread.js';
+
+export interface TransportOptions {
+  /** Our name in EHLO. */
+  readonly helo: string;
+  readonly logger: Logger;
+  /** Where rotated OAuth refresh tokens are kept (the current snapshot's state_dir). */
+  readonly stateDir: () => string;
+  /** The command that signs an OAuth account in, named when a token can't be had. */
+  readonly loginHint: string;
+}
+
+/**
+ * Everything that talks to upstreams, behind one object: the main thread's pools, the upstream
+ * thread and the OAuth token provider. It does and reports: send() resolves with an outcome
+ * value, never with a decision.
+ */
+export class Transport {
+  readonly pools: TransportPools;
+  private readonly thread: UpstreamThread;
+
+  constructor(opts: TransportOptions) {
+    const tuning = { ...DEFAULT_TUNING, helo: opts.helo };
+    const tokens = new TokenProvider({ stateDir: opts.stateDir, logger: opts.logger, loginHint: opts.loginHint });
+    this.pools = new TransportPools(tuning, tokens);
+    this.thread = new UpstreamThread(this.pools, tuning);
+  }
+
+  /**
+   * Whether a message for this account is best handed over whole (up to 64 KiB): the upstream
+   * thread sends it, sparing the main thread, which runs every client session. XOAUTH2 (tokens
+   * live on the main thread) and Graph are streamed through the main thread's pools.
+   */
+  takesWhole(account: Account): boolean {
+    return this.thread.handles(account);
+  }
+
+  /** One upstream transaction; `route` is the alternate host when failover uses it. */
+  send(account: Account, envelope: UpstreamEnvelope, message: Buffer | Readable, route?: { host: string; port: number }): Promise<SendOutcome> {
+    if (!Buffer.isBuffer(message)) return deliverNow(this.pools, account, envelope, message, route);
+    if (this.thread.handles(account)) return deliverInThread(this.thread, account, envelope, message, route);
+    return deliverNow(this.pools, account, envelope, Readable.from([message], { objectMode: false }), route);
+  }
+
+  /** Loads the upstream thread: the first message must not pay for it. */
+  ready(): Promise<void> {
+    return this.thread.ready();
+  }
+
+  /** Open upstream connections, main thread and upstream thread together (for the metric). */
+  openConnections(): number {
+    return this.pools.openConnections() + this.thread.openConnections();
+  }
+
+  /** After a reload: closes the pools the new config can no longer use, in both threads; returns their keys. */
+  retainFor(snapshot: ConfigSnapshot): string[] {
+    const wanted = this.wantedPools(snapshot);
+    this.thread.retain(wanted);
+    return this.pools.retain(wanted);
+  }
+
+  async close(): Promise<void> {
+    await this.thread.close();
+    this.pools.closeAll();
+  }
+
+  /** Every pool the config can use, with its settings fingerprint: the server account's and each identity's, on each route. */
+  private wantedPools(snapshot: ConfigSnapshot): Map<string, string> {
+    const wanted = new Map<string, string>();
+    const add = (identity: Parameters<typeof accountFor>[1]) => {
+      const account = accountFor(snapshot, identity);
+      if (isRelayError(account)) return;
+      const [key, fingerprint] = this.pools.identify(account);
+      wanted.set(key, fingerprint);
+      const alt = account.server.alternate;
+      if (alt) {
+        const [altKey, altFingerprint] = this.pools.identify(account, { host: alt.host, port: alt.port });
+        wanted.set(altKey, altFingerprint);
+      }
+    };
+    add(undefined);
+    for (const identity of snapshot.identities) add(identity);
+    return wanted;
+  }
+}
