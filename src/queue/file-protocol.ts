@@ -6,7 +6,6 @@ export type FileProtocol = {
   /** Writes `chunks` to `tmp` (created exclusively, 0600), fsyncs it, renames it to `path`, fsyncs the directory. */
   write: { request: { tmp: string; path: string; chunks: Uint8Array[] }; reply: void };
   /** Deletes a file; one already gone is not an error. */
-  unlink: { request: { path: string }; reply: void };
   /** Appends a record to the directory's current segment, durably. */
   append: { request: { dir: string; record: Uint8Array; firstSegment: number; segmentBytes: number }; reply: AppendPlace };
   /** A durable done mark: written and fdatasync'd (the directory too, once per .done file). */

@@ -245,15 +245,6 @@ function run(): void {
   writeEntries(of('write'));
   appendRecords(of('append'));
   markDone(of('done'));
-  for (const m of of('unlink')) {
-    try {
-      unlinkSync(m.body.path);
-      server.reply(m, undefined);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') server.reply(m, undefined);
-      else server.fail(m, systemError(e));
-    }
-  }
   for (const m of batch) {
     if (m.op === 'release') releaseSegment(m.body.dir, m.body.segment);
     else if (m.op === 'close') closeJournal(m.body.dir);

@@ -6,7 +6,7 @@ export type { AppendPlace } from './file-protocol.js';
 
 /**
  * The queue's file work — append small entries to the journal, write an entry file durably,
- * durable done marks, deletions — done by one worker thread (file-worker-thread.ts) with plain
+ * durable done marks — done by one worker thread (file-worker-thread.ts) with plain
  * synchronous system calls, off the relay's main thread.
  *
  * Why: profiles of the benchmark showed the main thread, which runs every SMTP session, spending
@@ -16,8 +16,9 @@ export type { AppendPlace } from './file-protocol.js';
  * busy form its next batch: group commit, one write and one fdatasync for all the journal records
  * of a batch, every request answered only once it is durable.
  *
- * The done marks of delivered entries are not written here (file-done-marks.ts): they would
- * wait behind the acceptances' fsyncs, and a crash in that time delivers the message again.
+ * The done marks of delivered entries are not written here (file-done-marks.ts), nor are
+ * delivered entry files deleted here (store.remove): both would wait behind the acceptances'
+ * fsyncs, and a crash in that time delivers the message again.
  */
 class FileWorker {
   private readonly thread = new ThreadClient<FileProtocol>({ name: 'sendas queue files', module: workerModule(import.meta.url, 'file-worker-thread') });
@@ -25,11 +26,6 @@ class FileWorker {
   /** Writes the chunks to `tmp` (created exclusively, mode 0600), renames it to `path` and fsyncs the directory. */
   writeEntry(tmp: string, path: string, chunks: Buffer[]): Promise<void> {
     return this.thread.request('write', { tmp, path, chunks });
-  }
-
-  /** Deletes a file; a file that is already gone is not an error. */
-  unlink(path: string): Promise<void> {
-    return this.thread.request('unlink', { path });
   }
 
   /**

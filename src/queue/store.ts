@@ -255,9 +255,11 @@ export class QueueStore {
     this.recent.delete(id);
     await this.exclusive(id, async () => {
       if (await this.journaled(id, area)) return this.journal.done(id, false);
-      await fileWorker.unlink(this.path(id, 'eml', area));
+      // not through the file worker: there the unlink would wait behind acceptance batches'
+      // fsyncs, and until it is done a kill -9 means the message is delivered again
+      await unlinkIfPresent(this.path(id, 'eml', area));
       if (this.footerOnly.delete(key(id, area))) return;
-      await fileWorker.unlink(this.path(id, 'json', area));
+      await unlinkIfPresent(this.path(id, 'json', area));
     });
   }
 

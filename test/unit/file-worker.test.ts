@@ -50,15 +50,8 @@ describe('the queue file worker', () => {
     expect(await readdir(join(dir, 'active'))).toEqual(['D.eml']);
   });
 
-  it('unlink deletes; a file already gone is not an error', async () => {
-    await writeFile(join(dir, 'active', 'E.eml'), 'x');
-    await fileWorker.unlink(join(dir, 'active', 'E.eml'));
-    await fileWorker.unlink(join(dir, 'active', 'E.eml'));
-    expect(await readdir(join(dir, 'active'))).toEqual([]);
-  });
-
   it('a worker that dies fails what it was asked (the client gets a 451 and sends again); the next request starts a new one', async () => {
-    await fileWorker.unlink(join(dir, 'active', 'warm-up.eml'));
+    await fileWorker.writeEntry(join(dir, 'tmp', 'warm-up.eml'), join(dir, 'warm-up.eml'), [Buffer.from('x')]);
     // stopped before it could read the request: the request is answered by the thread's exit
     void fileWorker.terminate();
     const pending = fileWorker.writeEntry(join(dir, 'tmp', 'F.eml'), join(dir, 'active', 'F.eml'), [Buffer.from('lost')]);
@@ -72,7 +65,7 @@ describe('the queue file worker', () => {
   it('does not keep a process alive once nothing is asked of it', () => {
     const src = fileURLToPath(new URL('../../src/queue/file-worker.ts', import.meta.url));
     const script = `import { fileWorker } from ${JSON.stringify(src)};
-      await fileWorker.unlink(${JSON.stringify(join(dir, 'active', 'none.eml'))});
+      await fileWorker.writeEntry(${JSON.stringify(join(dir, 'tmp', 'alive.eml'))}, ${JSON.stringify(join(dir, 'alive.eml'))}, [Buffer.from('x')]);
       console.log('done');`;
     const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 15_000 });
     expect(run.stdout.trim()).toBe('done');
