@@ -41,6 +41,8 @@ const STUCK_MS = 45;
 const PROBE_MS = 4;
 /** How long a round waits for a stuck acceptance before the kill. */
 const MAX_WAIT_MS = 1000;
+/** How far back before a kill the probe's answers tell how responsive the relay's main thread was. */
+const STALL_WINDOW_MS = 250;
 /** Acceptances in a round before the kill may come (so the queue is busy delivering by then). */
 const ACCEPTED_BEFORE_KILL = 120;
 
@@ -163,9 +165,7 @@ describe('queue: the duplicate window under kill -9', () => {
     upstream = undefined;
   });
 
-  // Not yet run by default (DUPLICATE_WINDOW=1 runs it): on the shared 2-core VM it still fails
-  // now and then against the fixed relay (gaps of 57–118 ms seen), to be settled before it gates CI.
-  it.runIf(process.env.DUPLICATE_WINDOW === '1')('a message is delivered twice only when its upstream 250 came within a few ms of the kill', async () => {
+  it('a message is delivered twice only when its upstream 250 came within a few ms of the kill', async () => {
     upstream = await startTestUpstream({ accounts: ACCOUNTS });
     const dir = mkdtempSync(join(tmpdir(), 'sendas-dupwin-'));
     writeFileSync(join(dir, 'support.secret'), 'support-secret-2\n');
@@ -189,13 +189,19 @@ describe('queue: the duplicate window under kill -9', () => {
     let stopped = false;
     let lastError = '';
     /** Waits until the round has had its load (bounded: a relay refusing everything fails the test here). */
-    const loaded = async (): Promise<void> => {
-      const until = performance.now() + 10_000;
-      while (roundAccepted < ACCEPTED_BEFORE_KILL) {
-        if (performance.now() > until) throw new Error(`only ${roundAccepted} messages accepted in 10 s; last client error: ${lastError}`);
-        await sleep(5);
-      }
-    };
+    let onAccepted: (() => void) | undefined;
+    const loaded = (): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`only ${roundAccepted} messages accepted in 10 s; last client error: ${lastError}`)), 10_000);
+        const check = () => {
+          if (roundAccepted < ACCEPTED_BEFORE_KILL) return;
+          clearTimeout(timer);
+          onAccepted = undefined;
+          resolve();
+        };
+        onAccepted = check;
+        check();
+      });
     const body = `${'x'.repeat(76)}\r\n`.repeat(20);
     const waitingSince: (number | undefined)[] = [];
     const client = async (c: number): Promise<void> => {
@@ -217,6 +223,7 @@ describe('queue: the duplicate window under kill -9', () => {
           if (!id) throw new Error(`250 without a queue id: ${text}`);
           accepted.add(id);
           roundAccepted++;
+          onAccepted?.();
         } catch (err) {
           lastError = (err as Error).message;
           conn?.destroy();
@@ -279,7 +286,19 @@ describe('queue: the duplicate window under kill -9', () => {
       }
     };
     let roundStartedAt = 0;
-    const kills: { at: number; restartedAt: number }[] = [];
+    const kills: { at: number; restartedAt: number; stallMs: number }[] = [];
+    /**
+     * How long the relay's main thread had last gone without answering the probe, in the
+     * STALL_WINDOW_MS before `at`: a 250 that reached it meanwhile could not be marked sooner, on
+     * any design (a loaded CI machine leaves it unscheduled for tens of ms). The worker's fsyncs,
+     * which the bug was about, do not show here: the probe is answered by the main thread alone.
+     */
+    const stallBefore = (at: number): number => {
+      const recent = probeAnswers.filter((a) => a.at >= at - STALL_WINDOW_MS);
+      let stall = recent.length > 0 ? at - recent[recent.length - 1]!.at : STALL_WINDOW_MS;
+      for (const a of recent) stall = Math.max(stall, a.at - a.sentAt);
+      return stall;
+    };
     const start = async (): Promise<RelayProcess> => {
       const relay = await startRelayProcess(file, {}, 10_000, cli);
       procs.push(relay);
@@ -299,12 +318,13 @@ describe('queue: the duplicate window under kill -9', () => {
       port = 0;
       const exited = new Promise((resolve) => relay.child.once('exit', resolve));
       const at = performance.now();
+      const stallMs = stallBefore(at);
       if (report) console.log(`round ${k}: ${waitingSince.some((t) => t !== undefined && at - t >= STUCK_MS) ? 'stuck' : 'any moment'}, ${roundAccepted} accepted in ${(at - roundStartedAt).toFixed(0)} ms, ${upstream.messages.length} delivered so far`);
       process.kill(relay.child.pid!, 'SIGKILL');
       await exited;
       procs.splice(procs.indexOf(relay), 1);
       const restartedAt = performance.now();
-      kills.push({ at, restartedAt });
+      kills.push({ at, restartedAt, stallMs });
       relay = await start();
     }
     // the last relay gets some load too, then delivers everything
@@ -341,7 +361,7 @@ describe('queue: the duplicate window under kill -9', () => {
       byId.set(id, [...(byId.get(id) ?? []), m.repliedAt!]);
     }
     const duplicates: { id: string; gapMs: number }[] = [];
-    const unexplained: { id: string; gapMs: number }[] = [];
+    const unexplained: { id: string; gapMs: number; stallMs: number | undefined }[] = [];
     for (const [id, times] of byId) {
       times.sort((a, b) => a - b);
       for (const t of times.slice(0, -1)) {
@@ -350,16 +370,16 @@ describe('queue: the duplicate window under kill -9', () => {
         const kill = kills.find((k) => t < k.restartedAt);
         const gapMs = kill ? kill.at - t : Infinity;
         duplicates.push({ id, gapMs });
-        if (gapMs > BOUND_MS) unexplained.push({ id, gapMs });
+        if (gapMs > BOUND_MS + (kill?.stallMs ?? 0)) unexplained.push({ id, gapMs, stallMs: kill?.stallMs });
       }
     }
     const gaps = duplicates.map((d) => d.gapMs).sort((a, b) => b - a);
     if (report) {
       console.log(
         `duplicate-window: ${upstream.messages.length} deliveries of ${byId.size} queue ids (${accepted.size} acknowledged), ` +
-          `${duplicates.length} duplicates, ${unexplained.length} over ${BOUND_MS} ms; gaps (ms, largest first): ${gaps.map((g) => g.toFixed(1)).join(' ')}`,
+          `${duplicates.length} duplicates, ${unexplained.length} over ${BOUND_MS} ms (+ stalls ${kills.map((k) => k.stallMs.toFixed(1)).join('/')}); gaps (ms, largest first): ${gaps.map((g) => g.toFixed(1)).join(' ')}`,
       );
     }
-    expect(unexplained, `duplicates whose first 250 came more than ${BOUND_MS} ms before the kill (${duplicates.length} duplicates in all)`).toEqual([]);
+    expect(unexplained, `duplicates whose first 250 came more than ${BOUND_MS} ms (plus the relay's main-thread stall) before the kill (${duplicates.length} duplicates in all)`).toEqual([]);
   }, 40_000);
 });
