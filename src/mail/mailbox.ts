@@ -1,4 +1,4 @@
-import addressparser from 'nodemailer/lib/addressparser';
+import { addressparser } from './nodemailer-adapter.js';
 import libmime from 'libmime';
 import { isPlainAddress } from './address.js';
 

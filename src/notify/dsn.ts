@@ -17,7 +17,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { domainToASCII } from 'node:url';
-import MimeNode from 'nodemailer/lib/mime-node';
+import { FixedEncodingNode, MimeNode } from '../mail/nodemailer-adapter.js';
 
 export interface FailedRecipient {
   /** The envelope recipient. */
@@ -102,25 +102,6 @@ export async function composeNotice(input: NoticeInput): Promise<Buffer> {
   root.appendChild(new FixedEncodingNode(headers.contentType, headers.encoding)).setContent(headers.bytes);
 
   return root.build();
-}
-
-/**
- * A leaf whose body goes out under exactly the transfer encoding given. MimeNode on its
- * own decides the encoding of a text/* Buffer itself (always quoted-printable or base64),
- * whatever Content-Transfer-Encoding the node was given; the delivery-status fields and the
- * original header lines must reach the reader as they are.
- */
-class FixedEncodingNode extends MimeNode {
-  readonly #encoding: string;
-
-  constructor(contentType: string, encoding: '7bit' | '8bit' | 'quoted-printable') {
-    super(contentType);
-    this.#encoding = encoding;
-  }
-
-  override getTransferEncoding(): string {
-    return this.#encoding;
-  }
 }
 
 /** Part 1: what happened and what to do, for a person. */

@@ -5,7 +5,7 @@ import type { Account } from '../config/account.js';
 import type { UpstreamEnvelope } from '../mail/envelope.js';
 import type { TokenProvider } from '../oauth/tokens.js';
 import { sendViaGraph, type GraphOutcome } from './graph.js';
-import { createPool, openConnections, sendRaw, type Pool } from './nodemailer-adapter.js';
+import { createPool, openConnections, sendRaw, type Pool } from '../mail/nodemailer-adapter.js';
 import { poolOptions, type TransportTuning } from './options.js';
 
 /** What identify() computes for an account on a route: the pool key and the settings fingerprint. */

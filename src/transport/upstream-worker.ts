@@ -6,7 +6,7 @@
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { ThreadServer } from '../threads/server.js';
-import { createPool, sendRaw } from './nodemailer-adapter.js';
+import { createPool, sendRaw } from '../mail/nodemailer-adapter.js';
 import { PoolSet } from './pools.js';
 import { plainUpstreamError, type MessageSource, type PlainUpstreamError, type UpstreamProtocol } from './upstream-protocol.js';
 

@@ -1,17 +1,21 @@
 /**
  * Everything sendas does with nodemailer beyond its public API, in one place: sending a
  * ready-made message straight to a pool transport (a MimeNode built by hand, the proxy socket
- * handover sendMail would do), and the count of a pool's open connections. When nodemailer is
- * upgraded, this file and test/unit/pools.test.ts are what to check.
+ * handover sendMail would do), the count of a pool's open connections, MIME parts of a failure
+ * notice whose transfer encoding is ours, and nodemailer's address parser. When nodemailer is
+ * upgraded, this file, test/unit/pools.test.ts, test/unit/dsn.test.ts and the mailbox tests
+ * are what to check. It sits with the mail foundations so that transport, notices and header
+ * parsing can all use it.
  */
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import nodemailer, { type Transporter } from 'nodemailer';
+import addressparser from 'nodemailer/lib/addressparser';
 import MimeNode from 'nodemailer/lib/mime-node';
 import type MailMessage from 'nodemailer/lib/mailer/mail-message';
 import type SMTPPool from 'nodemailer/lib/smtp-pool';
 import { SocksClient } from 'socks';
-import type { UpstreamEnvelope } from '../mail/envelope.js';
+import type { UpstreamEnvelope } from './envelope.js';
 
 export type Pool = Transporter<SMTPPool.SentMessageInfo>;
 
@@ -104,4 +108,25 @@ export function sendRaw(transporter: Pool, envelope: UpstreamEnvelope, message: 
 /** A pool's open upstream connections (nodemailer keeps no public count: the pool's own list). */
 export function openConnections(transporter: Pool): number {
   return (transporter.transporter as unknown as { _connections?: unknown[] })._connections?.length ?? 0;
+}
+
+export { MimeNode, addressparser };
+
+/**
+ * A leaf whose body goes out under exactly the transfer encoding given. MimeNode on its
+ * own decides the encoding of a text/* Buffer itself (always quoted-printable or base64),
+ * whatever Content-Transfer-Encoding the node was given; the delivery-status fields and the
+ * original header lines of a notice must reach the reader as they are.
+ */
+export class FixedEncodingNode extends MimeNode {
+  readonly #encoding: string;
+
+  constructor(contentType: string, encoding: '7bit' | '8bit' | 'quoted-printable') {
+    super(contentType);
+    this.#encoding = encoding;
+  }
+
+  override getTransferEncoding(): string {
+    return this.#encoding;
+  }
 }
