@@ -71,8 +71,10 @@ export class FailoverState {
 
   /** The primary could not be reached: use the alternate until the cool-down has passed. */
   primaryFailed(now: number): void {
+    const alternate = this.server.alternate;
+    if (!alternate) return; // nowhere to go: every send keeps trying the primary
     this.failedOver = true;
-    this.nextProbeAt = now + (this.server.alternate?.cooldownMs ?? 60_000);
+    this.nextProbeAt = now + alternate.cooldownMs;
   }
 
   /** The primary took a send begun at `startedAt`. Returns true if this ends a failover. */
