@@ -88,13 +88,5 @@ function recordFailure(r: RecipientState, error: StoredError, temporary: boolean
 }
 
 function stored(err: RelayError, at: string, host?: string): StoredError {
-  return {
-    kind: err.kind,
-    code: err.status.code,
-    enhanced: err.status.enhanced,
-    reason: err.message,
-    ...(err.upstreamReply ? { upstreamReply: err.upstreamReply } : {}),
-    at,
-    ...(host ? { host } : {}),
-  };
+  return { ...err.toLog(), at, ...(host ? { host } : {}) };
 }

@@ -26,6 +26,14 @@ export interface SmtpStatus {
   enhanced: string;
 }
 
+export interface ErrorFields {
+  readonly kind: ErrorKind;
+  readonly code: number;
+  readonly enhanced: string;
+  readonly reason: string;
+  readonly upstreamReply?: string;
+}
+
 export class RelayError extends Error {
   readonly kind: ErrorKind;
   readonly status: SmtpStatus;
@@ -62,7 +70,8 @@ export class RelayError extends Error {
     return err;
   }
 
-  toLog(): Record<string, unknown> {
+  /** The fields a log line, a queue entry's recorded failure and a notice carry about it. */
+  toLog(): ErrorFields {
     return {
       kind: this.kind,
       code: this.status.code,

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startTestUpstream, type ReceivedMessage, type TestUpstream } from '../support/upstream.js';
-import { CLI, startRelayProcess, type RelayProcess } from '../support/relay-process.js';
+import { CLI, startRelayProcess, writeQueueRelayConfig, type RelayProcess } from '../support/relay-process.js';
 
 /**
  * The duplicate window of the queue under kill -9: a message may be delivered twice by the relay
@@ -49,32 +49,6 @@ const ACCEPTED_BEFORE_KILL = 120;
 /** The built CLI under test; DUPLICATE_WINDOW_CLI points at another build (a before/after measurement). */
 const cli = process.env.DUPLICATE_WINDOW_CLI ?? CLI;
 const report = process.env.DUPLICATE_WINDOW_REPORT === '1';
-
-function config(dir: string, upstreamPort: number): string {
-  const file = join(dir, 'relay.yaml');
-  writeFileSync(
-    file,
-    `http: false
-listen:
-  port: 0
-queue:
-  retry: [200ms]
-servers:
-  - name: main
-    host: 127.0.0.1
-    port: ${upstreamPort}
-    security: none
-    username: relay@acme.example
-    password: server-secret-1
-channels:
-  - name: support
-    address: support@acme.example
-    override:
-      password: {file: support.secret}
-`,
-  );
-  return file;
-}
 
 /** The accounts of the upstream (harness.ts has the same; not imported: it loads the relay's sources, which this test does not need). */
 const ACCOUNTS = [
@@ -169,7 +143,7 @@ describe('queue: the duplicate window under kill -9', () => {
     upstream = await startTestUpstream({ accounts: ACCOUNTS });
     const dir = mkdtempSync(join(tmpdir(), 'sendas-dupwin-'));
     writeFileSync(join(dir, 'support.secret'), 'support-secret-2\n');
-    const file = config(dir, upstream.port);
+    const file = writeQueueRelayConfig(dir, upstream.port);
     // another writer on the queue's file system, as on a shared disk: its fdatasyncs of a few MB
     // make the relay's take milliseconds to tens of them (on a fast disk they take well under
     // one), so that acceptance batches keep the file worker busy as under real load

@@ -4,34 +4,8 @@ import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startTestUpstream, type TestUpstream } from '../support/upstream.js';
-import { startRelayProcess, type RelayProcess } from '../support/relay-process.js';
+import { startRelayProcess, writeQueueRelayConfig as config, type RelayProcess } from '../support/relay-process.js';
 import { ACCOUNTS, headerValues, split } from './harness.js';
-
-function config(dir: string, upstreamPort: number, retry = '200ms'): string {
-  const file = join(dir, 'relay.yaml');
-  writeFileSync(
-    file,
-    `http: false
-listen:
-  port: 0
-queue:
-  retry: [${retry}]
-servers:
-  - name: main
-    host: 127.0.0.1
-    port: ${upstreamPort}
-    security: none
-    username: relay@acme.example
-    password: server-secret-1
-channels:
-  - name: support
-    address: support@acme.example
-    override:
-      password: {file: support.secret}
-`,
-  );
-  return file;
-}
 
 /** The promises that need a real process: kill -9 and restarts. */
 describe('queue durability (real process)', () => {

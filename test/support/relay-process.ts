@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -100,4 +101,31 @@ export async function startRelayProcess(configFile: string, env: NodeJS.ProcessE
       return code;
     },
   };
+}
+
+/** A queue-mode relay.yaml in `dir` for the test upstream on `upstreamPort`: the server account and channel support with its own password file (support.secret). */
+export function writeQueueRelayConfig(dir: string, upstreamPort: number, retry = '200ms'): string {
+  const file = join(dir, 'relay.yaml');
+  writeFileSync(
+    file,
+    `http: false
+listen:
+  port: 0
+queue:
+  retry: [${retry}]
+servers:
+  - name: main
+    host: 127.0.0.1
+    port: ${upstreamPort}
+    security: none
+    username: relay@acme.example
+    password: server-secret-1
+channels:
+  - name: support
+    address: support@acme.example
+    override:
+      password: {file: support.secret}
+`,
+  );
+  return file;
 }
