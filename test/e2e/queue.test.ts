@@ -225,7 +225,9 @@ describe('delivery: queue', () => {
 
   it('fails over to the alternate while the primary is down, and goes back once it answers again', async () => {
     const primaryPort = await freePort();
-    const alternate = await upstream();
+    // the alternate defers message three, so the relay's own retries (every 300 ms) carry it
+    // past the cool-down: the test waits for events, never for the cool-down itself
+    const alternate = await upstream({ onData: (m) => (headerValues(split(m.raw).head, 'Subject')[0] === 'three' ? { code: 451, message: '4.3.0 try again later' } : undefined) });
     // the cool-down must outlast sending message two even on a loaded CI machine
     const cooldownMs = 3_000;
     const r = await relay(primaryPort, 'queue:\n  retry: [300ms]\n', `    alternate: {host: 127.0.0.1, port: ${alternate.port}, cooldown: ${cooldownMs}ms}\n`);
@@ -241,10 +243,13 @@ describe('delivery: queue', () => {
     expect((await send(r, { subject: 'two' })).finalCode).toBe(250);
     expect(headerValues(split((await alternate.nextMessage()).raw).head, 'Subject')).toEqual(['two']);
     expect(Date.now() - failedOverAt).toBeLessThan(cooldownMs);
-    // the cool-down is the behaviour under test: let the rest of it pass, then the next message probes the primary
-    await new Promise((resolve) => setTimeout(resolve, failedOverAt + cooldownMs + 50 - Date.now()));
+    // message three is sent within the cool-down too: it goes to the alternate, which defers it,
+    // and keeps going there at each retry until the cool-down has passed; then the primary takes it
     expect((await send(r, { subject: 'three' })).finalCode).toBe(250);
-    expect(headerValues(split((await primary.nextMessage()).raw).head, 'Subject')).toEqual(['three']);
+    const three = await primary.nextMessage(cooldownMs + 10_000);
+    expect(headerValues(split(three.raw).head, 'Subject')).toEqual(['three']);
+    expect(Date.now()).toBeGreaterThanOrEqual(failedOverAt + cooldownMs);
+    expect(alternate.rejected.map((x) => headerValues(split(x.msg.raw).head, 'Subject')[0])).toContain('three');
     await r.waitForLog((l) => l.msg === 'primary reachable again: back from the alternate');
   });
 
