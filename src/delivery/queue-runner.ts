@@ -32,6 +32,8 @@ export interface QueueRunnerOptions {
 
 export interface QueueTransport {
   send(meta: QueueEntryMeta, account: Account, envelope: UpstreamEnvelope, route: Route): Promise<SendOutcome>;
+  /** The server failed over: its primary is tried again only on a connection opened from now on. */
+  primaryFailed(server: string): void;
 }
 
 interface Tracked {
@@ -285,6 +287,7 @@ export class QueueRunner {
     let outcome = await this.transport.send(meta, account, envelope, route);
     const turn = failover.afterSend(route, outcome, sentAt, this.clock.now());
     if (turn === 'use-alternate' && !outcome.ok) {
+      this.transport.primaryFailed(account.server.name);
       const primary = route;
       route = failover.alternate()!;
       this.opts.logger.warn({ server: account.server.name, primary: `${primary.host}:${primary.port}`, alternate: `${route.host}:${route.port}`, ...outcome.error.toLog() }, 'primary unreachable: using the alternate');

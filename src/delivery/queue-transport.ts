@@ -23,5 +23,6 @@ export function queueTransport(store: QueueStore, transport: Transport): QueueTr
         message?.destroy();
       }
     },
+    primaryFailed: (server) => transport.primaryFailed(server),
   };
 }

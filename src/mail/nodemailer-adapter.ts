@@ -101,8 +101,31 @@ export function sendRaw(transporter: Pool, envelope: UpstreamEnvelope, message: 
       fail(Object.assign(new Error(`Message has ${recipients} recipients, which is over the ${MAX_RECIPIENTS} allowed by maxRecipients`), { code: 'EMAXRECIPIENTS' }));
       return;
     }
-    transporter.transporter.send(mail as unknown as MailMessage<SMTPPool.SentMessageInfo>, (err, info) => (err ? fail(err) : resolve(info as SMTPPool.SentMessageInfo)));
+    transporter.transporter.send(mail as unknown as MailMessage<SMTPPool.SentMessageInfo>, (err, info) => {
+      // this message no longer counts as pending by now
+      if (retired.has(transporter) && pending(transporter) === 0) transporter.close();
+      if (err) fail(err);
+      else resolve(info as SMTPPool.SentMessageInfo);
+    });
   });
+}
+
+/** Pools given no more messages: each closes when its last message is done (see retire). */
+const retired = new WeakSet<Pool>();
+
+/**
+ * Closes a pool once it has nothing left to send. close() at once would fail the messages still
+ * waiting in its queue for a connection ("Connection pool was closed") instead of letting them
+ * go on, and close only its idle connections; nodemailer's pendingCount() (queued and in flight)
+ * says when nothing is left. The caller sends the pool nothing more.
+ */
+export function retire(transporter: Pool): void {
+  if (pending(transporter) === 0) transporter.close();
+  else retired.add(transporter);
+}
+
+function pending(transporter: Pool): number {
+  return (transporter.transporter as unknown as { pendingCount(): number }).pendingCount();
 }
 
 /** A pool's open upstream connections (nodemailer keeps no public count: the pool's own list). */

@@ -5,7 +5,7 @@ import type { Account } from '../config/account.js';
 import type { UpstreamEnvelope } from '../mail/envelope.js';
 import type { TokenProvider } from '../oauth/tokens.js';
 import { sendViaGraph, type GraphOutcome } from './graph.js';
-import { createPool, openConnections, sendRaw, type Pool } from '../mail/nodemailer-adapter.js';
+import { createPool, openConnections, retire, sendRaw, type Pool } from '../mail/nodemailer-adapter.js';
 import { poolOptions, type TransportTuning } from './options.js';
 
 /** What identify() computes for an account on a route: the pool key and the settings fingerprint. */
@@ -26,6 +26,16 @@ export class PoolSet {
     const pool = create();
     this.pools.set(key, { pool, fingerprint });
     return pool;
+  }
+
+  /** Gives these pools no more messages and closes each once what it has is sent (see retire). */
+  retire(keys: Iterable<string>): void {
+    for (const key of keys) {
+      const entry = this.pools.get(key);
+      if (!entry) continue;
+      this.pools.delete(key);
+      retire(entry.pool);
+    }
   }
 
   has(key: string, fingerprint: string): boolean {
@@ -77,6 +87,13 @@ export class TransportPools {
    * afresh and gets a new pool, as before. Weak, so the old snapshot's entries go with it.
    */
   private readonly known = new WeakMap<object, WeakMap<object, Map<string, PoolIdentity>>>();
+  /**
+   * Per server, how many times its primary has failed over, and the primary pool keys of that
+   * generation. Each failover starts a new generation of primary pools, so the primary is only
+   * trusted again after a connection opened since it failed: a pooled connection from before
+   * could take a message while new connections are still refused.
+   */
+  private readonly primaries = new Map<string, { generation: number; keys: Set<string> }>();
 
   constructor(
     private readonly tuning: TransportTuning,
@@ -117,9 +134,22 @@ export class TransportPools {
     return this.pools.retain((key) => wanted.get(key));
   }
 
+  /**
+   * The server's primary could not be reached: its accounts' primary pools get no more messages
+   * (they close once idle) and the next message for the primary opens a new pool. Returns the
+   * retired keys, for the upstream thread's pools.
+   */
+  primaryFailed(server: string): string[] {
+    const primary = this.primaries.get(server) ?? { generation: 0, keys: new Set<string>() };
+    const retired = [...primary.keys];
+    this.primaries.set(server, { generation: primary.generation + 1, keys: new Set() });
+    this.pools.retire(retired);
+    return retired;
+  }
+
   /** The pool key and settings fingerprint an account (on a route) would have. */
   identify(account: Account, route?: { host: string; port: number }): [string, string] {
-    const key = route ? `${account.key}@${route.host}:${route.port}` : account.key;
+    const key = route ? `${account.key}@${route.host}:${route.port}` : this.primaryKey(account);
     // OAuth settings live outside the nodemailer options (in the token provisioner): fingerprint them too
     const o = account.oauth;
     const oauth = o
@@ -130,9 +160,19 @@ export class TransportPools {
     return [key, `${JSON.stringify(poolOptions(account, this.tuning, route))}|${oauth}`];
   }
 
-  /** identify(), computed once per account of a snapshot and route (see `known`). */
+  /** The account's pool key on its server's primary, in the current generation (see `primaries`). */
+  private primaryKey(account: Account): string {
+    let primary = this.primaries.get(account.server.name);
+    if (!primary) this.primaries.set(account.server.name, (primary = { generation: 0, keys: new Set() }));
+    const key = primary.generation === 0 ? account.key : `${account.key}#${primary.generation}`;
+    primary.keys.add(key);
+    return key;
+  }
+
+  /** identify(), computed once per account of a snapshot, route and primary generation (see `known`). */
   cachedIdentity(account: Account, route?: { host: string; port: number }): PoolIdentity {
-    const routeKey = route ? `${route.host}:${route.port}` : '';
+    const generation = route ? 0 : (this.primaries.get(account.server.name)?.generation ?? 0);
+    const routeKey = route ? `${route.host}:${route.port}` : generation === 0 ? '' : `#${generation}`;
     let byOrigin = this.known.get(account.server);
     let byRoute = byOrigin?.get(account.origin);
     const known = byRoute?.get(routeKey);

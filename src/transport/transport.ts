@@ -53,6 +53,14 @@ export class Transport {
     return deliverNow(this.pools, account, envelope, Readable.from([message], { objectMode: false }), route);
   }
 
+  /**
+   * A server's primary could not be reached (delivery failed over): the next message for it
+   * opens a new connection, in either thread; the pools from before close once idle.
+   */
+  primaryFailed(server: string): void {
+    this.thread.retire(this.pools.primaryFailed(server));
+  }
+
   /** Loads the upstream thread: the first message must not pay for it. */
   ready(): Promise<void> {
     return this.thread.ready();

@@ -31,6 +31,8 @@ export type UpstreamProtocol = {
   };
   /** After a reload: the pools wanted (key → fingerprint); the others are closed. */
   retain: { request: { readonly wanted: Readonly<Record<string, string>> }; reply: void };
+  /** After a failover: these pools get no more messages and close once idle (PoolSet.retire). */
+  retire: { request: { readonly keys: readonly string[] }; reply: void };
 };
 
 /** A nodemailer error as plain data: what classifyUpstreamError reads, and the per-recipient ones. */

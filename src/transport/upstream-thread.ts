@@ -65,6 +65,13 @@ export class UpstreamThread {
     this.thread.notify('retain', { wanted: Object.fromEntries(wanted) });
   }
 
+  /** After a failover: the worker's pools of these keys take no more messages and close once idle. */
+  retire(keys: readonly string[]): void {
+    if (keys.length === 0) return;
+    for (const key of keys) this.given.delete(key);
+    this.thread.notify('retire', { keys });
+  }
+
   /** Open upstream connections of the worker's pools, as of its last answer. */
   openConnections(): number {
     return this.thread.status ?? 0;

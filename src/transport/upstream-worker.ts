@@ -20,6 +20,10 @@ const server = new ThreadServer<UpstreamProtocol, number>({
         pools.retain((key) => req.body.wanted[key]);
         continue;
       }
+      if (req.op === 'retire') {
+        pools.retire(req.body.keys);
+        continue;
+      }
       const { key, fingerprint, options, envelope, message } = req.body;
       if (!options && !pools.has(key, fingerprint)) {
         // the main thread sends the options with the first message of a pool it has not seen: it believes this one exists

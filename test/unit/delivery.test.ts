@@ -146,6 +146,8 @@ function harness(yamlExtra: string, script: (meta: QueueEntryMeta, route: Route,
   const lines: Record<string, unknown>[] = [];
   const logger = pino({ level: 'debug' }, new Writable({ write: (chunk: Buffer, _e, done) => (lines.push(...chunk.toString().trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)), done()) }));
   const sends: { id: string; route: Route; at: number }[] = [];
+  /** The servers whose primary pools the runner told the transport to renew. */
+  const renewed: string[] = [];
   const store = { list: async () => [], update: async () => undefined, remove: async () => undefined, moveToFailed: async () => undefined, takeMessage: () => undefined } as unknown as QueueStore;
   const runner = new QueueRunner({
     store,
@@ -154,9 +156,12 @@ function harness(yamlExtra: string, script: (meta: QueueEntryMeta, route: Route,
     maxPerAccount: 5,
     writeNotice: async () => undefined,
     clock,
-    transport: { send: async (meta, _account: Account, _env, route) => (sends.push({ id: meta.id, route, at: clock.now() }), script(meta, route, sends.length)) },
+    transport: {
+      send: async (meta, _account: Account, _env, route) => (sends.push({ id: meta.id, route, at: clock.now() }), script(meta, route, sends.length)),
+      primaryFailed: (server) => void renewed.push(server),
+    },
   });
-  return { clock, runner, lines, sends, snapshot };
+  return { clock, runner, lines, sends, snapshot, renewed };
 }
 
 describe('QueueRunner on an injected clock (no real sleeps)', () => {
@@ -198,6 +203,8 @@ describe('QueueRunner on an injected clock (no real sleeps)', () => {
     await h.clock.advance(5);
     expect(h.lines.filter((l) => l.msg === 'primary unreachable: using the alternate')).toHaveLength(1);
     expect(h.sends.filter((s) => s.id === 'F2').map((s) => s.route.alternate)).toEqual([false, true]);
+    // the connections opened before are not trusted with the probe: the transport opens new ones
+    expect(h.renewed).toEqual(['main']);
 
     primaryUp.value = true;
     releaseEarly(sent('250 primary, old connection'));
