@@ -33,8 +33,8 @@ const BOUND_MS = 20;
 const KILLS = 3;
 /** Concurrent clients, each sending message after message on its own connection. */
 const CLIENTS = 8;
-/** MiB written and fdatasync'd again and again beside the queue during the test (0: none). */
-const NOISE_MB = 16;
+/** MiB written and fdatasync'd again and again beside the queue during the test (0: none; DUPLICATE_WINDOW_NOISE_MB for measurements). */
+const NOISE_MB = Number(process.env.DUPLICATE_WINDOW_NOISE_MB ?? 16);
 /** An acceptance that keeps its client waiting this long is stuck behind the file worker (fdatasync). */
 const STUCK_MS = 45;
 /** The relay's main thread is keeping up when it answers a NOOP within this, one after another. */
