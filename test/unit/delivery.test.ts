@@ -11,7 +11,7 @@ import { RelayError } from '../../src/errors/relay-error.js';
 import type { QueueEntryMeta } from '../../src/queue/entry.js';
 import type { QueueStore } from '../../src/queue/store.js';
 import type { SendOutcome } from '../../src/transport/send.js';
-import { BASE_YAML, snapshotOf } from './helpers.js';
+import { BASE_YAML, queueEntry, snapshotOf } from './helpers.js';
 import { ManualClock } from './manual-clock.js';
 
 const SEC = 1000;
@@ -25,25 +25,8 @@ const REFUSED = { code: 'ESOCKET', message: 'connect ECONNREFUSED 127.0.0.1:587'
 const DROPPED = { code: 'ECONNECTION', message: 'Connection closed unexpectedly', command: 'CONN' };
 
 function entry(id: string, recipients = ['a@example.net'], receivedAt = T0): QueueEntryMeta {
-  return {
-    format: 1,
-    id,
-    receivedAt: new Date(receivedAt).toISOString(),
-    client: { address: '127.0.0.1', login: 'crm' },
-    envelope: { originalFrom: 'crm@acme.example', eightBit: false },
-    identity: { kind: 'channel', name: 'support' },
-    serverName: 'main',
-    accountAddress: 'support@acme.example',
-    fromBefore: 'crm@acme.example',
-    fromAfter: 'support@acme.example',
-    subject: id,
-    size: 100,
-    notice: false,
-    recipients: recipients.map((address) => ({ address, status: 'pending', attempts: 0 })),
-    attempts: 0,
-    nextAttemptAt: undefined,
-    lastError: undefined,
-  };
+  const pending = recipients.map((address) => ({ address, status: 'pending' as const, attempts: 0 }));
+  return queueEntry(pending, { id, receivedAt: new Date(receivedAt).toISOString(), subject: id, size: 100, attempts: 0 });
 }
 
 const server = () => snapshotOf().servers.find((s) => s.name === 'main')!;

@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { parseConfig } from '../../src/config/load.js';
 import type { ConfigSnapshot } from '../../src/config/types.js';
+import type { QueueEntryMeta, RecipientState } from '../../src/queue/entry.js';
 import { HeaderRewriteStream } from '../../src/mail/header-stream.js';
 import { processHeaders, type MessageDecision } from '../../src/reception/process.js';
 
@@ -103,3 +104,27 @@ export function header(head: string, name: string): string[] {
 }
 
 export { text };
+
+/** A queue entry of channel support's, accepted from the crm login, with these recipients; `extra` overrides any field. */
+export function queueEntry(recipients: RecipientState[], extra: Partial<QueueEntryMeta> = {}): QueueEntryMeta {
+  return {
+    format: 1,
+    id: 'ABCDEFGHJKLM',
+    receivedAt: '2026-01-10T12:00:00.000Z',
+    client: { address: '127.0.0.1', login: 'crm' },
+    envelope: { originalFrom: 'crm@acme.example', eightBit: false },
+    identity: { kind: 'channel', name: 'support' },
+    serverName: 'main',
+    accountAddress: 'support@acme.example',
+    fromBefore: 'crm@acme.example',
+    fromAfter: 'support@acme.example',
+    subject: 'Hello',
+    size: 123,
+    notice: false,
+    recipients,
+    attempts: 1,
+    nextAttemptAt: undefined,
+    lastError: undefined,
+    ...extra,
+  };
+}

@@ -8,6 +8,7 @@ import { classifyUpstreamError } from '../../src/errors/classify.js';
 import { RelayError } from '../../src/errors/relay-error.js';
 import type { QueueEntryMeta, RecipientState } from '../../src/queue/entry.js';
 import { ManualClock } from './manual-clock.js';
+import { queueEntry } from './helpers.js';
 
 const SEC = 1000;
 const MIN = 60 * SEC;
@@ -157,26 +158,7 @@ function recipient(address: string, status: RecipientState['status']): Recipient
 }
 
 function metaWith(recipients: RecipientState[], extra: Partial<QueueEntryMeta> = {}): QueueEntryMeta {
-  return {
-    format: 1,
-    id: 'ABCDEFGHJKLM',
-    receivedAt: iso(T0),
-    client: { address: '127.0.0.1', login: 'crm' },
-    envelope: { originalFrom: 'crm@acme.example', eightBit: false },
-    identity: { kind: 'channel', name: 'support' },
-    serverName: 'main',
-    accountAddress: 'support@acme.example',
-    fromBefore: 'crm@acme.example',
-    fromAfter: 'support@acme.example',
-    subject: 'Hello',
-    size: 123,
-    notice: false,
-    recipients,
-    attempts: 1,
-    nextAttemptAt: undefined,
-    lastError: undefined,
-    ...extra,
-  };
+  return queueEntry(recipients, { receivedAt: iso(T0), ...extra });
 }
 
 describe('verdictAfterAttempt', () => {
