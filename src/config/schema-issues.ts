@@ -21,38 +21,27 @@ export function reportSchemaIssue(issue: z.core.$ZodIssue, raw: Record<string, u
   at(path, issue.message);
 }
 
+/** The section a key path ends in, by its last named key: channels and agents are both identities. */
+const SECTION: Readonly<Record<string, keyof typeof KNOWN_KEYS>> = {
+  oauth: 'oauth',
+  listen: 'listen',
+  clients: 'clients',
+  servers: 'servers',
+  tls: 'tls',
+  alternate: 'alternate',
+  queue: 'queue',
+  channels: 'identity',
+  agents: 'identity',
+  override: 'override',
+  policy: 'policy',
+  log: 'log',
+  http: 'http',
+};
+
 function knownKeysAt(path: Path): string[] {
   const last = [...path].reverse().find((p): p is string => typeof p === 'string');
+  if (last === undefined) return KNOWN_KEYS.root;
+  // an identity's own OAuth settings are only its refresh token; the rest is its server's
   if (last === 'oauth' && path.includes('override')) return ['refresh_token'];
-  switch (last) {
-    case 'oauth':
-      return KNOWN_KEYS.oauth;
-    case undefined:
-      return KNOWN_KEYS.root;
-    case 'listen':
-      return KNOWN_KEYS.listen;
-    case 'clients':
-      return KNOWN_KEYS.clients;
-    case 'servers':
-      return KNOWN_KEYS.servers;
-    case 'tls':
-      return KNOWN_KEYS.tls;
-    case 'alternate':
-      return KNOWN_KEYS.alternate;
-    case 'queue':
-      return KNOWN_KEYS.queue;
-    case 'channels':
-    case 'agents':
-      return KNOWN_KEYS.identity;
-    case 'override':
-      return KNOWN_KEYS.override;
-    case 'policy':
-      return KNOWN_KEYS.policy;
-    case 'log':
-      return KNOWN_KEYS.log;
-    case 'http':
-      return KNOWN_KEYS.http;
-    default:
-      return [];
-  }
+  return Object.hasOwn(SECTION, last) ? KNOWN_KEYS[SECTION[last]!] : [];
 }
