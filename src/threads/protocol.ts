@@ -2,7 +2,7 @@
  * The shape of a worker thread's typed protocol, shared by its two halves (client.ts on the
  * main thread, server.ts in the worker): each operation names what is sent and what comes back.
  *
- *     type FileProtocol = { unlink: { request: { path: string }; reply: void }; ... };
+ *     type FileProtocol = { write: { request: { tmp: string; path: string; chunks: Buffer[] }; reply: void }; ... };
  */
 export type Protocol<P> = { [K in keyof P]: { request: unknown; reply: unknown } };
 

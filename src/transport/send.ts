@@ -21,8 +21,6 @@ export type SendOutcome =
   /** Nothing was delivered; `error` says why, and whether the host counts as unreachable. */
   | { readonly ok: false; readonly error: RelayError };
 
-export type SentOutcome = Extract<SendOutcome, { ok: true }>;
-
 export function upstreamContext(account: Account, route?: { host: string; port: number }): UpstreamContext {
   return {
     serverName: account.server.name,

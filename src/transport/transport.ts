@@ -27,7 +27,7 @@ export interface TransportOptions {
  * value, never with a decision.
  */
 export class Transport {
-  readonly pools: TransportPools;
+  private readonly pools: TransportPools;
   private readonly thread: UpstreamThread;
 
   constructor(opts: TransportOptions) {
