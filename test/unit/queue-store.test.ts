@@ -14,6 +14,7 @@ import type { QueueEntryMeta, RecipientState } from '../../src/queue/entry.js';
 import { newMessageId } from '../../src/mail/message-id.js';
 import { parseSegment } from '../../src/queue/journal-record.js';
 import { QueueStore, type QueueArea } from '../../src/queue/store.js';
+import { queueEntry } from './helpers.js';
 
 let dir: string;
 let store: QueueStore;
@@ -64,26 +65,9 @@ function recipient(address: string, status: RecipientState['status'] = 'pending'
 }
 
 function metaFor(id: string, size: number, extra: Partial<QueueEntryMeta> = {}): QueueEntryMeta {
-  return {
-    format: 1,
-    id,
-    receivedAt: '2026-01-10T12:00:00.000Z',
-    client: { address: '127.0.0.1', login: 'crm' },
-    envelope: { originalFrom: 'crm@acme.example', eightBit: true },
-    identity: { kind: 'channel', name: 'support' },
-    serverName: 'main',
-    accountAddress: 'support@acme.example',
-    fromBefore: 'crm@acme.example',
-    fromAfter: 'support@acme.example',
-    subject: 'Grüße',
-    size,
-    notice: false,
-    recipients: [recipient('a@example.net'), recipient('b@example.net')],
-    attempts: 0,
-    nextAttemptAt: undefined,
-    lastError: undefined,
-    ...extra,
-  };
+  // 8-bit and a non-ASCII subject: what the store writes must survive both
+  const recipients = [recipient('a@example.net'), recipient('b@example.net')];
+  return queueEntry(recipients, { id, envelope: { originalFrom: 'crm@acme.example', eightBit: true }, subject: 'Grüße', size, attempts: 0, ...extra });
 }
 
 /** Accepts a small entry and returns its metadata. */
