@@ -52,7 +52,13 @@ export function classifyUpstreamError(raw: unknown, ctx: UpstreamContext): Relay
   const reply = err.response ? oneLine(err.response) : undefined;
   const facts: Facts = { err, basic: err.responseCode, enhanced: enhancedCodeOf(reply), reply };
   const rule = ruleFor(facts);
-  return new RelayError(rule.kind, statusOf(rule.status, facts), reasonOf(rule.text, facts, ctx, raw), { upstreamReply: reply, cause: raw, unreachable: rule.unreachable ?? false });
+  return new RelayError(rule.kind, statusOf(rule.status, facts), reasonOf(rule.text, facts, ctx, raw), {
+    upstreamReply: reply,
+    cause: raw,
+    unreachable: rule.unreachable ?? false,
+    ...(rule.fix ? { fix: reasonOf(rule.fix, facts, ctx, raw) } : {}),
+    ...(rule.account ? { account: rule.account } : {}),
+  });
 }
 
 /** The row that decides a failure (exported for tests: which row a sample hits). */

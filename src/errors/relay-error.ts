@@ -32,7 +32,16 @@ export interface ErrorFields {
   readonly enhanced: string;
   readonly reason: string;
   readonly upstreamReply?: string;
+  readonly fix?: string;
 }
+
+/**
+ * What a failure means for the account that met it, beyond this message: `backoff` — the account
+ * has too many sessions or is signing in too often, so it runs fewer at once for a while (no
+ * failover: the host is fine); `hold` — a provider quota is used up, so the account sends nothing
+ * until its window frees (the messages wait, they never fail for it).
+ */
+export type AccountReaction = 'backoff' | 'hold';
 
 export class RelayError extends Error {
   readonly kind: ErrorKind;
@@ -44,14 +53,24 @@ export class RelayError extends Error {
    * says so, and failover acts on it without reading codes or text itself.
    */
   readonly unreachable: boolean;
+  /** What ops can do about it, in the provider's terms (shown in log, queue list, notice, `sendas test`). */
+  readonly fix: string | undefined;
+  readonly account: AccountReaction | undefined;
 
-  constructor(kind: ErrorKind, status: SmtpStatus, message: string, opts: { upstreamReply?: string; cause?: unknown; unreachable?: boolean } = {}) {
+  constructor(
+    kind: ErrorKind,
+    status: SmtpStatus,
+    message: string,
+    opts: { upstreamReply?: string; cause?: unknown; unreachable?: boolean; fix?: string; account?: AccountReaction } = {},
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'RelayError';
     this.kind = kind;
     this.status = status;
     this.upstreamReply = opts.upstreamReply;
     this.unreachable = opts.unreachable ?? false;
+    this.fix = opts.fix;
+    this.account = opts.account;
   }
 
   get temporary(): boolean {
@@ -78,6 +97,7 @@ export class RelayError extends Error {
       enhanced: this.status.enhanced,
       reason: this.message,
       ...(this.upstreamReply ? { upstreamReply: this.upstreamReply } : {}),
+      ...(this.fix ? { fix: this.fix } : {}),
     };
   }
 }
@@ -97,7 +117,13 @@ export function internalError(id: string, cause?: unknown): RelayError {
  */
 export function deferredForm(err: RelayError): RelayError {
   if (err.status.code === 451 && err.status.enhanced.startsWith('4')) return err;
-  return new RelayError(err.kind, { code: 451, enhanced: `4${err.status.enhanced.slice(1)}` }, err.message, { upstreamReply: err.upstreamReply, cause: err, unreachable: err.unreachable });
+  return new RelayError(err.kind, { code: 451, enhanced: `4${err.status.enhanced.slice(1)}` }, err.message, {
+    upstreamReply: err.upstreamReply,
+    cause: err,
+    unreachable: err.unreachable,
+    ...(err.fix ? { fix: err.fix } : {}),
+    ...(err.account ? { account: err.account } : {}),
+  });
 }
 
 export function oneLine(text: string): string {

@@ -1,4 +1,4 @@
-import type { ErrorKind, SmtpStatus } from './relay-error.js';
+import type { AccountReaction, ErrorKind, SmtpStatus } from './relay-error.js';
 
 /**
  * The rule table for failures talking to an upstream, in the spirit of ZoneMTA's bounce rules:
@@ -31,6 +31,10 @@ export interface UpstreamRule {
   readonly status: RuleStatus;
   readonly unreachable?: boolean;
   readonly text: string;
+  /** What ops can do about it (same templates as `text`), e.g. the PowerShell line that turns SMTP AUTH on. */
+  readonly fix?: string;
+  /** What it means for the account beyond this message (relay-error.ts AccountReaction). */
+  readonly account?: AccountReaction;
 }
 
 export interface RuleMatch {
