@@ -33,7 +33,8 @@ export class Relay {
   private readonly transport: Transport;
   /** delivery: queue only; passthrough has no queue. */
   private readonly queue: QueueStage | undefined;
-  private readonly listener: Listener;
+  /** One per entry of `listen:`, in the file's order. */
+  private readonly listeners: readonly Listener[];
 
   constructor(opts: RelayOptions) {
     this.config = new ConfigHolder(opts.snapshot);
@@ -52,11 +53,14 @@ export class Relay {
       this.queue = new QueueStage({ dir: first.queue.dir, getSnapshot: snapshot, transport: this.transport, logger: this.logger, metrics: this.metrics, hostname: name });
     }
     const reception = new Reception({ hostname: name, logger: this.logger, metrics: this.metrics, queue: this.queue?.intake, transport: this.transport });
-    this.listener = new Listener({ getSnapshot: snapshot, handleMessage: (m) => reception.handle(m), logger: this.logger, hostname: name });
+    this.listeners = first.listeners.map((_, index) => new Listener({ getSnapshot: snapshot, index, handleMessage: (m) => reception.handle(m), logger: this.logger, hostname: name }));
     this.config.subscribe((event) => this.configChanged(event));
   }
 
-  /** Binds the configured address (or the given override, e.g. port 0 in tests). */
+  /**
+   * Binds every listener's address (or the given override for all of them, e.g. port 0 in tests:
+   * each gets its own free port). Returns the first listener's address; all: `addresses`.
+   */
   async start(bind?: { host?: string; port?: number }): Promise<AddressInfo> {
     const snapshot = this.config.current;
     if (this.queue) {
@@ -64,11 +68,20 @@ export class Relay {
       this.logger.info({ dir: this.queue.store.dir, pending }, pending ? `picked up ${pending} queued message${pending === 1 ? '' : 's'}` : 'queue is empty');
     }
     await this.transport.ready();
-    const address = await this.listener.listen(bind?.host ?? snapshot.listen.host, bind?.port ?? snapshot.listen.port);
-    this.logger.info({ host: address.address, port: address.port, config: snapshot.file, version: snapshot.version }, 'sendas listening');
+    const addresses: AddressInfo[] = [];
+    for (const listener of this.listeners) {
+      const { host, port, tls, path } = listener.config;
+      const address = await listener.listen(bind?.host ?? host, bind?.port ?? port);
+      addresses.push(address);
+      this.logger.info({ host: address.address, port: address.port, tls, listener: path, config: snapshot.file, version: snapshot.version }, 'sendas listening');
+    }
+    this.addresses = addresses;
     for (const w of snapshot.warnings) this.logger.warn({ path: w.path }, w.message);
-    return address;
+    return addresses[0]!;
   }
+
+  /** Where each listener is bound, in the order of `listen:` (after start). */
+  addresses: readonly AddressInfo[] = [];
 
   get currentSnapshot(): ConfigSnapshot {
     return this.config.current;
@@ -98,7 +111,7 @@ export class Relay {
     let closedPools: readonly string[] | undefined;
     if (event.type === 'applied') {
       this.logger.level = event.snapshot.log.level;
-      this.listener.applyLimits(event.snapshot);
+      for (const listener of this.listeners) listener.applyLimits(event.snapshot);
       closedPools = this.transport.retainFor(event.snapshot);
       this.metrics.setConfigVersion(event.snapshot.version);
     }
@@ -108,7 +121,7 @@ export class Relay {
 
   /** /readyz: listener bound, config loaded, queue writable. */
   async ready(): Promise<{ ready: boolean; problems: string[] }> {
-    const problems = this.listener.listening ? [] : ['the SMTP listener is not bound'];
+    const problems = this.listeners.filter((l) => !l.listening).map((l) => `the SMTP listener ${l.config.path} (${l.config.host}:${l.config.port}) is not bound`);
     if (this.queue) problems.push(...(await this.queue.problems()));
     return { ready: problems.length === 0, problems };
   }
@@ -121,9 +134,9 @@ export class Relay {
 
   /** New sessions get 421; running deliveries get `shutdownGraceMs` to finish; whatever is left stays queued. */
   async stop(): Promise<void> {
-    this.listener.drain();
+    for (const listener of this.listeners) listener.drain();
     await this.queue?.stop(this.graceMs);
-    await this.listener.close();
+    await Promise.all(this.listeners.map((l) => l.close()));
     await this.queue?.close();
     await this.transport.close();
   }

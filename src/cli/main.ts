@@ -149,9 +149,16 @@ async function serve(file: string): Promise<number> {
   try {
     await relay.start();
     if (snapshot.http) {
-      ops = new OpsServer({ ready: () => relay.ready(), status: () => relay.status(), registry: relay.metrics.registry, logger });
+      ops = new OpsServer({
+        ready: () => relay.ready(),
+        status: () => relay.status(),
+        registry: relay.metrics.registry,
+        logger,
+        // the current snapshot's: a reload rotates the token; host and port need a restart
+        token: () => (relay.currentSnapshot.http ? relay.currentSnapshot.http.token : undefined),
+      });
       const at = await ops.listen(snapshot.http.host, snapshot.http.port);
-      logger.info({ host: at.address, port: at.port }, `monitoring on http://${at.address}:${at.port} (/healthz /readyz /metrics /status)`);
+      logger.info({ host: at.address, port: at.port }, `monitoring on http://${at.address}:${at.port} (/healthz /readyz /metrics /status${snapshot.http.token ? '; /metrics and /status need the bearer token' : ''})`);
     }
   } catch (err) {
     const e = err as NodeJS.ErrnoException;

@@ -5,9 +5,13 @@ import { formatDuration } from '../config/duration.js';
 
 export function checkReport(snapshot: ConfigSnapshot): string {
   const out: string[] = [];
-  const l = snapshot.listen;
   out.push(`${snapshot.file}: OK (version ${snapshot.version})`);
-  out.push(`listen ${l.host}:${l.port}, relaying without login from ${l.allow.join(', ') || '(nobody)'}, max message size ${formatSize(l.maxMessageSize)}, delivery ${snapshot.delivery}`);
+  for (const l of snapshot.listeners) {
+    const tls = l.tls === 'none' ? 'no TLS' : `TLS ${l.tls} (${l.minTlsVersion} or later)`;
+    const auth = l.tls === 'implicit' ? '' : l.allowPlaintextAuth ? ', AUTH without TLS from anywhere' : l.tls === 'starttls' ? ', AUTH only after STARTTLS outside allow' : ', AUTH only from allow';
+    out.push(`listen ${l.host}:${l.port} ${tls}${auth}, relaying without login from ${l.allow.join(', ') || '(nobody)'}, max message size ${formatSize(l.maxMessageSize)}`);
+  }
+  out.push(`delivery ${snapshot.delivery}`);
   if (snapshot.delivery === 'queue') {
     const q = snapshot.queue;
     out.push(`queue ${q.dir}: retry after ${q.retryMs.map(formatDuration).join(', ')} (the last repeats), give up after ${formatDuration(q.maxAgeMs)}${q.notify ? `, copy of failure notices to ${q.notify}` : ''}`);

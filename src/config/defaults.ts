@@ -6,7 +6,15 @@ import type { Security } from './types.js';
  * describe them for users.
  */
 export const DEFAULTS = {
-  listen: { host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 25 * 1024 * 1024 },
+  listen: {
+    host: '127.0.0.1',
+    port: 2525,
+    allow: ['127.0.0.0/8', '::1'],
+    maxMessageSize: 25 * 1024 * 1024,
+    tls: 'none',
+    // Postfix 3.6+ and Mozilla's "intermediate" profile: TLS 1.0/1.1 are off everywhere now
+    minTlsVersion: 'TLSv1.2',
+  },
   delivery: 'queue',
   queue: {
     /** Relative to the YAML file; SENDAS_QUEUE_DIR (set by the Docker image) wins over it. */

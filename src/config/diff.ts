@@ -1,5 +1,5 @@
 import type { Secret } from './secret.js';
-import type { ClientConfig, ConfigSnapshot, IdentityConfig, ServerConfig } from './types.js';
+import type { ClientConfig, ConfigSnapshot, IdentityConfig, ListenConfig, ServerConfig } from './types.js';
 
 export interface NamedChanges {
   readonly added: string[];
@@ -14,7 +14,7 @@ export interface ConfigChange {
   readonly clients: NamedChanges;
   /** The default server moved: every identity without `server` moves with it. */
   readonly defaultServer: { readonly from: string; readonly to: string } | undefined;
-  /** Other keys that changed and apply at once (policy, listen.allow, queue.retry, log.level …). */
+  /** Other keys that changed and apply at once (policy, listen.allow, a listener's certificate, queue.retry, log.level …). */
   readonly settings: string[];
   /** Keys that changed but only take effect after a restart. */
   readonly needsRestart: string[];
@@ -26,10 +26,7 @@ export function diffSnapshots(before: ConfigSnapshot, after: ConfigSnapshot): Co
   const needsRestart: string[] = [];
   const differ = (a: unknown, b: unknown) => JSON.stringify(a) !== JSON.stringify(b);
 
-  if (before.listen.host !== after.listen.host) needsRestart.push('listen.host');
-  if (before.listen.port !== after.listen.port) needsRestart.push('listen.port');
-  if (differ(before.listen.allow, after.listen.allow)) settings.push('listen.allow');
-  if (before.listen.maxMessageSize !== after.listen.maxMessageSize) settings.push('listen.max_message_size');
+  diffListeners(before.listeners, after.listeners, settings, needsRestart);
   if (before.delivery !== after.delivery) needsRestart.push('delivery');
   if (before.queue.dir !== after.queue.dir) needsRestart.push('queue.dir');
   if (differ(before.queue.retryMs, after.queue.retryMs)) settings.push('queue.retry');
@@ -37,7 +34,9 @@ export function diffSnapshots(before: ConfigSnapshot, after: ConfigSnapshot): Co
   if (before.queue.notify !== after.queue.notify) settings.push('queue.notify');
   if (differ(before.policy, after.policy)) settings.push('policy');
   if (before.log.level !== after.log.level) settings.push('log.level');
-  if (differ(before.http, after.http)) needsRestart.push('http');
+  const endpoint = (h: ConfigSnapshot['http']) => (h === false ? false : [h.host, h.port]);
+  if (differ(endpoint(before.http), endpoint(after.http))) needsRestart.push('http');
+  else if (before.http && after.http && !sameSecret(before.http.token, after.http.token)) settings.push('http.token');
 
   const identities = (s: ConfigSnapshot, kind: IdentityConfig['kind']) => s.identities.filter((i) => i.kind === kind);
   return {
@@ -49,6 +48,29 @@ export function diffSnapshots(before: ConfigSnapshot, after: ConfigSnapshot): Co
     settings,
     needsRestart,
   };
+}
+
+/**
+ * A listener's socket (host, port, tls kind) is bound at start: changing it needs a restart, and
+ * until then that listener keeps its previous settings (listener/server.ts). Everything else of a
+ * listener applies to its next connection; a new certificate or key is the renewal case.
+ */
+function diffListeners(before: readonly ListenConfig[], after: readonly ListenConfig[], settings: string[], needsRestart: string[]): void {
+  if (before.length !== after.length) {
+    needsRestart.push('listen');
+    return;
+  }
+  after.forEach((b, i) => {
+    const a = before[i]!;
+    for (const key of ['host', 'port', 'tls'] as const) if (a[key] !== b[key]) needsRestart.push(`${b.path}.${key}`);
+    if (needsRestart.some((k) => k.startsWith(`${b.path}.`))) return;
+    if (JSON.stringify(a.allow) !== JSON.stringify(b.allow)) settings.push(`${b.path}.allow`);
+    if (a.maxMessageSize !== b.maxMessageSize) settings.push(`${b.path}.max_message_size`);
+    if (a.allowPlaintextAuth !== b.allowPlaintextAuth) settings.push(`${b.path}.allow_plaintext_auth`);
+    if (a.minTlsVersion !== b.minTlsVersion) settings.push(`${b.path}.min_tls_version`);
+    if (!sameSecret(a.cert, b.cert)) settings.push(`${b.path}.cert`);
+    if (!sameSecret(a.key, b.key)) settings.push(`${b.path}.key`);
+  });
 }
 
 export function isEmptyChange(c: ConfigChange): boolean {

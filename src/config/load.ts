@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { ConfigError, errnoText, sortIssues, type ConfigIssue } from './issues.js';
 import { withPreset } from './presets.js';
+import { checkListeners } from './listeners.js';
 import { isRecord } from './raw.js';
 import { checkRelations } from './relations.js';
 import { configSchema } from './schema.js';
@@ -50,8 +51,8 @@ export function parseConfig(text: string, file: string, opts: LoadOptions = {}):
   }
   // cross-key rules and secrets run on the raw document even when the schema failed, so one run
   // of `sendas check` lists every problem rather than one layer at a time
-  const warnings = checkRelations(raw, at);
   const secrets = resolveSecrets(raw, dirname(file), env, at);
+  const warnings = [...checkRelations(raw, at), ...checkListeners(raw, secrets, at)];
 
   if (issues.length > 0 || !parsed.success) {
     throw new ConfigError(file, issues.length > 0 ? sortIssues(issues) : [{ path: '', line: undefined, col: undefined, message: 'invalid configuration' }], secretFilesOf(secrets));

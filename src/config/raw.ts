@@ -21,3 +21,18 @@ export function getIn(value: unknown, path: Path): unknown {
   }
   return cur;
 }
+
+/**
+ * The listeners of `listen:` with their key paths: the single mapping is "listen", a list's items
+ * "listen[0]", …, so every message points at the place the key is written.
+ */
+export function listenEntries<T>(listen: T | readonly T[] | undefined): [string, T][] {
+  if (Array.isArray(listen)) return listen.map((l, i) => [`listen[${i}]`, l as T]);
+  return listen === undefined || listen === null ? [] : [['listen', listen as T]];
+}
+
+/** The same, as a YAML path for issue positions. */
+export function listenPath(path: string): Path {
+  const m = /^listen\[(\d+)\]$/.exec(path);
+  return m ? ['listen', Number(m[1])] : ['listen'];
+}

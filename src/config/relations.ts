@@ -154,7 +154,7 @@ export function checkRelations(raw: Record<string, unknown>, at: ReportIssue): C
   return warnings;
 }
 
-function isLoopbackHost(host: string): boolean {
+export function isLoopbackHost(host: string): boolean {
   const h = host.toLowerCase().replace(/^\[|\]$/g, '');
   return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
 }

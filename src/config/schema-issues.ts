@@ -6,6 +6,15 @@ import { KNOWN_KEYS } from './schema.js';
 /** One zod issue in the admin's words: an unknown key with the known ones (and the likely typo), a required key, zod's own message otherwise. */
 export function reportSchemaIssue(issue: z.core.$ZodIssue, raw: Record<string, unknown>, at: ReportIssue): void {
   const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
+  // `listen:` is a mapping or a list, `http:` false or a mapping: report the problems of the form
+  // that was written, not "invalid input"
+  if (issue.code === 'invalid_union') {
+    const written = issue.errors.filter((branch) => !branch.some((i) => i.code === 'invalid_type' && i.path.length === 0));
+    if (written.length === 1) {
+      for (const inner of written[0]!) reportSchemaIssue({ ...inner, path: [...issue.path, ...inner.path] } as z.core.$ZodIssue, raw, at);
+      return;
+    }
+  }
   if (issue.code === 'unrecognized_keys') {
     const known = knownKeysAt(path);
     for (const key of issue.keys) {

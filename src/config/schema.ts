@@ -87,7 +87,15 @@ const listen = z.strictObject({
   port: port.default(DEFAULTS.listen.port),
   allow: z.array(cidr).default([...DEFAULTS.listen.allow]),
   max_message_size: size.default(DEFAULTS.listen.maxMessageSize),
+  tls: lowerEnum(['none', 'starttls', 'implicit'] as const).default(DEFAULTS.listen.tls),
+  cert: secretRef.optional(),
+  key: secretRef.optional(),
+  min_tls_version: z.enum(['TLSv1.2', 'TLSv1.3'], { error: 'must be TLSv1.2 or TLSv1.3' }).default(DEFAULTS.listen.minTlsVersion),
+  allow_plaintext_auth: z.boolean().default(false),
 });
+
+/** One listener as a mapping (the form of the first releases), or a list of them. */
+const listeners = z.union([listen, z.array(listen).min(1, { error: 'needs at least one listener (or leave `listen:` out for the default one)' })]);
 
 const client = z.strictObject({
   username: z.string().min(1, { error: 'must not be empty' }),
@@ -180,9 +188,10 @@ const log = z.strictObject({
 const httpEndpoint = z.strictObject({
   host: z.string().min(1).default(DEFAULTS.http.host),
   port: port.default(DEFAULTS.http.port),
+  token: secretRef.optional(),
 });
 
-const http = z.union([z.literal(false), httpEndpoint], { error: 'must be false, or a mapping with host and port' });
+const http = z.union([z.literal(false), httpEndpoint], { error: 'must be false, or a mapping with host, port and token' });
 
 const policy = z.strictObject({
   from: lowerEnum(['rewrite', 'reject'] as const).default(DEFAULTS.policy.from),
@@ -190,7 +199,7 @@ const policy = z.strictObject({
 });
 
 export const configSchema = z.strictObject({
-  listen: orDefault(listen, {}),
+  listen: orDefault(listeners, {}),
   delivery: lowerEnum(['queue', 'passthrough'] as const).default(DEFAULTS.delivery),
   queue: orDefault(queue, {}),
   clients: orDefault(z.array(client), []),

@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { errnoText, formatPath, type ReportIssue } from './issues.js';
-import { asArray, getIn, isRecord, type Path } from './raw.js';
+import { getIn, isRecord, type Path } from './raw.js';
 import { Secret } from './secret.js';
 
 /** What a secret is for; the key path says whose it is. */
-export type SecretKind = 'client login password' | 'password' | 'tls ca' | 'oauth client secret' | 'refresh token';
+export type SecretKind = 'client login password' | 'password' | 'tls ca' | 'oauth client secret' | 'refresh token' | 'tls certificate' | 'tls key' | 'http token';
 
 /** How the YAML gives the value: written inline, {env: NAME}, or {file: PATH} (absolute here). */
 export type SecretSource = { readonly type: 'inline' } | { readonly type: 'env'; readonly name: string } | { readonly type: 'file'; readonly file: string };
@@ -24,7 +24,7 @@ export interface SecretReference {
  * Every place relay.yaml can hold a secret. Order is file-independent and fixed: it is the order of
  * the references, and so of the version digest.
  */
-const PLACES: readonly { readonly list: 'clients' | 'servers' | 'channels' | 'agents'; readonly key: Path; readonly kind: SecretKind }[] = [
+const PLACES: readonly { readonly list: 'clients' | 'servers' | 'channels' | 'agents' | 'listen' | 'http'; readonly key: Path; readonly kind: SecretKind }[] = [
   { list: 'clients', key: ['password'], kind: 'client login password' },
   { list: 'servers', key: ['password'], kind: 'password' },
   { list: 'servers', key: ['tls', 'ca'], kind: 'tls ca' },
@@ -34,7 +34,17 @@ const PLACES: readonly { readonly list: 'clients' | 'servers' | 'channels' | 'ag
   { list: 'servers', key: ['oauth', 'refresh_token'], kind: 'refresh token' },
   { list: 'channels', key: ['override', 'oauth', 'refresh_token'], kind: 'refresh token' },
   { list: 'agents', key: ['override', 'oauth', 'refresh_token'], kind: 'refresh token' },
+  { list: 'listen', key: ['cert'], kind: 'tls certificate' },
+  { list: 'listen', key: ['key'], kind: 'tls key' },
+  { list: 'http', key: ['token'], kind: 'http token' },
 ];
+
+/** The items of a section with their YAML paths: a list's items, or `listen:` and `http:` as one mapping. */
+function itemsOf(raw: Record<string, unknown>, section: (typeof PLACES)[number]['list']): [Path, unknown][] {
+  const value = raw[section];
+  if (Array.isArray(value)) return value.map((item, i) => [[section, i], item]);
+  return (section === 'listen' || section === 'http') && isRecord(value) ? [[[section], value]] : [];
+}
 
 /**
  * Finds and resolves every secret of the (unvalidated) document; a problem (unset variable,
@@ -44,8 +54,8 @@ const PLACES: readonly { readonly list: 'clients' | 'servers' | 'channels' | 'ag
 export function resolveSecrets(raw: Record<string, unknown>, baseDir: string, env: NodeJS.ProcessEnv, at: ReportIssue): SecretReference[] {
   const refs: SecretReference[] = [];
   for (const place of PLACES) {
-    asArray(raw[place.list]).forEach((item, i) => {
-      const path: Path = [place.list, i, ...place.key];
+    itemsOf(raw, place.list).forEach(([itemPath, item]) => {
+      const path: Path = [...itemPath, ...place.key];
       const value = getIn(item, place.key);
       const source = sourceOf(value, baseDir);
       if (source) refs.push({ path: formatPath(path), kind: place.kind, source, secret: resolveOne(value as string | Record<string, string>, source, env, (m) => at(path, m)) });

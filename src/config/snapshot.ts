@@ -3,6 +3,7 @@ import { addressKey } from '../mail/address.js';
 import { effectiveAuth } from './auth.js';
 import { DEFAULTS, MICROSOFT_GRAPH_URL, PORT_BY_SECURITY } from './defaults.js';
 import type { RawConfig } from './schema.js';
+import { listenEntries } from './raw.js';
 import { secretAt, secretFilesOf, type SecretReference } from './secret-refs.js';
 import type { ClientConfig, ConfigSnapshot, ConfigWarning, IdentityConfig, IdentityKind, ServerConfig } from './types.js';
 import { configVersion } from './version.js';
@@ -99,12 +100,22 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env }: Snap
   return Object.freeze({
     version: configVersion(text, secrets),
     file,
-    listen: Object.freeze({
-      host: data.listen.host,
-      port: data.listen.port,
-      allow: Object.freeze([...data.listen.allow]),
-      maxMessageSize: data.listen.max_message_size,
-    }),
+    listeners: Object.freeze(
+      listenEntries(data.listen).map(([path, l]) =>
+        Object.freeze({
+          host: l.host,
+          port: l.port,
+          allow: Object.freeze([...l.allow]),
+          maxMessageSize: l.max_message_size,
+          tls: l.tls,
+          cert: secret(`${path}.cert`),
+          key: secret(`${path}.key`),
+          minTlsVersion: l.min_tls_version,
+          allowPlaintextAuth: l.allow_plaintext_auth,
+          path,
+        }),
+      ),
+    ),
     delivery: data.delivery,
     queue: Object.freeze({
       dir: resolve(base, data.queue.dir ?? env.SENDAS_QUEUE_DIR ?? DEFAULTS.queue.dir),
@@ -118,7 +129,7 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env }: Snap
     identities: Object.freeze(identities),
     policy: Object.freeze({ from: data.policy.from, unknownSender: data.policy.unknown_sender }),
     log: Object.freeze({ level: data.log.level }),
-    http: data.http === false ? false : Object.freeze({ host: data.http.host, port: data.http.port }),
+    http: data.http === false ? false : Object.freeze({ host: data.http.host, port: data.http.port, token: secret('http.token') }),
     warnings: Object.freeze([...warnings]),
     secretFiles: Object.freeze(secretFilesOf(secrets)),
     defaultServer,

@@ -21,6 +21,9 @@ export interface OAuthConfig {
 }
 export type IdentityKind = 'channel' | 'agent';
 
+/** none: plain SMTP; starttls: plain, upgraded by the client (submission, 587); implicit: TLS from the first byte (submissions, 465). */
+export type ListenTls = 'none' | 'starttls' | 'implicit';
+
 export interface ListenConfig {
   readonly host: string;
   readonly port: number;
@@ -28,6 +31,22 @@ export interface ListenConfig {
   readonly allow: readonly string[];
   /** Bytes; advertised with SIZE. */
   readonly maxMessageSize: number;
+  readonly tls: ListenTls;
+  /** PEM certificate (chain) and private key; set when tls is not none (relations check it). */
+  readonly cert: Secret | undefined;
+  readonly key: Secret | undefined;
+  readonly minTlsVersion: 'TLSv1.2' | 'TLSv1.3';
+  /** AUTH over a connection without TLS from any client, not only from `allow`. */
+  readonly allowPlaintextAuth: boolean;
+  /** Key path in the YAML: "listen" for the single mapping, "listen[1]" in the list form. */
+  readonly path: string;
+}
+
+export interface HttpConfig {
+  readonly host: string;
+  readonly port: number;
+  /** Bearer token for /status and /metrics; undefined = open to whoever reaches the port. */
+  readonly token: Secret | undefined;
 }
 
 export interface ClientConfig {
@@ -137,7 +156,8 @@ export interface ConfigSnapshot {
   readonly version: string;
   /** Absolute path of the YAML file this snapshot came from. */
   readonly file: string;
-  readonly listen: ListenConfig;
+  /** One per listening socket, in the order of the file. */
+  readonly listeners: readonly ListenConfig[];
   readonly delivery: 'queue' | 'passthrough';
   readonly queue: QueueConfig;
   readonly clients: readonly ClientConfig[];
@@ -146,7 +166,7 @@ export interface ConfigSnapshot {
   readonly policy: PolicyConfig;
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   /** The monitoring endpoints; false = off. */
-  readonly http: { readonly host: string; readonly port: number } | false;
+  readonly http: HttpConfig | false;
   readonly warnings: readonly ConfigWarning[];
   /** Where rotated OAuth refresh tokens are kept (mode 0600). */
   readonly stateDir: string;

@@ -1,46 +1,63 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual, X509Certificate } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
-import type { ConfigSnapshot } from '../config/types.js';
+import type { ConfigSnapshot, ListenConfig } from '../config/types.js';
 import { RelayError, internalError, isRelayError } from '../errors/relay-error.js';
 import type { Logger } from '../log.js';
 import { newMessageId } from '../mail/message-id.js';
 import { AllowList } from './access.js';
 import { ReverseLookupCache } from './reverse-cache.js';
 import type { IncomingMessage, MessageHandler } from '../reception/incoming.js';
-import { installSmtpServerPatches, warnAboutFailedPatches } from './smtp-server-adapter.js';
+import { authNeedsTls, ENCRYPTION_REQUIRED, installSmtpServerPatches, setAuthNeedsTls, warnAboutFailedPatches } from './smtp-server-adapter.js';
 
 export interface ListenerOptions {
   /** The snapshot a new session uses; a session keeps the one it started with. */
   readonly getSnapshot: () => ConfigSnapshot;
+  /** Which of the snapshot's `listeners` this one serves. */
+  readonly index: number;
   readonly handleMessage: MessageHandler;
   readonly logger: Logger;
   readonly hostname: string;
 }
 
+/** What a session started with: the whole config and its listener's part of it. */
+interface SessionConfig {
+  readonly snapshot: ConfigSnapshot;
+  readonly listen: ListenConfig;
+}
+
 /**
- * The SMTP side facing the legacy software: smtp-server with SIZE, 8BITMIME, PIPELINING,
- * SMTPUTF8 and AUTH PLAIN/LOGIN against `clients`. STARTTLS is not offered (no certificate is
- * configured yet), so smtp-server's built-in, publicly known certificate is never used, and
- * legacy clients that can't do TLS may still log in.
+ * One listening socket facing the legacy software: smtp-server with SIZE, 8BITMIME, PIPELINING,
+ * SMTPUTF8 and AUTH PLAIN/LOGIN against `clients`; with `tls: starttls` also STARTTLS, with
+ * `tls: implicit` TLS from the first byte. smtp-server's built-in, publicly known certificate is
+ * never used: a plain listener disables STARTTLS, a TLS listener always has the ops' own pair.
  */
 export class Listener {
   private readonly server: SMTPServer;
-  private readonly snapshots = new Map<string, ConfigSnapshot>();
-  private readonly allowLists = new WeakMap<ConfigSnapshot, AllowList>();
+  private readonly sessions = new Map<string, SessionConfig>();
+  private readonly allowLists = new WeakMap<ListenConfig, AllowList>();
+  /** The settings this listener was bound with; see listenOf. */
+  private readonly bound: ListenConfig;
+  /** The certificate, key and version the secure context was last built from. */
+  private tlsFrom: ListenConfig;
   private draining = false;
 
   constructor(private readonly opts: ListenerOptions) {
     warnAboutFailedPatches(opts.logger, installSmtpServerPatches());
-    const snapshot = opts.getSnapshot();
+    const listen = opts.getSnapshot().listeners[opts.index]!;
+    this.bound = listen;
+    this.tlsFrom = listen;
     this.server = new SMTPServer({
       name: opts.hostname,
       banner: 'sendas relay',
-      size: snapshot.listen.maxMessageSize,
+      size: listen.maxMessageSize,
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: true,
+      // who may log in without TLS is decided per session (sessionConfig, the auth-needs-tls patch)
       allowInsecureAuth: true,
-      disabledCommands: ['STARTTLS'],
+      disabledCommands: listen.tls === 'starttls' ? [] : ['STARTTLS'],
+      secure: listen.tls === 'implicit',
+      ...tlsOptions(listen),
       hideENHANCEDSTATUSCODES: false,
       logger: false,
       // the client's name for the Received header: one PTR query per address every few minutes, not one per connection
@@ -53,20 +70,30 @@ export class Listener {
           cb(new RelayError('internal', { code: 421, enhanced: '4.3.2' }, 'sendas is shutting down; try again in a moment').toSmtpServerError());
           return;
         }
-        const current = opts.getSnapshot();
-        this.snapshots.set(session.id, current);
+        const snapshot = opts.getSnapshot();
+        const listen = this.listenOf(snapshot);
+        this.sessions.set(session.id, { snapshot, listen });
+        const disabled = listen.tls === 'starttls' ? [] : ['STARTTLS'];
         // AUTH is offered only while there are client logins; decided per session, so a reload that adds the first one applies at once
-        (session as SMTPServerSession & { disabledCommands?: string[] }).disabledCommands = current.clients.length > 0 ? ['STARTTLS'] : ['STARTTLS', 'AUTH'];
+        if (snapshot.clients.length === 0) disabled.push('AUTH');
+        (session as SMTPServerSession & { disabledCommands?: string[] }).disabledCommands = disabled;
+        // Postfix's smtpd_tls_auth_only for clients outside `allow`: their password never crosses the network in clear
+        setAuthNeedsTls(session, !listen.allowPlaintextAuth && !this.allowListOf(listen).allows(session.remoteAddress));
         cb();
       },
       onClose: (session) => {
-        this.snapshots.delete(session.id);
+        this.sessions.delete(session.id);
       },
       onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
       onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
       onData: (stream, session, cb) => this.onData(stream, session, cb),
     });
-    this.server.on('error', (err) => opts.logger.warn({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'client connection error'));
+    this.server.on('error', (err) => opts.logger.warn({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code }, listener: listen.path }, 'client connection error'));
+  }
+
+  /** The settings bound at start (host, port, tls kind), e.g. for the start log line. */
+  get config(): ListenConfig {
+    return this.bound;
   }
 
   async listen(host: string, port: number): Promise<AddressInfo> {
@@ -81,9 +108,23 @@ export class Listener {
     return this.server.server.address() as AddressInfo;
   }
 
-  /** A reloaded config: limits that smtp-server reads per message apply from the next one. */
+  /**
+   * A reloaded config: the size limit applies from the next message, a new certificate or key
+   * from the next connection (smtp-server builds the secure context each handshake starts with
+   * from updateSecureContext's options).
+   */
   applyLimits(snapshot: ConfigSnapshot): void {
-    (this.server.options as { size?: number }).size = snapshot.listen.maxMessageSize;
+    const listen = this.listenOf(snapshot);
+    (this.server.options as { size?: number }).size = listen.maxMessageSize;
+    if (listen.tls === 'none' || sameTls(this.tlsFrom, listen)) return;
+    try {
+      this.server.updateSecureContext(tlsOptions(listen));
+      this.tlsFrom = listen;
+      this.opts.logger.info({ listener: listen.path, certificate: certificateSummary(listen.cert!.reveal()) }, `${listen.path}: new certificate served from the next connection`);
+    } catch (err) {
+      // config/listeners.ts tried the same pair, so this is only OpenSSL disagreeing with itself; the old pair stays
+      this.opts.logger.error({ listener: listen.path, err: { message: (err as Error).message } }, `${listen.path}: the new certificate could not be used; still serving the previous one`);
+    }
   }
 
   get listening(): boolean {
@@ -100,20 +141,43 @@ export class Listener {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
-  private snapshotOf(session: SMTPServerSession): ConfigSnapshot {
-    return this.snapshots.get(session.id) ?? this.opts.getSnapshot();
+  /**
+   * This listener's part of a snapshot. A reload that changed its host, port or tls kind needs a
+   * restart (config/diff.ts says so in the reload log); until then it keeps the settings it was
+   * bound with, rather than, say, offering STARTTLS on an implicit-TLS socket.
+   */
+  private listenOf(snapshot: ConfigSnapshot): ListenConfig {
+    const now = snapshot.listeners[this.opts.index];
+    return now && now.host === this.bound.host && now.port === this.bound.port && now.tls === this.bound.tls ? now : this.bound;
   }
 
-  private allowListOf(snapshot: ConfigSnapshot): AllowList {
-    let list = this.allowLists.get(snapshot);
+  private sessionConfig(session: SMTPServerSession): SessionConfig {
+    const known = this.sessions.get(session.id);
+    if (known) return known;
+    const snapshot = this.opts.getSnapshot();
+    return { snapshot, listen: this.listenOf(snapshot) };
+  }
+
+  private snapshotOf(session: SMTPServerSession): ConfigSnapshot {
+    return this.sessionConfig(session).snapshot;
+  }
+
+  private allowListOf(listen: ListenConfig): AllowList {
+    let list = this.allowLists.get(listen);
     if (!list) {
-      list = new AllowList(snapshot.listen.allow);
-      this.allowLists.set(snapshot, list);
+      list = new AllowList(listen.allow);
+      this.allowLists.set(listen, list);
     }
     return list;
   }
 
   private onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: { user: string }) => void): void {
+    if (!session.secure && authNeedsTls(session)) {
+      // only reached when the auth-needs-tls patch is missing (it answers before the credentials)
+      this.opts.logger.warn({ client: session.remoteAddress, login: auth.username }, 'client login refused: no TLS and not in listen.allow');
+      cb(new RelayError('access', { code: ENCRYPTION_REQUIRED.code, enhanced: ENCRYPTION_REQUIRED.enhanced }, ENCRYPTION_REQUIRED.text).toSmtpServerError());
+      return;
+    }
     const client = this.snapshotOf(session).clientsByUsername.get(auth.username ?? '');
     if (client && typeof auth.password === "string" && sameSecret(auth.password, client.password.reveal())) {
       cb(null, { user: client.username });
@@ -126,8 +190,8 @@ export class Listener {
 
   private onMailFrom(_address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     if (session.user) return cb();
-    const snapshot = this.snapshotOf(session);
-    if (this.allowListOf(snapshot).allows(session.remoteAddress)) return cb();
+    const { snapshot, listen } = this.sessionConfig(session);
+    if (this.allowListOf(listen).allows(session.remoteAddress)) return cb();
     this.opts.logger.warn({ client: session.remoteAddress }, 'relaying refused: client neither logged in nor in listen.allow');
     const how = snapshot.clients.length > 0 ? 'log in with one of the relay client accounts, or connect' : 'connect';
     cb(new RelayError('access', { code: 530, enhanced: '5.7.0' }, `Authentication required: ${how} from an address in listen.allow`).toSmtpServerError());
@@ -136,9 +200,11 @@ export class Listener {
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
     const mailFrom = session.envelope.mailFrom === false ? undefined : session.envelope.mailFrom;
     const args = (mailFrom?.args ?? {}) as Record<string, string | boolean | undefined>;
+    const { snapshot, listen } = this.sessionConfig(session);
     const message: IncomingMessage = {
       id: newMessageId(),
-      snapshot: this.snapshotOf(session),
+      snapshot,
+      listener: listen,
       stream,
       envelope: {
         mailFrom: mailFrom?.address ? mailFrom.address : undefined,
@@ -162,6 +228,26 @@ export class Listener {
         cb(internalError(message.id, err).toSmtpServerError());
       },
     );
+  }
+}
+
+/** smtp-server's TLS options for a listener: the ops' pair, Node's default ciphers, the minimum version. */
+function tlsOptions(listen: ListenConfig): { key?: string; cert?: string; minVersion?: 'TLSv1.2' | 'TLSv1.3' } {
+  if (listen.tls === 'none') return {};
+  return { key: listen.key!.reveal(), cert: listen.cert!.reveal(), minVersion: listen.minTlsVersion };
+}
+
+function sameTls(a: ListenConfig, b: ListenConfig): boolean {
+  return a.minTlsVersion === b.minTlsVersion && a.cert?.reveal() === b.cert?.reveal() && a.key?.reveal() === b.key?.reveal();
+}
+
+/** Subject, expiry and fingerprint: enough for ops to see which certificate is live, nothing secret. */
+function certificateSummary(pem: string): { subject: string; validTo: string; fingerprint256: string } | undefined {
+  try {
+    const c = new X509Certificate(pem);
+    return { subject: c.subject.replace(/\n/g, ', '), validTo: c.validTo, fingerprint256: c.fingerprint256 };
+  } catch {
+    return undefined;
   }
 }
 

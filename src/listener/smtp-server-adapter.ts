@@ -9,7 +9,7 @@ import type { Logger } from '../log.js';
  * reported, so the Listener can say at start what is lost instead of degrading silently.
  */
 
-export type SmtpServerPatch = 'immediate-greeting' | 'enhanced-codes';
+export type SmtpServerPatch = 'immediate-greeting' | 'enhanced-codes' | 'auth-needs-tls';
 
 /** A patch that was not applied: what the guard missed, and what a user loses because of it. */
 export interface PatchFailure {
@@ -26,7 +26,29 @@ interface ConnectionInternals {
   connectionReady(): void;
   send(code: number, data: unknown, context?: unknown): void;
   _getEnhancedStatusCode(code: number, context?: unknown): string;
+  handler_EHLO(command: Buffer, callback: () => void): void;
+  handler_AUTH(command: Buffer, callback: () => void): void;
+  secure: boolean;
+  session: { disabledCommands?: string[]; [AUTH_NEEDS_TLS]?: boolean };
 }
+
+/** Marks a session whose AUTH must wait for TLS; read by the auth-needs-tls patch. */
+const AUTH_NEEDS_TLS = Symbol('sendas.authNeedsTls');
+
+/**
+ * Says whether this session may log in only over TLS (a plain connection from outside
+ * `allow`). The Listener also checks it in onAuth, so the rule holds if the patch is missing.
+ */
+export function setAuthNeedsTls(session: object, needsTls: boolean): void {
+  (session as ConnectionInternals['session'])[AUTH_NEEDS_TLS] = needsTls;
+}
+
+export function authNeedsTls(session: object): boolean {
+  return (session as ConnectionInternals['session'])[AUTH_NEEDS_TLS] === true;
+}
+
+/** The reply RFC 4954 gives for AUTH that needs an encrypted connection. */
+export const ENCRYPTION_REQUIRED = { code: 538, enhanced: '5.7.11', text: 'Encryption required for requested authentication mechanism' } as const;
 
 type Prototype = Partial<Record<keyof ConnectionInternals, unknown>>;
 
@@ -44,7 +66,7 @@ export function installSmtpServerPatches(proto: object = SMTPConnection.prototyp
   const known = installed.get(proto);
   if (known) return known;
   const target = proto as Prototype;
-  const failures = [installImmediateGreeting(target), installEnhancedCodePassthrough(target)].filter((f): f is PatchFailure => f !== undefined);
+  const failures = [installImmediateGreeting(target), installEnhancedCodePassthrough(target), installAuthNeedsTls(target)].filter((f): f is PatchFailure => f !== undefined);
   installed.set(proto, failures);
   return failures;
 }
@@ -110,6 +132,45 @@ function installEnhancedCodePassthrough(proto: Prototype): PatchFailure | undefi
   proto.send = function send(this: unknown, code: number, data: unknown, context?: unknown) {
     if (typeof data === 'string' && HAS_ENHANCED.test(data)) return original.call(this, code, data, false);
     return original.call(this, code, data, context);
+  };
+  return undefined;
+}
+
+/**
+ * Postfix's smtpd_tls_auth_only: before STARTTLS, a client that may log in only over TLS is not
+ * offered AUTH in the EHLO reply, and an AUTH it sends anyway is answered 538 5.7.11 before any
+ * credentials are exchanged. smtp-server has no option for this: it hides AUTH only by disabling
+ * the command (then AUTH gets 500, which tells the client nothing) and its own pre-STARTTLS
+ * refusal applies to every client and says 5.7.0. So for such a session EHLO runs with AUTH in
+ * the session's disabled commands, and AUTH is answered here before smtp-server's handler.
+ */
+function installAuthNeedsTls(proto: Prototype): PatchFailure | undefined {
+  const missing = missingMethods(proto, ['handler_EHLO', 'handler_AUTH', 'send']);
+  // hiding works through the session's disabledCommands, which EHLO reads via _isSupported('AUTH')
+  if (missing.length === 0 && !String(proto.handler_EHLO).includes("_isSupported('AUTH')")) missing.push("SMTPConnection.prototype.handler_EHLO deciding AUTH by _isSupported('AUTH')");
+  if (missing.length > 0) {
+    return {
+      patch: 'auth-needs-tls',
+      missing: missing.join(', '),
+      consequence: 'AUTH is still advertised before STARTTLS, and a client outside listen.allow gets 538 5.7.11 only after it sent its password',
+    };
+  }
+  const ehlo = proto.handler_EHLO as ConnectionInternals['handler_EHLO'];
+  proto.handler_EHLO = function handler_EHLO(this: ConnectionInternals & { _server: { options: { disabledCommands: string[] } } }, command: Buffer, callback: () => void) {
+    if (this.secure || !authNeedsTls(this.session)) return ehlo.call(this, command, callback);
+    const saved = this.session.disabledCommands;
+    this.session.disabledCommands = [...(saved ?? this._server.options.disabledCommands), 'AUTH'];
+    try {
+      ehlo.call(this, command, callback);
+    } finally {
+      this.session.disabledCommands = saved;
+    }
+  };
+  const auth = proto.handler_AUTH as ConnectionInternals['handler_AUTH'];
+  proto.handler_AUTH = function handler_AUTH(this: ConnectionInternals, command: Buffer, callback: () => void) {
+    if (this.secure || !authNeedsTls(this.session)) return auth.call(this, command, callback);
+    this.send(ENCRYPTION_REQUIRED.code, `${ENCRYPTION_REQUIRED.enhanced} ${ENCRYPTION_REQUIRED.text}`);
+    callback();
   };
   return undefined;
 }

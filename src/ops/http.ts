@@ -1,6 +1,8 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import type { Secret } from '../config/secret.js';
 import type { Logger } from '../log.js';
 
 export interface OpsEndpoints {
@@ -8,12 +10,17 @@ export interface OpsEndpoints {
   readonly status: () => unknown;
   readonly registry: Registry;
   readonly logger: Logger;
+  /** The bearer token /status and /metrics need, read per request so a reload rotates it; undefined: open. */
+  readonly token?: () => Secret | undefined;
 }
+
+/** Health answers orchestrators and load balancers, which carry no token; the rest tells about the traffic. */
+const OPEN_PATHS = new Set(['/healthz', '/readyz']);
 
 /**
  * The monitoring side: /healthz (the process answers), /readyz (listener bound, config loaded,
  * queue writable), /metrics (Prometheus text) and /status (JSON). Read-only; bind it to loopback
- * or a monitoring network.
+ * or a monitoring network, or set `http.token` (RFC 6750 bearer) for /metrics and /status.
  */
 export class OpsServer {
   private readonly server: Server;
@@ -26,6 +33,12 @@ export class OpsServer {
         res.end(req.method === 'HEAD' ? undefined : body);
       };
       if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'GET only\n');
+      const token = this.endpoints.token?.();
+      if (token && path !== undefined && !OPEN_PATHS.has(path) && !bearerMatches(req.headers.authorization, token)) {
+        // the header says which scheme; what was sent is never logged nor echoed
+        res.writeHead(401, { 'content-type': 'text/plain', 'cache-control': 'no-store', 'www-authenticate': 'Bearer realm="sendas"' });
+        return res.end(req.method === 'HEAD' ? undefined : 'unauthorized: send Authorization: Bearer <http.token>\n');
+      }
       const handle = async () => {
         switch (path) {
           case '/healthz':
@@ -64,4 +77,12 @@ export class OpsServer {
     this.server.closeAllConnections();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
+}
+
+function bearerMatches(header: string | undefined, token: Secret): boolean {
+  const m = /^Bearer +(\S+) *$/i.exec(header ?? '');
+  // digests of equal length, so the comparison takes the same time whatever was sent
+  const given = createHash('sha256').update(m?.[1] ?? '').digest();
+  const expected = createHash('sha256').update(token.reveal()).digest();
+  return timingSafeEqual(given, expected) && m !== null;
 }

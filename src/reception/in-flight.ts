@@ -36,7 +36,7 @@ export class MessageInFlight {
     const { snapshot } = msg;
     let decide!: (d: MessageDecision) => void;
     const decided = new Promise<MessageDecision>((resolve) => (decide = resolve));
-    this.guard = new SizeGuard(msg.stream, snapshot.listen.maxMessageSize);
+    this.guard = new SizeGuard(msg.stream, msg.listener.maxMessageSize);
     this.body = new HeaderRewriteStream({
       maxHeaderBytes: MAX_HEADER_BYTES,
       onHeaders: (headers) => {

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { ConfigSnapshot } from '../config/types.js';
+import type { ConfigSnapshot, ListenConfig } from '../config/types.js';
 
 /** A message as the listener hands it to reception: the client's bytes still streaming in. */
 export interface IncomingMessage {
@@ -7,6 +7,8 @@ export interface IncomingMessage {
   readonly id: string;
   /** The snapshot the client's session started with: the whole message is handled under it. */
   readonly snapshot: ConfigSnapshot;
+  /** The settings of the listener it came in on (its size limit, …), from the same snapshot. */
+  readonly listener: ListenConfig;
   readonly stream: Readable & { sizeExceeded?: boolean; byteLength?: number };
   readonly envelope: {
     /** undefined for the null sender <>. */

@@ -76,7 +76,8 @@ describe.concurrent('sendas check', () => {
     expect(r.code).toBe(0);
     const lines = r.stdout.split('\n');
     expect(lines[0]).toMatch(new RegExp(`^${GOOD.replace(/[.]/g, '\\.')}: OK \\(version [0-9a-f]{12}\\)$`));
-    expect(lines).toContain('listen 127.0.0.1:2525, relaying without login from 127.0.0.0/8, ::1, max message size 10MB, delivery queue');
+    expect(lines).toContain('listen 127.0.0.1:2525 no TLS, AUTH only from allow, relaying without login from 127.0.0.0/8, ::1, max message size 10MB');
+    expect(lines).toContain('delivery queue');
     // the queue directory is relative to the config file when not absolute
     expect(lines).toContain(`queue ${dirname(GOOD)}/var/queue: retry after 1m, 5m, 15m, 30m, 1h, 2h, 4h (the last repeats), give up after 2d`);
     expect(lines).toContain('clients: crm (send as sales, billing), helpdesk (send as anyone)');

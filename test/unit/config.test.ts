@@ -81,7 +81,7 @@ describe('a valid configuration', () => {
     expect(plain(snapshot)).toEqual({
       version: expect.stringMatching(/^[0-9a-f]{12}$/),
       file,
-      listen: { host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 26214400 },
+      listeners: [{ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 26214400, tls: 'none', cert: undefined, key: undefined, minTlsVersion: 'TLSv1.2', allowPlaintextAuth: false, path: 'listen' }],
       delivery: 'queue',
       queue: {
         dir: join(tmp, 'example/var/queue'),
@@ -137,7 +137,7 @@ describe('a valid configuration', () => {
       ],
       policy: { from: 'rewrite', unknownSender: 'reject' },
       log: { level: 'info' },
-      http: { host: '127.0.0.1', port: 9025 },
+      http: { host: '127.0.0.1', port: 9025, token: undefined },
       stateDir: join(tmp, 'example/var/state'),
       warnings: [],
       secretFiles: [secretFile],
@@ -152,7 +152,7 @@ describe('a valid configuration', () => {
 
   it('fills in listen, delivery and policy defaults when the file only lists servers', () => {
     const s = parseConfig(ONE_SERVER, FILE, { env: {} });
-    expect(s.listen).toEqual({ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 26214400 });
+    expect(s.listeners).toEqual([{ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 26214400, tls: 'none', cert: undefined, key: undefined, minTlsVersion: 'TLSv1.2', allowPlaintextAuth: false, path: 'listen' }]);
     expect(s.delivery).toBe('queue');
     expect(s.queue).toEqual({ dir: join(dirname(FILE), 'var/queue'), retryMs: [60_000, 300_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000], maxAgeMs: 172_800_000, notify: undefined });
     expect(s.policy).toEqual({ from: 'rewrite', unknownSender: 'reject' });
@@ -162,7 +162,7 @@ describe('a valid configuration', () => {
   });
 
   it('reads sizes in binary units and bare numbers as bytes', () => {
-    const size = (v: string) => parseConfig(`listen:\n  max_message_size: ${v}\n${ONE_SERVER}`, FILE, { env: {} }).listen.maxMessageSize;
+    const size = (v: string) => parseConfig(`listen:\n  max_message_size: ${v}\n${ONE_SERVER}`, FILE, { env: {} }).listeners[0]!.maxMessageSize;
     expect(size('25MB')).toBe(26214400);
     expect(size('10mb')).toBe(10485760);
     expect(size('512KB')).toBe(524288);

@@ -46,7 +46,8 @@ describe('what a reload changed', () => {
     const after = snap(`${BASE_YAML}listen:\n  port: 2626\n  allow: ["10.0.0.0/8"]\ndelivery: passthrough\npolicy:\n  from: reject\nlog:\n  level: debug\nhttp: false\n`);
     const change = diffSnapshots(before, after);
     expect(change.needsRestart).toEqual(['listen.port', 'delivery', 'http']);
-    expect(change.settings).toEqual(['listen.allow', 'policy', 'log.level']);
+    // a listener whose socket changed keeps its settings until the restart, so its new allow is not applied yet
+    expect(change.settings).toEqual(['policy', 'log.level']);
   });
 
   it('is empty when only comments or formatting changed', () => {
