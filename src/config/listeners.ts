@@ -1,4 +1,4 @@
-import { X509Certificate } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import { DEFAULTS } from './defaults.js';
 import type { ReportIssue } from './issues.js';
@@ -22,7 +22,7 @@ export function checkListeners(raw: Record<string, unknown>, secrets: readonly S
     const where = listenPath(path);
     const tls = typeof l.tls === 'string' ? l.tls.toLowerCase() : DEFAULTS.listen.tls;
     const host = typeof l.host === 'string' ? l.host : DEFAULTS.listen.host;
-    const port = typeof l.port === 'number' ? l.port : DEFAULTS.listen.port;
+    const port = l.port === undefined ? DEFAULTS.listen.port : l.port;
 
     if (tls === 'starttls' || tls === 'implicit') {
       const missing = (['cert', 'key'] as const).filter((k) => l[k] === undefined);
@@ -48,7 +48,8 @@ export function checkListeners(raw: Record<string, unknown>, secrets: readonly S
       warnings.push({ path: `${path}.allow_plaintext_auth`, message: `${path} (${host}:${port}) accepts relay passwords without TLS from any client: they cross the network in clear text` });
     }
 
-    // port 0 is "any free port": several of them never collide
+    // port 0 is "any free port": several of them never collide; a port that is no number is the schema's to report
+    if (typeof port !== 'number') continue;
     const clash = port === 0 ? undefined : bound.find((b) => b.port === port && (b.host === host || isWildcard(b.host) || isWildcard(host)));
     if (clash) at([...where, 'port'], `${host}:${port} is already taken by ${clash.path} (${clash.host}:${clash.port}): each listener needs its own address and port`);
     bound.push({ path, host, port });
@@ -75,6 +76,8 @@ function isWildcard(host: string): boolean {
 function pairProblem(cert: string, key: string): string | undefined {
   try {
     createSecureContext({ cert, key });
+    // OpenSSL drops a key that doesn't match the certificate loaded after it instead of failing, so ask directly
+    if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) return 'does not belong to the certificate in `cert:` (key values mismatch)';
     return undefined;
   } catch (err) {
     const text = String((err as Error).message);

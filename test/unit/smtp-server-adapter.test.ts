@@ -4,7 +4,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { afterEach, describe, expect, it } from 'vitest';
-import { installSmtpServerPatches, warnAboutFailedPatches } from '../../src/listener/smtp-server-adapter.js';
+import { installSmtpServerPatches, setAuthNeedsTls, warnAboutFailedPatches } from '../../src/listener/smtp-server-adapter.js';
 
 /**
  * The contract between sendas and the smtp-server version pinned in package.json. Run it after
@@ -143,6 +143,35 @@ describe('smtp-server adapter: the contract with the pinned smtp-server', () => 
     const refused = await second.reply();
     expect(refused.text).toMatch(/^421 .*Too many connected clients/);
   });
+
+  it('hides AUTH from EHLO and answers AUTH with 538 5.7.11 on a session marked as needing TLS, and leaves other sessions alone', async () => {
+    let sessions = 0;
+    const port = await start({
+      disabledCommands: ['STARTTLS'],
+      allowInsecureAuth: true,
+      onConnect: (session, cb) => {
+        setAuthNeedsTls(session, sessions++ % 2 === 0);
+        cb();
+      },
+      onAuth: (_auth, _session, cb) => cb(null, { user: 'someone' }),
+    });
+    const seen = new Set<boolean>();
+    // every other session needs TLS
+    for (let i = 0; i < 2; i++) {
+      const c = await client(port);
+      await c.reply();
+      c.write('EHLO test.example');
+      const ehlo = (await c.reply()).text;
+      c.write('AUTH PLAIN AHNvbWVvbmUAc2VjcmV0');
+      const auth = (await c.reply()).text;
+      const needsTls = !/\bAUTH /.test(ehlo);
+      seen.add(needsTls);
+      if (needsTls) expect(auth).toBe('538 5.7.11 Encryption required for requested authentication mechanism');
+      else expect(auth).toMatch(/^235 /);
+      c.end();
+    }
+    expect(seen).toEqual(new Set([true, false]));
+  });
 });
 
 describe('smtp-server adapter: a guard that fails', () => {
@@ -160,11 +189,13 @@ describe('smtp-server adapter: a guard that fails', () => {
   it('leaves a prototype without the internals untouched and reports each patch with what is missing and what is lost', () => {
     const proto = { init() {} };
     const failures = installSmtpServerPatches(proto);
-    expect(failures.map((f) => f.patch)).toEqual(['immediate-greeting', 'enhanced-codes']);
+    expect(failures.map((f) => f.patch)).toEqual(['immediate-greeting', 'enhanced-codes', 'auth-needs-tls']);
     expect(failures[0]!.missing).toBe('SMTPConnection.prototype._setListeners, SMTPConnection.prototype.connectionReady, SMTPConnection.prototype.send');
     expect(failures[0]!.consequence).toMatch(/100 ms/);
     expect(failures[1]!.missing).toBe('SMTPConnection.prototype.send, SMTPConnection.prototype._getEnhancedStatusCode');
     expect(failures[1]!.consequence).toMatch(/550 5\.1\.1 5\.7\.1/);
+    expect(failures[2]!.missing).toBe('SMTPConnection.prototype.handler_EHLO, SMTPConnection.prototype.handler_AUTH, SMTPConnection.prototype.send');
+    expect(failures[2]!.consequence).toMatch(/only after it sent its password/);
     expect(Object.keys(proto)).toEqual(['init']);
     // installing again reports the same, so every Listener built on it can warn
     expect(installSmtpServerPatches(proto)).toBe(failures);
@@ -180,11 +211,16 @@ describe('smtp-server adapter: a guard that fails', () => {
       connectionReady() {},
       send,
       _getEnhancedStatusCode: () => '5.1.1',
+      handler_EHLO() {
+        // an EHLO that no longer asks whether AUTH is supported
+      },
+      handler_AUTH() {},
     };
     const failures = installSmtpServerPatches(proto);
     expect(failures.map((f) => [f.patch, f.missing])).toEqual([
       ['immediate-greeting', 'SMTPConnection.prototype.init calling connectionReady'],
       ['enhanced-codes', 'SMTPConnection.prototype._getEnhancedStatusCode giving no code for context false'],
+      ['auth-needs-tls', "SMTPConnection.prototype.handler_EHLO deciding AUTH by _isSupported('AUTH')"],
     ]);
     expect(proto.send).toBe(send);
   });
@@ -192,10 +228,11 @@ describe('smtp-server adapter: a guard that fails', () => {
   it('logs one warning per failed patch, naming what is missing and what the user loses', () => {
     const { logger, lines } = capture();
     warnAboutFailedPatches(logger, installSmtpServerPatches({}));
-    expect(lines).toHaveLength(2);
+    expect(lines).toHaveLength(3);
     expect(lines.map((l) => [l.level, l.patch])).toEqual([
       [40, 'immediate-greeting'],
       [40, 'enhanced-codes'],
+      [40, 'auth-needs-tls'],
     ]);
     expect(lines[0]!.msg).toMatch(/^smtp-server is not the version sendas was built against \(SMTPConnection\.prototype\.init, .*\): every connection waits 100 ms/);
     expect(lines[1]!.missing).toContain('SMTPConnection.prototype._getEnhancedStatusCode');
