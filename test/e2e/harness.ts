@@ -8,6 +8,8 @@ import { Relay } from '../../src/relay.js';
 
 export interface RunningRelay {
   readonly port: number;
+  /** Every listener's port, in the order of `listen:` (the first is `port`). */
+  readonly ports: readonly number[];
   /** The directory holding relay.yaml (and var/queue by default). */
   readonly dir: string;
   readonly configFile: string;
@@ -20,7 +22,7 @@ export interface RunningRelay {
   stop(): Promise<void>;
 }
 
-/** Starts the real Relay object on a free loopback port with the given YAML. */
+/** Starts the real Relay object with the given YAML, every listener on a free loopback port. */
 export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; shutdownGraceMs?: number } = {}): Promise<RunningRelay> {
   const dir = mkdtempSync(join(tmpdir(), 'sendas-e2e-'));
   const file = join(dir, 'relay.yaml');
@@ -54,6 +56,7 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
   const address = await relay.start({ host: '127.0.0.1', port: 0 });
   return {
     port: address.port,
+    ports: relay.addresses.map((a) => a.port),
     dir,
     configFile: file,
     get logs() {
