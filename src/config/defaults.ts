@@ -12,7 +12,7 @@ export const DEFAULTS = {
     allow: ['127.0.0.0/8', '::1'],
     maxMessageSize: 25 * 1024 * 1024,
     tls: 'none',
-    // Postfix 3.6+ and Mozilla's "intermediate" profile: TLS 1.0/1.1 are off everywhere now
+    // RFC 8996 deprecated TLS 1.0/1.1, and Node's own minimum is 1.2; smtp-server's default (TLSv1) is not used
     minTlsVersion: 'TLSv1.2',
   },
   delivery: 'queue',
