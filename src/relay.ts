@@ -75,13 +75,17 @@ export class Relay {
       addresses.push(address);
       this.logger.info({ host: address.address, port: address.port, tls, listener: path, config: snapshot.file, version: snapshot.version }, 'sendas listening');
     }
-    this.addresses = addresses;
+    this.bound = addresses;
     for (const w of snapshot.warnings) this.logger.warn({ path: w.path }, w.message);
     return addresses[0]!;
   }
 
+  private bound: readonly AddressInfo[] = [];
+
   /** Where each listener is bound, in the order of `listen:` (after start). */
-  addresses: readonly AddressInfo[] = [];
+  get addresses(): readonly AddressInfo[] {
+    return this.bound;
+  }
 
   get currentSnapshot(): ConfigSnapshot {
     return this.config.current;

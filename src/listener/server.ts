@@ -38,6 +38,8 @@ export class Listener {
   private readonly allowLists = new WeakMap<ListenConfig, AllowList>();
   /** The settings this listener was bound with; see listenOf. */
   private readonly bound: ListenConfig;
+  /** The latest settings for this socket: a later snapshot that moved it elsewhere doesn't replace them. */
+  private settings: ListenConfig;
   /** The certificate, key and version the secure context was last built from. */
   private tlsFrom: ListenConfig;
   private draining = false;
@@ -46,6 +48,7 @@ export class Listener {
     warnAboutFailedPatches(opts.logger, installSmtpServerPatches());
     const listen = opts.getSnapshot().listeners[opts.index]!;
     this.bound = listen;
+    this.settings = listen;
     this.tlsFrom = listen;
     this.server = new SMTPServer({
       name: opts.hostname,
@@ -115,6 +118,7 @@ export class Listener {
    */
   applyLimits(snapshot: ConfigSnapshot): void {
     const listen = this.listenOf(snapshot);
+    this.settings = listen;
     (this.server.options as { size?: number }).size = listen.maxMessageSize;
     if (listen.tls === 'none' || sameTls(this.tlsFrom, listen)) return;
     try {
@@ -143,12 +147,12 @@ export class Listener {
 
   /**
    * This listener's part of a snapshot. A reload that changed its host, port or tls kind needs a
-   * restart (config/diff.ts says so in the reload log); until then it keeps the settings it was
-   * bound with, rather than, say, offering STARTTLS on an implicit-TLS socket.
+   * restart (config/diff.ts says so in the reload log); until then it keeps the last settings
+   * it had for its socket, rather than, say, offering STARTTLS on an implicit-TLS socket.
    */
   private listenOf(snapshot: ConfigSnapshot): ListenConfig {
     const now = snapshot.listeners[this.opts.index];
-    return now && now.host === this.bound.host && now.port === this.bound.port && now.tls === this.bound.tls ? now : this.bound;
+    return now && now.host === this.bound.host && now.port === this.bound.port && now.tls === this.bound.tls ? now : this.settings;
   }
 
   private sessionConfig(session: SMTPServerSession): SessionConfig {
