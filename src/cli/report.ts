@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import type { ConfigSnapshot, IdentityConfig } from '../config/types.js';
 import { usedBy } from '../config/used-by.js';
 import { formatSize } from '../config/size.js';
@@ -10,6 +11,7 @@ export function checkReport(snapshot: ConfigSnapshot): string {
     const tls = l.tls === 'none' ? 'no TLS' : `TLS ${l.tls} (${l.minTlsVersion} or later)`;
     const auth = l.tls === 'implicit' ? '' : l.allowPlaintextAuth ? ', AUTH without TLS from anywhere' : l.tls === 'starttls' ? ', AUTH only after STARTTLS outside allow' : ', AUTH only from allow';
     out.push(`listen ${l.host}:${l.port} ${tls}${auth}, relaying without login from ${l.allow.join(', ') || '(nobody)'}, max message size ${formatSize(l.maxMessageSize)}`);
+    if (l.cert) out.push(`    certificate ${certificateLine(l.cert.reveal())}`);
   }
   out.push(`delivery ${snapshot.delivery}`);
   if (snapshot.delivery === 'queue') {
@@ -39,6 +41,16 @@ export function checkReport(snapshot: ConfigSnapshot): string {
     for (const w of snapshot.warnings) out.push(`  ${w.path}: ${w.message}`);
   }
   return out.join('\n');
+}
+
+/** Which certificate a listener will serve, so ops can tell a renewal was picked up. */
+function certificateLine(pem: string): string {
+  try {
+    const c = new X509Certificate(pem);
+    return `${c.subject.replace(/\n/g, ', ')}, valid until ${new Date(c.validTo).toISOString().slice(0, 10)}, SHA-256 ${c.fingerprint256}`;
+  } catch {
+    return '(not readable)';
+  }
 }
 
 function count(n: number, noun: string): string {

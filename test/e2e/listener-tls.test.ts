@@ -183,7 +183,7 @@ channels:
     renameSync(join(dir, 'new.key'), join(dir, 'relay.key'));
     renameSync(join(dir, 'new.crt'), join(dir, 'relay.crt'));
     const served = (path: string) =>
-      relay.waitForLog((l) => l.listener === path && (l.certificate as { fingerprint256?: string } | undefined)?.fingerprint256 === renewed, { after: at, timeoutMs: 5_000 });
+      relay.waitForLog((l) => l.listener === path && (l.certificate as { fingerprint256?: string } | undefined)?.fingerprint256 === renewed, { after: at, timeoutMs: 10_000 });
     await Promise.all([served('listen[0]'), served('listen[1]')]);
 
     expect(await seen()).toEqual([renewed, renewed]);
@@ -221,6 +221,8 @@ channels:
     const closed = await check('http:\n  host: 0.0.0.0\n  port: 9025\n  token: {file: ops.token}');
     expect(closed.code).toBe(0);
     expect(closed.stdout).not.toContain('http.host');
+    // the certificate each TLS listener serves, as ops compare it after a renewal
+    expect(closed.stdout).toMatch(/\n {4}certificate .*CN=localhost, valid until \d{4}-\d\d-\d\d, SHA-256 [0-9A-F:]{95}\n/);
     expect(closed.stdout + closed.stderr).not.toContain(TOKEN);
   });
 });
