@@ -19,6 +19,8 @@ export interface RunningRelay {
   rawLog(): string;
   /** Resolves with the first log line (already written or still to come) that matches. */
   waitForLog(match: (line: Record<string, unknown>) => boolean, opts?: { after?: number; timeoutMs?: number }): Promise<Record<string, unknown>>;
+  /** Re-reads relay.yaml (and its secret files) as a SIGHUP would. */
+  reload(): void;
   stop(): Promise<void>;
 }
 
@@ -71,6 +73,7 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
         waiters.push({ match, resolve: (l) => (clearTimeout(timer), resolve(l)) });
       });
     },
+    reload: () => void relay.reloadFromFile('test'),
     stop: () => relay.stop(),
   };
 }

@@ -19,6 +19,7 @@ import { ACCOUNTS, SECRETS, headerValues, message, relayYaml, split, startRelay,
 const TLS = join(REPO, 'test/fixtures/tls');
 const CA = join(TLS, 'ca.pem');
 const FIXTURE_FINGERPRINT = new X509Certificate(readFileSync(join(TLS, 'server.pem'))).fingerprint256;
+const PAIR = `cert: {file: ${join(TLS, 'server.pem')}}, key: {file: ${join(TLS, 'server.key')}}`;
 const CRM = { user: 'crm', password: 'crm-secret-4' };
 /** AUTH PLAIN's initial response for crm: what a client would send, password included. */
 const CRM_PLAIN = `PLAIN ${Buffer.from('\0crm\0crm-secret-4').toString('base64')}`;
@@ -36,13 +37,12 @@ describe('listeners: STARTTLS, implicit TLS, plain for allowed networks, plain o
 
   beforeAll(async () => {
     upstream = await startTestUpstream({ accounts: ACCOUNTS });
-    const pair = `cert: {file: ${join(TLS, 'server.pem')}}, key: {file: ${join(TLS, 'server.key')}}`;
     const listen = `listen:
-  - {host: 0.0.0.0, port: 0, tls: starttls, ${pair}, allow: []}
-  - {host: 0.0.0.0, port: 0, tls: implicit, ${pair}, allow: []}
+  - {host: 0.0.0.0, port: 0, tls: starttls, ${PAIR}, allow: []}
+  - {host: 0.0.0.0, port: 0, tls: implicit, ${PAIR}, allow: []}
   - {host: 127.0.0.1, port: 0, allow: ["127.0.0.1/32"]}
   - {host: 0.0.0.0, port: 0, allow: []}
-  - {host: 0.0.0.0, port: 0, tls: implicit, ${pair}, min_tls_version: TLSv1.3}
+  - {host: 0.0.0.0, port: 0, tls: implicit, ${PAIR}, min_tls_version: TLSv1.3}
 `;
     // the harness binds every listener to 127.0.0.1 on a free port; the client (127.0.0.1) is in allow only on the third
     relay = await startRelay(relayYaml(upstream.port).replace('listen:\n  max_message_size: 2MB\n', listen));
@@ -111,6 +111,22 @@ describe('listeners: STARTTLS, implicit TLS, plain for allowed networks, plain o
     expect(early.auth?.code).toBe(538);
     expect(early.ehlo[0]).not.toMatch(/\bAUTH\b/);
     expect(upstream.messages.length).toBe(before);
+  });
+
+  it('a reload that moves a TLS listener to another port keeps it on its socket and certificate until the restart, and says so', async () => {
+    const yaml = readFileSync(relay.configFile, 'utf8');
+    const at = relay.logs.length;
+    // listen[1] would move to port 4650 with another certificate (the CA's own pair stands in for it)
+    const moved = yaml.replace(`  - {host: 0.0.0.0, port: 0, tls: implicit, ${PAIR}, allow: []}\n`, `  - {host: 0.0.0.0, port: 4650, tls: implicit, cert: {file: ${CA}}, key: {file: ${join(TLS, 'ca.key')}}, allow: []}\n`);
+    expect(moved).not.toBe(yaml);
+    writeFileSync(relay.configFile, moved);
+    relay.reload();
+    const line = await relay.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('configuration reloaded'), { after: at });
+    expect(line.msg).toMatch(/Restart sendas to apply listen\[1\]\.port$/);
+    const r = await smtplib({ port: submissions, mode: 'ssl', ca: CA });
+    expect([r.error, r.fingerprint]).toEqual([null, FIXTURE_FINGERPRINT]);
+    writeFileSync(relay.configFile, yaml);
+    relay.reload();
   });
 
   it('on a plain listener, a client in allow may still log in without TLS', async () => {
