@@ -4,6 +4,7 @@ import { ConfigHolder, type ConfigChange, type ConfigEvent } from './config/hold
 import { logConfigEvent } from './config/reload-log.js';
 import type { ConfigSnapshot } from './config/types.js';
 import { QueueStage } from './delivery/queue-stage.js';
+import { ListenerGuard } from './listener/guard.js';
 import { Listener } from './listener/server.js';
 import type { Logger } from './log.js';
 import { RelayMetrics } from './ops/metrics.js';
@@ -52,7 +53,8 @@ export class Relay {
       this.queue = new QueueStage({ dir: first.queue.dir, getSnapshot: snapshot, transport: this.transport, logger: this.logger, metrics: this.metrics, hostname: name });
     }
     const reception = new Reception({ hostname: name, logger: this.logger, metrics: this.metrics, queue: this.queue?.intake, transport: this.transport });
-    this.listener = new Listener({ getSnapshot: snapshot, handleMessage: (m) => reception.handle(m), logger: this.logger, hostname: name });
+    const guard = new ListenerGuard({ logger: this.logger, metrics: this.metrics });
+    this.listener = new Listener({ getSnapshot: snapshot, handleMessage: (m) => reception.handle(m), logger: this.logger, hostname: name, guard });
     this.config.subscribe((event) => this.configChanged(event));
   }
 

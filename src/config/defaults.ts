@@ -7,6 +7,17 @@ import type { Security } from './types.js';
  */
 export const DEFAULTS = {
   listen: { host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 25 * 1024 * 1024 },
+  /** Guessing, flooding and slow-client limits of every listener; README "Security" compares each with Postfix. */
+  limits: {
+    connections: 500,
+    connectionsPerAddress: 50,
+    idleTimeoutMs: 300_000,
+    commandTimeoutMs: 60_000,
+    dataTimeoutMs: 600_000,
+    errorsPerSession: 20,
+    recipientsPerMessage: 1000,
+    auth: { failuresPerAddress: 10, failuresPerLogin: 20, windowMs: 900_000, lockoutMs: 900_000, delayMs: 1000, maxDelayMs: 15_000 },
+  },
   delivery: 'queue',
   queue: {
     /** Relative to the YAML file; SENDAS_QUEUE_DIR (set by the Docker image) wins over it. */

@@ -30,6 +30,8 @@ export function diffSnapshots(before: ConfigSnapshot, after: ConfigSnapshot): Co
   if (before.listen.port !== after.listen.port) needsRestart.push('listen.port');
   if (differ(before.listen.allow, after.listen.allow)) settings.push('listen.allow');
   if (before.listen.maxMessageSize !== after.listen.maxMessageSize) settings.push('listen.max_message_size');
+  // connection limits and the auth limits apply to the next connection or login; timeouts to sessions that start after the reload
+  if (differ(before.limits, after.limits)) settings.push('limits');
   if (before.delivery !== after.delivery) needsRestart.push('delivery');
   if (before.queue.dir !== after.queue.dir) needsRestart.push('queue.dir');
   if (differ(before.queue.retryMs, after.queue.retryMs)) settings.push('queue.retry');

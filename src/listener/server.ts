@@ -8,7 +8,8 @@ import { newMessageId } from '../mail/message-id.js';
 import { AllowList } from './access.js';
 import { ReverseLookupCache } from './reverse-cache.js';
 import type { IncomingMessage, MessageHandler } from '../reception/incoming.js';
-import { installSmtpServerPatches, warnAboutFailedPatches } from './smtp-server-adapter.js';
+import { ListenerGuard } from './guard.js';
+import { installSmtpServerPatches, observeConnections, warnAboutFailedPatches } from './smtp-server-adapter.js';
 
 export interface ListenerOptions {
   /** The snapshot a new session uses; a session keeps the one it started with. */
@@ -16,6 +17,8 @@ export interface ListenerOptions {
   readonly handleMessage: MessageHandler;
   readonly logger: Logger;
   readonly hostname: string;
+  /** `limits:`; one guard for all listeners of a relay, so their counts add up. */
+  readonly guard?: ListenerGuard;
 }
 
 /**
@@ -29,10 +32,12 @@ export class Listener {
   private readonly snapshots = new Map<string, ConfigSnapshot>();
   private readonly allowLists = new WeakMap<ConfigSnapshot, AllowList>();
   private draining = false;
+  private readonly guard: ListenerGuard;
 
   constructor(private readonly opts: ListenerOptions) {
     warnAboutFailedPatches(opts.logger, installSmtpServerPatches());
     const snapshot = opts.getSnapshot();
+    const guard = (this.guard = opts.guard ?? new ListenerGuard({ logger: opts.logger }));
     this.server = new SMTPServer({
       name: opts.hostname,
       banner: 'sendas relay',
@@ -45,8 +50,8 @@ export class Listener {
       logger: false,
       // the client's name for the Received header: one PTR query per address every few minutes, not one per connection
       resolver: new ReverseLookupCache(),
-      // the DATA reply waits for the upstream; give slow upstreams time before the client gives up
-      socketTimeout: 5 * 60_000,
+      // only a backstop: the guard's limits.idle_timeout comes first with its own reply (and it waits while the upstream works)
+      socketTimeout: backstopTimeout(snapshot),
       closeTimeout: 30_000,
       onConnect: (session, cb) => {
         if (this.draining) {
@@ -54,18 +59,23 @@ export class Listener {
           return;
         }
         const current = opts.getSnapshot();
+        const refusal = guard.admit(session.id, session.remoteAddress, current.limits);
+        if (refusal) return cb(refusal.toSmtpServerError());
         this.snapshots.set(session.id, current);
         // AUTH is offered only while there are client logins; decided per session, so a reload that adds the first one applies at once
         (session as SMTPServerSession & { disabledCommands?: string[] }).disabledCommands = current.clients.length > 0 ? ['STARTTLS'] : ['STARTTLS', 'AUTH'];
         cb();
       },
       onClose: (session) => {
+        guard.release(session.id);
         this.snapshots.delete(session.id);
       },
       onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
+      onRcptTo: (address, session, cb) => cb(guard.recipientRefusal(session.envelope.rcptTo, address.address, this.snapshotOf(session).limits)?.toSmtpServerError()),
       onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
       onData: (stream, session, cb) => this.onData(stream, session, cb),
     });
+    observeConnections(this.server, guard.observer((id) => (this.snapshots.get(id) ?? opts.getSnapshot()).limits));
     this.server.on('error', (err) => opts.logger.warn({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'client connection error'));
   }
 
@@ -84,6 +94,7 @@ export class Listener {
   /** A reloaded config: limits that smtp-server reads per message apply from the next one. */
   applyLimits(snapshot: ConfigSnapshot): void {
     (this.server.options as { size?: number }).size = snapshot.listen.maxMessageSize;
+    (this.server.options as { socketTimeout?: number }).socketTimeout = backstopTimeout(snapshot);
   }
 
   get listening(): boolean {
@@ -114,14 +125,17 @@ export class Listener {
   }
 
   private onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: { user: string }) => void): void {
-    const client = this.snapshotOf(session).clientsByUsername.get(auth.username ?? '');
-    if (client && typeof auth.password === "string" && sameSecret(auth.password, client.password.reveal())) {
-      cb(null, { user: client.username });
-      return;
-    }
-    this.opts.logger.warn({ client: session.remoteAddress, login: auth.username, method: auth.method }, 'client login refused');
-    const err = new RelayError('access', { code: 535, enhanced: '5.7.8' }, 'Authentication failed: unknown username or wrong password for this relay');
-    cb(err.toSmtpServerError());
+    const snapshot = this.snapshotOf(session);
+    const verify = () => {
+      const client = snapshot.clientsByUsername.get(auth.username ?? '');
+      if (client && typeof auth.password === 'string' && sameSecret(auth.password, client.password.reveal())) return client.username;
+      this.opts.logger.warn({ client: session.remoteAddress, login: auth.username, method: auth.method }, 'client login refused');
+      return undefined;
+    };
+    this.guard.authenticate(session.remoteAddress, auth.username ?? '', snapshot.limits.auth, verify).then(
+      (user) => (typeof user === 'string' ? cb(null, { user }) : cb(user.toSmtpServerError())),
+      (err: unknown) => cb(internalError(session.id, err).toSmtpServerError()),
+    );
   }
 
   private onMailFrom(_address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
@@ -163,6 +177,10 @@ export class Listener {
       },
     );
   }
+}
+
+function backstopTimeout(snapshot: ConfigSnapshot): number {
+  return snapshot.limits.idleTimeoutMs + 30_000;
 }
 
 function sameSecret(given: string, expected: string): boolean {

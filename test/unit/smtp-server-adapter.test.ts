@@ -160,11 +160,12 @@ describe('smtp-server adapter: a guard that fails', () => {
   it('leaves a prototype without the internals untouched and reports each patch with what is missing and what is lost', () => {
     const proto = { init() {} };
     const failures = installSmtpServerPatches(proto);
-    expect(failures.map((f) => f.patch)).toEqual(['immediate-greeting', 'enhanced-codes']);
+    expect(failures.map((f) => f.patch)).toEqual(['immediate-greeting', 'enhanced-codes', 'session-events']);
     expect(failures[0]!.missing).toBe('SMTPConnection.prototype._setListeners, SMTPConnection.prototype.connectionReady, SMTPConnection.prototype.send');
     expect(failures[0]!.consequence).toMatch(/100 ms/);
     expect(failures[1]!.missing).toBe('SMTPConnection.prototype.send, SMTPConnection.prototype._getEnhancedStatusCode');
     expect(failures[1]!.consequence).toMatch(/550 5\.1\.1 5\.7\.1/);
+    expect(failures[2]!.consequence).toMatch(/limits\.command_timeout/);
     expect(Object.keys(proto)).toEqual(['init']);
     // installing again reports the same, so every Listener built on it can warn
     expect(installSmtpServerPatches(proto)).toBe(failures);
@@ -180,11 +181,17 @@ describe('smtp-server adapter: a guard that fails', () => {
       connectionReady() {},
       send,
       _getEnhancedStatusCode: () => '5.1.1',
+      _onCommand() {},
+      _createParser() {},
+      _onTimeout() {
+        // a timeout that no longer knows when the client waits for the server
+      },
     };
     const failures = installSmtpServerPatches(proto);
     expect(failures.map((f) => [f.patch, f.missing])).toEqual([
       ['immediate-greeting', 'SMTPConnection.prototype.init calling connectionReady'],
       ['enhanced-codes', 'SMTPConnection.prototype._getEnhancedStatusCode giving no code for context false'],
+      ['session-events', 'SMTPConnection.prototype._onTimeout reading _handlerPending, _dataStream and _parser._dataMode'],
     ]);
     expect(proto.send).toBe(send);
   });
@@ -192,10 +199,11 @@ describe('smtp-server adapter: a guard that fails', () => {
   it('logs one warning per failed patch, naming what is missing and what the user loses', () => {
     const { logger, lines } = capture();
     warnAboutFailedPatches(logger, installSmtpServerPatches({}));
-    expect(lines).toHaveLength(2);
+    expect(lines).toHaveLength(3);
     expect(lines.map((l) => [l.level, l.patch])).toEqual([
       [40, 'immediate-greeting'],
       [40, 'enhanced-codes'],
+      [40, 'session-events'],
     ]);
     expect(lines[0]!.msg).toMatch(/^smtp-server is not the version sendas was built against \(SMTPConnection\.prototype\.init, .*\): every connection waits 100 ms/);
     expect(lines[1]!.missing).toContain('SMTPConnection.prototype._getEnhancedStatusCode');
