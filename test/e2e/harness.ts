@@ -17,6 +17,8 @@ export interface RunningRelay {
   rawLog(): string;
   /** Resolves with the first log line (already written or still to come) that matches. */
   waitForLog(match: (line: Record<string, unknown>) => boolean, opts?: { after?: number; timeoutMs?: number }): Promise<Record<string, unknown>>;
+  /** The /metrics text. */
+  metrics(): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -68,6 +70,7 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
         waiters.push({ match, resolve: (l) => (clearTimeout(timer), resolve(l)) });
       });
     },
+    metrics: () => relay.metrics.registry.metrics(),
     stop: () => relay.stop(),
   };
 }
