@@ -1,18 +1,17 @@
-import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AuthLimitsConfig, LimitsConfig } from '../config/types.js';
 import { RelayError } from '../errors/relay-error.js';
 import type { Logger } from '../log.js';
 import type { RelayMetrics } from '../ops/metrics.js';
 import { AuthLimiter, lockoutError, memoryFailureStore, type FailureStoreFactory } from './auth-limits.js';
-import { ConnectionCounts, SessionTracker, type LimitName } from './session-limits.js';
+import { ConnectionCounts, SessionTracker, systemSessionClock, type LimitName, type SessionClock } from './session-limits.js';
 import type { ConnectionObserver } from './smtp-server-adapter.js';
 
 export interface GuardOptions {
   readonly logger: Logger;
   readonly metrics?: Pick<RelayMetrics, 'authFailures' | 'authLockouts' | 'clientLimits'>;
-  /** Monotonic milliseconds, for the session deadlines. */
-  readonly now?: () => number;
+  /** For the session deadlines; the system's by default. */
+  readonly clock?: SessionClock;
   /** Where failed logins are counted; memory unless relays share a store. */
   readonly failureStore?: FailureStoreFactory;
 }
@@ -26,12 +25,12 @@ export interface GuardOptions {
 export class ListenerGuard {
   private readonly counts = new ConnectionCounts();
   private readonly sessions = new Map<string, SessionTracker>();
-  private readonly now: () => number;
+  private readonly clock: SessionClock;
   private auth: AuthLimiter | undefined;
   private authKey = '';
 
   constructor(private readonly opts: GuardOptions) {
-    this.now = opts.now ?? (() => performance.now());
+    this.clock = opts.clock ?? systemSessionClock;
   }
 
   /** At onConnect: counts the session in, or the 421 for the limit it would exceed. */
@@ -56,7 +55,7 @@ export class ListenerGuard {
   /** For observeConnections(): each connection's deadlines and error count, under its session's limits. */
   observer(limitsOf: (sessionId: string) => LimitsConfig): ConnectionObserver {
     return (conn) => {
-      const tracker = new SessionTracker(conn, limitsOf(conn.sessionId), this.now, (limit) => this.hit(limit));
+      const tracker = new SessionTracker(conn, limitsOf(conn.sessionId), this.clock, (limit) => this.hit(limit));
       this.sessions.set(conn.sessionId, tracker);
       return tracker;
     };

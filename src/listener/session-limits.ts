@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { formatDuration } from '../config/duration.js';
 import type { LimitsConfig } from '../config/types.js';
 import { checkDeadline, type DeadlineVerdict, type TimeLimit } from './deadline.js';
@@ -53,6 +54,22 @@ const TIMEOUT_TEXT: Record<TimeLimit, (d: string) => string> = {
   data: (d) => `4.4.2 Data timeout: the message did not end within ${d} (limits.data_timeout); closing the connection`,
 };
 
+/** Time for the deadlines: monotonic ms and a cancellable timer (the delivery Clock's shape, so tests drive both alike). */
+export interface SessionClock {
+  now(): number;
+  setTimer(fn: () => void, ms: number): { cancel(): void };
+}
+
+/** The real one; its timers don't keep the process alive. */
+export const systemSessionClock: SessionClock = {
+  now: () => performance.now(),
+  setTimer(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return { cancel: () => clearTimeout(t) };
+  },
+};
+
 /**
  * One session's deadlines and error count, fed by the smtp-server patch's events. Per chunk it
  * only notes the time; a timer is re-armed only when a deadline moves earlier (a line left
@@ -63,22 +80,22 @@ export class SessionTracker implements ConnectionEvents {
   private lineSince: number | undefined;
   private dataSince: number | undefined;
   private errors = 0;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: { cancel(): void } | undefined;
   private armedFor = Infinity;
   private stopped = false;
 
   constructor(
     private readonly conn: ConnectionHandle,
     private readonly limits: LimitsConfig,
-    private readonly now: () => number,
+    private readonly clock: SessionClock,
     private readonly hit: (limit: LimitName) => void,
   ) {
-    this.lastActivity = now();
+    this.lastActivity = clock.now();
     this.schedule();
   }
 
   input(partialLine: boolean): void {
-    const t = this.now();
+    const t = this.clock.now();
     this.lastActivity = t;
     if (partialLine && this.lineSince === undefined && this.dataSince === undefined) {
       this.lineSince = t;
@@ -96,7 +113,7 @@ export class SessionTracker implements ConnectionEvents {
   }
 
   reply(code: number): void {
-    this.lastActivity = this.now();
+    this.lastActivity = this.clock.now();
     if (code === 354) {
       this.dataSince = this.lastActivity;
     } else {
@@ -111,13 +128,13 @@ export class SessionTracker implements ConnectionEvents {
 
   stop(): void {
     this.stopped = true;
-    clearTimeout(this.timer);
+    this.timer?.cancel();
     this.timer = undefined;
   }
 
   private schedule(): void {
     if (this.stopped) return;
-    const now = this.now();
+    const now = this.clock.now();
     const verdict: DeadlineVerdict = checkDeadline(
       { busy: this.conn.busy(), lastActivity: this.lastActivity, lineSince: this.lineSince, dataSince: this.dataSince },
       this.limits,
@@ -133,13 +150,12 @@ export class SessionTracker implements ConnectionEvents {
 
   private arm(at: number, now: number): void {
     if (this.timer !== undefined && this.armedFor <= at) return;
-    clearTimeout(this.timer);
+    this.timer?.cancel();
     this.armedFor = at;
-    this.timer = setTimeout(() => {
+    this.timer = this.clock.setTimer(() => {
       this.timer = undefined;
       this.armedFor = Infinity;
       this.schedule();
     }, Math.max(0, at - now));
-    this.timer.unref();
   }
 }
