@@ -1,4 +1,7 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -100,8 +103,10 @@ except smtplib.SMTPAuthenticationError as e:
   });
 }
 
-/** README's fail2ban failregex, with fail2ban's <HOST> as an IPv4/IPv6 group. */
-const FAIL2BAN_REGEX = /"msg":"auth lockout scope=address address=([0-9a-fA-F.:]+) /;
+/** README's fail2ban failregex, as written there, and as a JS regex with fail2ban's <HOST> as an IPv4/IPv6 group. */
+const FAIL2BAN_FAILREGEX = /^failregex = (.*)$/m.exec(readFileSync(new URL('../../README.md', import.meta.url), 'utf8'))![1]!;
+const FAIL2BAN_REGEX = new RegExp(FAIL2BAN_FAILREGEX.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace('<HOST>', '([0-9a-fA-F.:]+)'));
+const hasFail2banRegex = spawnSync('fail2ban-regex', ['--version']).status === 0;
 
 describe('limits: guessing', () => {
   let upstream: TestUpstream;
@@ -158,6 +163,14 @@ describe('limits: guessing', () => {
     expect(metrics).toMatch(/^sendas_auth_failures_total 10$/m);
     expect(metrics).toMatch(/^sendas_auth_lockouts_total\{scope="address"\} 1$/m);
     expect(metrics).toMatch(/^sendas_client_limits_total\{limit="auth_lockout"\} 2$/m);
+  });
+
+  it.skipIf(!hasFail2banRegex)('gives fail2ban, with the README filter, the locked address and only that', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'sendas-f2b-')), 'sendas.log');
+    writeFileSync(file, relay.rawLog());
+    const out = spawnSync('fail2ban-regex', ['-v', file, FAIL2BAN_FAILREGEX], { encoding: 'utf8' }).stdout;
+    expect(out).toMatch(/^\|\s+127\.0\.0\.1\s/m);
+    expect(out).toMatch(/^Lines: \d+ lines, 0 ignored, 1 matched/m);
   });
 
   it('locks a login guessed at from several addresses, for every address, and leaves other logins alone', async () => {
