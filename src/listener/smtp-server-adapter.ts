@@ -37,14 +37,14 @@ interface ConnectionInternals {
 }
 
 interface ParserInternals {
-  write(...args: unknown[]): boolean;
+  write(chunk: unknown, encoding?: unknown, cb?: unknown): boolean;
   _remainder?: string;
   _dataMode?: boolean;
 }
 
 /** What the session-events patch tells an observer about one connection, as it happens. */
 export interface ConnectionEvents {
-  /** A chunk from the client was handed to the parser; `partialLine`: a command line has begun and not ended. */
+  /** The parser took a chunk from the client (after handling the lines it completed); `partialLine`: a command line has begun and not ended. */
   input(partialLine: boolean): void;
   /** A complete command line, before smtp-server handles it; false refuses it (the observer has replied and closed). */
   line(): boolean;
@@ -192,9 +192,9 @@ function installSessionEvents(proto: Prototype): PatchFailure | undefined {
     const parser = createParser.call(this);
     const write = parser.write;
     const conn = this;
-    // the socket pipes into the parser, so a chunk reaches write() before any line of it is handled
-    parser.write = function (this: ParserInternals, ...args: unknown[]) {
-      const ok = write.apply(this, args);
+    // the socket pipes into the parser: every chunk passes here, and once write() returns, the lines it completed have been handled (or queued behind a busy handler)
+    parser.write = function (this: ParserInternals, chunk: unknown, encoding?: unknown, cb?: unknown) {
+      const ok = write.call(this, chunk, encoding, cb);
       eventsOf(conn)?.input(typeof this._remainder === 'string' && this._remainder.length > 0);
       return ok;
     };

@@ -4,7 +4,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { afterEach, describe, expect, it } from 'vitest';
-import { installSmtpServerPatches, warnAboutFailedPatches } from '../../src/listener/smtp-server-adapter.js';
+import { installSmtpServerPatches, observeConnections, warnAboutFailedPatches, type ConnectionHandle } from '../../src/listener/smtp-server-adapter.js';
 
 /**
  * The contract between sendas and the smtp-server version pinned in package.json. Run it after
@@ -19,6 +19,8 @@ interface RawClient {
   /** The next complete reply (multi-line replies joined), with the time its last line arrived. */
   reply(): Promise<{ text: string; at: number }>;
   write(line: string): void;
+  /** Bytes as they are, no CRLF added. */
+  writeRaw(bytes: string): void;
   end(): void;
 }
 
@@ -58,6 +60,7 @@ function rawClient(port: number): Promise<RawClient> {
             check();
           }),
         write: (line) => socket.write(`${line}\r\n`),
+        writeRaw: (bytes) => socket.write(bytes),
         end: () => socket.destroy(),
       });
     });
@@ -142,6 +145,63 @@ describe('smtp-server adapter: the contract with the pinned smtp-server', () => 
     const second = await client(port);
     const refused = await second.reply();
     expect(refused.text).toMatch(/^421 .*Too many connected clients/);
+  });
+
+  it('reports a chunk that leaves a line unfinished, each complete line, each reply, and whether the server owes the reply', async () => {
+    const events: string[] = [];
+    let release: (() => void) | undefined;
+    let handle: ConnectionHandle | undefined;
+    let handlerCalled: () => void = () => {};
+    const inHandler = new Promise<void>((resolve) => (handlerCalled = resolve));
+    const port = await start({
+      onMailFrom: (_address, _session, cb) => {
+        events.push(`busy ${handle!.busy()}`);
+        release = () => cb();
+        handlerCalled();
+      },
+    });
+    let partialSeen: () => void = () => {};
+    const partial = new Promise<void>((resolve) => (partialSeen = resolve));
+    observeConnections(servers[0]!, (conn) => {
+      handle = conn;
+      return {
+        input: (unfinished) => {
+          events.push(`input ${unfinished}`);
+          if (unfinished) partialSeen();
+        },
+        line: () => (events.push('line'), true),
+        reply: (code) => events.push(`reply ${code}`),
+      };
+    });
+    const c = await client(port);
+    await c.reply();
+    c.writeRaw('EHLO test');
+    await partial;
+    c.write('.example');
+    await c.reply();
+    // a chunk is reported once the parser has taken it, after the lines it completed
+    expect(events).toEqual(['reply 220', 'input true', 'line', 'reply 250', 'input false']);
+    events.length = 0;
+    c.write('MAIL FROM:<a@example.net>');
+    await inHandler;
+    expect(events).toEqual(['line', 'busy true', 'input false']);
+    release!();
+    await c.reply();
+    expect(handle!.busy()).toBe(false);
+    expect(events.at(-1)).toBe('reply 250');
+  });
+
+  it('lets the observer refuse a complete line and close with a 421 of its own', async () => {
+    const port = await start();
+    observeConnections(servers[0]!, (conn) => ({
+      input: () => {},
+      line: () => (conn.close421('4.7.0 Refused by the observer'), false),
+      reply: () => {},
+    }));
+    const c = await client(port);
+    await c.reply();
+    c.write('EHLO test.example');
+    expect((await c.reply()).text).toBe('421 4.7.0 Refused by the observer');
   });
 });
 
