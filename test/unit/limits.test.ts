@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DEFAULTS } from '../../src/config/defaults.js';
+import { diffSnapshots } from '../../src/config/diff.js';
 import type { LimitsConfig } from '../../src/config/types.js';
 import { AuthLimiter, failureDelayMs, lockoutError } from '../../src/listener/auth-limits.js';
 import { checkDeadline } from '../../src/listener/deadline.js';
@@ -196,5 +197,11 @@ describe('limits config', () => {
     const s = snapshotOf(undefined, 'limits: {connections_per_address: 5, command_timeout: 30s, auth: {lockout: 1h}}');
     expect(s.limits).toMatchObject({ connectionsPerAddress: 5, commandTimeoutMs: 30_000, connections: 500, auth: { lockoutMs: 3_600_000, failuresPerAddress: 10 } });
     expect(() => snapshotOf(undefined, 'limits: {auth: {failures_per_adress: 5}}')).toThrow(/limits\.auth\.failures_per_adress.*did you mean "failures_per_address"/s);
+  });
+
+  it('is a setting a reload applies, not one that needs a restart', () => {
+    const change = diffSnapshots(snapshotOf(), snapshotOf(undefined, 'limits: {auth: {failures_per_address: 3}}'));
+    expect(change.settings).toEqual(['limits']);
+    expect(change.needsRestart).toEqual([]);
   });
 });
