@@ -37,7 +37,7 @@ export class ListenerGuard {
   admit(sessionId: string, address: string, limits: LimitsConfig): RelayError | undefined {
     const over = this.counts.admit(sessionId, address, limits);
     if (over === undefined) return undefined;
-    this.hit(over);
+    this.hit(over, address);
     const text =
       over === 'connections_per_address'
         ? `Too many connections from ${address} (limits.connections_per_address: ${limits.connectionsPerAddress}); close some or try again later`
@@ -55,18 +55,18 @@ export class ListenerGuard {
   /** For observeConnections(): each connection's deadlines and error count, under its session's limits. */
   observer(limitsOf: (sessionId: string) => LimitsConfig): ConnectionObserver {
     return (conn) => {
-      const tracker = new SessionTracker(conn, limitsOf(conn.sessionId), this.clock, (limit) => this.hit(limit));
+      const tracker = new SessionTracker(conn, limitsOf(conn.sessionId), this.clock, (limit) => this.hit(limit, conn.remoteAddress));
       this.sessions.set(conn.sessionId, tracker);
       return tracker;
     };
   }
 
   /** At RCPT TO: the 452 once the envelope holds `recipients_per_message` (a repeated address only replaces its entry). */
-  recipientRefusal(rcptTo: readonly { address: string }[], address: string, limits: LimitsConfig): RelayError | undefined {
+  recipientRefusal(client: string, rcptTo: readonly { address: string }[], address: string, limits: LimitsConfig): RelayError | undefined {
     if (rcptTo.length < limits.recipientsPerMessage) return undefined;
     const key = address.toLowerCase();
     if (rcptTo.some((r) => r.address.toLowerCase() === key)) return undefined;
-    this.hit('recipients_per_message');
+    this.hit('recipients_per_message', client);
     return new RelayError(
       'access',
       { code: 452, enhanced: '4.5.3' },
@@ -83,7 +83,7 @@ export class ListenerGuard {
     const auth = this.authLimiter(limits);
     const lockout = await auth.lockedOut(address, login).catch((err: unknown) => this.storeFailed(err));
     if (lockout) {
-      this.hit('auth_lockout');
+      this.hit('auth_lockout', address);
       return lockoutError(lockout);
     }
     const user = verify();
@@ -123,7 +123,9 @@ export class ListenerGuard {
     return undefined;
   }
 
-  private hit(limit: LimitName): void {
+  /** One log line per refusal or cut-off, as Postfix logs each (the auth lockout itself has its own line above). */
+  private hit(limit: LimitName, client: string): void {
     this.opts.metrics?.clientLimits.inc({ limit });
+    this.opts.logger.warn({ client, limit }, `client held to limits.${limit === 'auth_lockout' ? 'auth' : limit}`);
   }
 }

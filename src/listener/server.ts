@@ -71,7 +71,7 @@ export class Listener {
         this.snapshots.delete(session.id);
       },
       onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
-      onRcptTo: (address, session, cb) => cb(guard.recipientRefusal(session.envelope.rcptTo, address.address, this.snapshotOf(session).limits)?.toSmtpServerError()),
+      onRcptTo: (address, session, cb) => cb(guard.recipientRefusal(session.remoteAddress, session.envelope.rcptTo, address.address, this.snapshotOf(session).limits)?.toSmtpServerError()),
       onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
       onData: (stream, session, cb) => this.onData(stream, session, cb),
     });

@@ -30,6 +30,7 @@ interface ConnectionInternals {
   _createParser(): ParserInternals;
   _onTimeout(): void;
   id: string;
+  remoteAddress: string;
   _handlerPending?: boolean;
   _dataStream?: unknown;
   _parser?: ParserInternals | false;
@@ -55,6 +56,7 @@ export interface ConnectionEvents {
 /** The few things an observer may ask of, or do to, a connection. */
 export interface ConnectionHandle {
   readonly sessionId: string;
+  readonly remoteAddress: string;
   /** sendas owes the client a reply: a handler has not called back, or the message is in and onData has not answered. */
   busy(): boolean;
   /** Replies 421 with this text ("4.4.2 sentence") and closes. */
@@ -216,6 +218,7 @@ function eventsOf(conn: ConnectionInternals): ConnectionEvents | null {
 function handleOf(conn: ConnectionInternals): ConnectionHandle {
   return {
     sessionId: conn.id,
+    remoteAddress: conn.remoteAddress,
     busy: () => Boolean(conn._handlerPending || (conn._dataStream && conn._parser && !conn._parser._dataMode)),
     close421: (text) => conn.send(421, text),
   };

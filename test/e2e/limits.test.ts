@@ -222,6 +222,7 @@ describe('limits: flooding and slow clients', () => {
       await c.closed;
     }
     expect(await relay.metrics()).toMatch(/^sendas_client_limits_total\{limit="connections_per_address"\} 1$/m);
+    expect(relay.logs.filter((l) => l.msg === 'client held to limits.connections_per_address')).toMatchObject([{ client: '127.0.0.1', limit: 'connections_per_address' }]);
   });
 
   it('cuts a command line fed one byte at a time at the command deadline, counted from its first byte', async () => {
@@ -236,6 +237,7 @@ describe('limits: flooding and slow clients', () => {
       const closedAt = await c.closed;
       expect(r.at - started).toBeGreaterThanOrEqual(950);
       expect(closedAt - started).toBeLessThan(2_500);
+      await relay.waitForLog((l) => l.msg === 'client held to limits.command_timeout' && l.client === '127.0.0.4');
     } finally {
       clearInterval(feeder);
     }

@@ -115,7 +115,7 @@ describe('SessionTracker', () => {
     const closed: string[] = [];
     const hits: LimitName[] = [];
     let busy = false;
-    const conn: ConnectionHandle = { sessionId: 's1', busy: () => busy, close421: (text) => closed.push(text) };
+    const conn: ConnectionHandle = { sessionId: 's1', remoteAddress: '192.0.2.7', busy: () => busy, close421: (text) => closed.push(text) };
     const tracker = new SessionTracker(conn, limits, clock, (l) => hits.push(l));
     return { clock, closed, hits, tracker, setBusy: (b: boolean) => (busy = b) };
   }
