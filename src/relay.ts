@@ -4,6 +4,7 @@ import { ConfigHolder, type ConfigChange, type ConfigEvent } from './config/hold
 import { logConfigEvent } from './config/reload-log.js';
 import type { ConfigSnapshot } from './config/types.js';
 import { QueueStage } from './delivery/queue-stage.js';
+import { ListenerGuard } from './listener/guard.js';
 import { Listener } from './listener/server.js';
 import type { Logger } from './log.js';
 import { RelayMetrics } from './ops/metrics.js';
@@ -53,7 +54,9 @@ export class Relay {
       this.queue = new QueueStage({ dir: first.queue.dir, getSnapshot: snapshot, transport: this.transport, logger: this.logger, metrics: this.metrics, hostname: name });
     }
     const reception = new Reception({ hostname: name, logger: this.logger, metrics: this.metrics, queue: this.queue?.intake, transport: this.transport });
-    this.listeners = first.listeners.map((_, index) => new Listener({ getSnapshot: snapshot, index, handleMessage: (m) => reception.handle(m), logger: this.logger, hostname: name }));
+    // one guard for every listener, so the per-address counts and lockouts add up across them
+    const guard = new ListenerGuard({ logger: this.logger, metrics: this.metrics });
+    this.listeners = first.listeners.map((_, index) => new Listener({ getSnapshot: snapshot, index, handleMessage: (m) => reception.handle(m), logger: this.logger, hostname: name, guard }));
     this.config.subscribe((event) => this.configChanged(event));
   }
 

@@ -15,6 +15,17 @@ export const DEFAULTS = {
     // RFC 8996 deprecated TLS 1.0/1.1, and Node's own minimum is 1.2; smtp-server's default (TLSv1) is not used
     minTlsVersion: 'TLSv1.2',
   },
+  /** Guessing, flooding and slow-client limits of every listener; README "Security" compares each with Postfix. */
+  limits: {
+    connections: 500,
+    connectionsPerAddress: 50,
+    idleTimeoutMs: 300_000,
+    commandTimeoutMs: 60_000,
+    dataTimeoutMs: 600_000,
+    errorsPerSession: 20,
+    recipientsPerMessage: 1000,
+    auth: { failuresPerAddress: 10, failuresPerLogin: 20, windowMs: 900_000, lockoutMs: 900_000, delayMs: 1000, maxDelayMs: 15_000 },
+  },
   delivery: 'queue',
   queue: {
     /** Relative to the YAML file; SENDAS_QUEUE_DIR (set by the Docker image) wins over it. */

@@ -27,6 +27,8 @@ export function diffSnapshots(before: ConfigSnapshot, after: ConfigSnapshot): Co
   const differ = (a: unknown, b: unknown) => JSON.stringify(a) !== JSON.stringify(b);
 
   diffListeners(before.listeners, after.listeners, settings, needsRestart);
+  // connection limits and the auth limits apply to the next connection or login; timeouts to sessions that start after the reload
+  if (differ(before.limits, after.limits)) settings.push('limits');
   if (before.delivery !== after.delivery) needsRestart.push('delivery');
   if (before.queue.dir !== after.queue.dir) needsRestart.push('queue.dir');
   if (differ(before.queue.retryMs, after.queue.retryMs)) settings.push('queue.retry');

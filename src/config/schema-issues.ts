@@ -34,6 +34,9 @@ export function reportSchemaIssue(issue: z.core.$ZodIssue, raw: Record<string, u
 const SECTION: Readonly<Record<string, keyof typeof KNOWN_KEYS>> = {
   oauth: 'oauth',
   listen: 'listen',
+  limits: 'limits',
+  // servers' and overrides' `auth` is a value, so an unknown key under an `auth` mapping is under limits.auth
+  auth: 'limitsAuth',
   clients: 'clients',
   servers: 'servers',
   tls: 'tls',

@@ -96,6 +96,27 @@ const listen = z.strictObject({
 
 /** One listener as a mapping (the form of the first releases), or a list of them. */
 const listeners = z.union([listen, z.array(listen).min(1, { error: 'needs at least one listener (or leave `listen:` out for the default one)' })]);
+const count = z.number({ error: 'must be a whole number' }).int().min(1, { error: 'must be at least 1' });
+
+const authLimits = z.strictObject({
+  failures_per_address: count.default(DEFAULTS.limits.auth.failuresPerAddress),
+  failures_per_login: count.default(DEFAULTS.limits.auth.failuresPerLogin),
+  window: duration.default(DEFAULTS.limits.auth.windowMs),
+  lockout: duration.default(DEFAULTS.limits.auth.lockoutMs),
+  delay: duration.default(DEFAULTS.limits.auth.delayMs),
+  max_delay: duration.default(DEFAULTS.limits.auth.maxDelayMs),
+});
+
+const limits = z.strictObject({
+  connections: count.default(DEFAULTS.limits.connections),
+  connections_per_address: count.default(DEFAULTS.limits.connectionsPerAddress),
+  idle_timeout: duration.default(DEFAULTS.limits.idleTimeoutMs),
+  command_timeout: duration.default(DEFAULTS.limits.commandTimeoutMs),
+  data_timeout: duration.default(DEFAULTS.limits.dataTimeoutMs),
+  errors_per_session: count.default(DEFAULTS.limits.errorsPerSession),
+  recipients_per_message: count.default(DEFAULTS.limits.recipientsPerMessage),
+  auth: orDefault(authLimits, {}),
+});
 
 const client = z.strictObject({
   username: z.string().min(1, { error: 'must not be empty' }),
@@ -200,6 +221,7 @@ const policy = z.strictObject({
 
 export const configSchema = z.strictObject({
   listen: orDefault(listeners, {}),
+  limits: orDefault(limits, {}),
   delivery: lowerEnum(['queue', 'passthrough'] as const).default(DEFAULTS.delivery),
   queue: orDefault(queue, {}),
   clients: orDefault(z.array(client), []),
@@ -221,6 +243,8 @@ export type RawIdentity = z.infer<typeof identity>;
 export const KNOWN_KEYS = {
   root: Object.keys(configSchema.shape) as string[],
   listen: Object.keys(listen.shape),
+  limits: Object.keys(limits.shape),
+  limitsAuth: Object.keys(authLimits.shape),
   clients: Object.keys(client.shape),
   servers: Object.keys(server.shape),
   tls: Object.keys(tls.shape),

@@ -116,6 +116,23 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env }: Snap
         }),
       ),
     ),
+    limits: Object.freeze({
+      connections: data.limits.connections,
+      connectionsPerAddress: data.limits.connections_per_address,
+      idleTimeoutMs: data.limits.idle_timeout,
+      commandTimeoutMs: data.limits.command_timeout,
+      dataTimeoutMs: data.limits.data_timeout,
+      errorsPerSession: data.limits.errors_per_session,
+      recipientsPerMessage: data.limits.recipients_per_message,
+      auth: Object.freeze({
+        failuresPerAddress: data.limits.auth.failures_per_address,
+        failuresPerLogin: data.limits.auth.failures_per_login,
+        windowMs: data.limits.auth.window,
+        lockoutMs: data.limits.auth.lockout,
+        delayMs: data.limits.auth.delay,
+        maxDelayMs: data.limits.auth.max_delay,
+      }),
+    }),
     delivery: data.delivery,
     queue: Object.freeze({
       dir: resolve(base, data.queue.dir ?? env.SENDAS_QUEUE_DIR ?? DEFAULTS.queue.dir),

@@ -49,6 +49,36 @@ export interface HttpConfig {
   readonly token: Secret | undefined;
 }
 
+/** `limits:`, for every listener: what a client may cost before it is slowed down, refused or cut off. */
+export interface LimitsConfig {
+  /** Sessions at once, all clients together. */
+  readonly connections: number;
+  /** Sessions at once from one client address. */
+  readonly connectionsPerAddress: number;
+  /** How long the client may stay silent while sendas waits for it. */
+  readonly idleTimeoutMs: number;
+  /** From the first byte of a command line to its end, however slowly the bytes come. */
+  readonly commandTimeoutMs: number;
+  /** From the 354 to the final dot. */
+  readonly dataTimeoutMs: number;
+  /** Error replies a session may collect without a message accepted; the next command gets 421. */
+  readonly errorsPerSession: number;
+  readonly recipientsPerMessage: number;
+  readonly auth: AuthLimitsConfig;
+}
+
+export interface AuthLimitsConfig {
+  /** Failed logins from one address within `windowMs` that lock the address out. */
+  readonly failuresPerAddress: number;
+  /** Failed logins for one login name, from any address, within `windowMs` that lock the login out. */
+  readonly failuresPerLogin: number;
+  readonly windowMs: number;
+  readonly lockoutMs: number;
+  /** The wait before the first 535; it doubles with each further failure, up to `maxDelayMs`. */
+  readonly delayMs: number;
+  readonly maxDelayMs: number;
+}
+
 export interface ClientConfig {
   readonly username: string;
   readonly password: Secret;
@@ -158,6 +188,7 @@ export interface ConfigSnapshot {
   readonly file: string;
   /** One per listening socket, in the order of the file. */
   readonly listeners: readonly ListenConfig[];
+  readonly limits: LimitsConfig;
   readonly delivery: 'queue' | 'passthrough';
   readonly queue: QueueConfig;
   readonly clients: readonly ClientConfig[];

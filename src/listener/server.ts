@@ -8,7 +8,8 @@ import { newMessageId } from '../mail/message-id.js';
 import { AllowList } from './access.js';
 import { ReverseLookupCache } from './reverse-cache.js';
 import type { IncomingMessage, MessageHandler } from '../reception/incoming.js';
-import { authNeedsTls, ENCRYPTION_REQUIRED, installSmtpServerPatches, setAuthNeedsTls, warnAboutFailedPatches } from './smtp-server-adapter.js';
+import { ListenerGuard } from './guard.js';
+import { authNeedsTls, ENCRYPTION_REQUIRED, installSmtpServerPatches, observeConnections, setAuthNeedsTls, warnAboutFailedPatches } from './smtp-server-adapter.js';
 
 export interface ListenerOptions {
   /** The snapshot a new session uses; a session keeps the one it started with. */
@@ -18,6 +19,8 @@ export interface ListenerOptions {
   readonly handleMessage: MessageHandler;
   readonly logger: Logger;
   readonly hostname: string;
+  /** `limits:`; one guard for all listeners of a relay, so their counts add up. */
+  readonly guard?: ListenerGuard;
 }
 
 /** What a session started with: the whole config and its listener's part of it. */
@@ -42,6 +45,7 @@ export class Listener {
   private settings: ListenConfig;
   /** The certificate, key and version the secure context was last built from. */
   private tlsFrom: ListenConfig;
+  private readonly guard: ListenerGuard;
   private draining = false;
 
   constructor(private readonly opts: ListenerOptions) {
@@ -50,6 +54,8 @@ export class Listener {
     this.bound = listen;
     this.settings = listen;
     this.tlsFrom = listen;
+    const snapshot = opts.getSnapshot();
+    const guard = (this.guard = opts.guard ?? new ListenerGuard({ logger: opts.logger }));
     this.server = new SMTPServer({
       name: opts.hostname,
       banner: 'sendas relay',
@@ -65,8 +71,8 @@ export class Listener {
       logger: false,
       // the client's name for the Received header: one PTR query per address every few minutes, not one per connection
       resolver: new ReverseLookupCache(),
-      // the DATA reply waits for the upstream; give slow upstreams time before the client gives up
-      socketTimeout: 5 * 60_000,
+      // only a backstop: the guard's limits.idle_timeout comes first with its own reply (and it waits while the upstream works)
+      socketTimeout: backstopTimeout(snapshot),
       closeTimeout: 30_000,
       onConnect: (session, cb) => {
         if (this.draining) {
@@ -74,6 +80,8 @@ export class Listener {
           return;
         }
         const snapshot = opts.getSnapshot();
+        const refusal = guard.admit(session.id, session.remoteAddress, snapshot.limits);
+        if (refusal) return cb(refusal.toSmtpServerError());
         const listen = this.listenOf(snapshot);
         this.sessions.set(session.id, { snapshot, listen });
         const disabled = listen.tls === 'starttls' ? [] : ['STARTTLS'];
@@ -85,12 +93,15 @@ export class Listener {
         cb();
       },
       onClose: (session) => {
+        guard.release(session.id);
         this.sessions.delete(session.id);
       },
       onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
       onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
+      onRcptTo: (address, session, cb) => cb(guard.recipientRefusal(session.remoteAddress, session.envelope.rcptTo, address.address, this.snapshotOf(session).limits)?.toSmtpServerError()),
       onData: (stream, session, cb) => this.onData(stream, session, cb),
     });
+    observeConnections(this.server, guard.observer((id) => (this.sessions.get(id)?.snapshot ?? opts.getSnapshot()).limits));
     this.server.on('error', (err) => opts.logger.warn({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code }, listener: listen.path }, 'client connection error'));
   }
 
@@ -120,6 +131,7 @@ export class Listener {
     const listen = this.listenOf(snapshot);
     this.settings = listen;
     (this.server.options as { size?: number }).size = listen.maxMessageSize;
+    (this.server.options as { socketTimeout?: number }).socketTimeout = backstopTimeout(snapshot);
     if (listen.tls === 'none' || sameTls(this.tlsFrom, listen)) return;
     try {
       this.server.updateSecureContext(tlsOptions(listen));
@@ -182,14 +194,17 @@ export class Listener {
       cb(new RelayError('access', { code: ENCRYPTION_REQUIRED.code, enhanced: ENCRYPTION_REQUIRED.enhanced }, ENCRYPTION_REQUIRED.text).toSmtpServerError());
       return;
     }
-    const client = this.snapshotOf(session).clientsByUsername.get(auth.username ?? '');
-    if (client && typeof auth.password === "string" && sameSecret(auth.password, client.password.reveal())) {
-      cb(null, { user: client.username });
-      return;
-    }
-    this.opts.logger.warn({ client: session.remoteAddress, login: auth.username, method: auth.method }, 'client login refused');
-    const err = new RelayError('access', { code: 535, enhanced: '5.7.8' }, 'Authentication failed: unknown username or wrong password for this relay');
-    cb(err.toSmtpServerError());
+    const snapshot = this.snapshotOf(session);
+    const verify = () => {
+      const client = snapshot.clientsByUsername.get(auth.username ?? '');
+      if (client && typeof auth.password === 'string' && sameSecret(auth.password, client.password.reveal())) return client.username;
+      this.opts.logger.warn({ client: session.remoteAddress, login: auth.username, method: auth.method }, 'client login refused');
+      return undefined;
+    };
+    this.guard.authenticate(session.remoteAddress, auth.username ?? '', snapshot.limits.auth, verify).then(
+      (user) => (typeof user === 'string' ? cb(null, { user }) : cb(user.toSmtpServerError())),
+      (err: unknown) => cb(internalError(session.id, err).toSmtpServerError()),
+    );
   }
 
   private onMailFrom(_address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
@@ -253,6 +268,10 @@ function certificateSummary(pem: string): { subject: string; validTo: string; fi
   } catch {
     return undefined;
   }
+}
+
+function backstopTimeout(snapshot: ConfigSnapshot): number {
+  return snapshot.limits.idleTimeoutMs + 30_000;
 }
 
 function sameSecret(given: string, expected: string): boolean {

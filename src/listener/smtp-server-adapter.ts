@@ -9,7 +9,7 @@ import type { Logger } from '../log.js';
  * reported, so the Listener can say at start what is lost instead of degrading silently.
  */
 
-export type SmtpServerPatch = 'immediate-greeting' | 'enhanced-codes' | 'auth-needs-tls';
+export type SmtpServerPatch = 'immediate-greeting' | 'enhanced-codes' | 'auth-needs-tls' | 'session-events';
 
 /** A patch that was not applied: what the guard missed, and what a user loses because of it. */
 export interface PatchFailure {
@@ -30,6 +30,51 @@ interface ConnectionInternals {
   handler_AUTH(command: Buffer, callback: () => void): void;
   secure: boolean;
   session: { disabledCommands?: string[]; [AUTH_NEEDS_TLS]?: boolean };
+  _onCommand(command: Buffer, callback?: () => void): void;
+  _createParser(): ParserInternals;
+  _onTimeout(): void;
+  id: string;
+  remoteAddress: string;
+  _handlerPending?: boolean;
+  _dataStream?: unknown;
+  _parser?: ParserInternals | false;
+  [EVENTS]?: ConnectionEvents | null;
+}
+
+interface ParserInternals {
+  write(chunk: unknown, encoding?: unknown, cb?: unknown): boolean;
+  _remainder?: string;
+  _dataMode?: boolean;
+}
+
+/** What the session-events patch tells an observer about one connection, as it happens. */
+export interface ConnectionEvents {
+  /** The parser took a chunk from the client (after handling the lines it completed); `partialLine`: a command line has begun and not ended. */
+  input(partialLine: boolean): void;
+  /** A complete command line, before smtp-server handles it; false refuses it (the observer has replied and closed). */
+  line(): boolean;
+  /** A reply went out. */
+  reply(code: number): void;
+}
+
+/** The few things an observer may ask of, or do to, a connection. */
+export interface ConnectionHandle {
+  readonly sessionId: string;
+  readonly remoteAddress: string;
+  /** sendas owes the client a reply: a handler has not called back, or the message is in and onData has not answered. */
+  busy(): boolean;
+  /** Replies 421 with this text ("4.4.2 sentence") and closes. */
+  close421(text: string): void;
+}
+
+export type ConnectionObserver = (conn: ConnectionHandle) => ConnectionEvents;
+
+const EVENTS = Symbol('sendas.connectionEvents');
+const observers = new WeakMap<object, ConnectionObserver>();
+
+/** Every connection of this server reports to the observer (once the session-events patch is in). */
+export function observeConnections(server: object, observer: ConnectionObserver): void {
+  observers.set(server, observer);
 }
 
 /** Marks a session whose AUTH must wait for TLS; read by the auth-needs-tls patch. */
@@ -66,7 +111,9 @@ export function installSmtpServerPatches(proto: object = SMTPConnection.prototyp
   const known = installed.get(proto);
   if (known) return known;
   const target = proto as Prototype;
-  const failures = [installImmediateGreeting(target), installEnhancedCodePassthrough(target), installAuthNeedsTls(target)].filter((f): f is PatchFailure => f !== undefined);
+  const failures = [installImmediateGreeting(target), installEnhancedCodePassthrough(target), installAuthNeedsTls(target), installSessionEvents(target)].filter(
+    (f): f is PatchFailure => f !== undefined,
+  );
   installed.set(proto, failures);
   return failures;
 }
@@ -175,7 +222,72 @@ function installAuthNeedsTls(proto: Prototype): PatchFailure | undefined {
   return undefined;
 }
 
-function missingMethods(proto: Prototype, names: readonly (keyof ConnectionInternals)[]): string[] {
+/**
+ * smtp-server's only timer is the socket's idle timeout, which every byte restarts: a command line
+ * fed one byte a minute, or a message trickling in for hours, never times out. The deadlines of
+ * `limits` (listener/guard.ts) need three facts smtp-server doesn't expose: a chunk arrived and
+ * left a line unfinished, a command line is complete, a reply went out. This patch reports them;
+ * the observer also reads the condition smtp-server's own timeout uses to tell that the client
+ * is waiting for sendas (`_handlerPending`, a message in but not answered).
+ */
+function installSessionEvents(proto: Prototype): PatchFailure | undefined {
+  const missing = missingMethods(proto, ['send', '_onCommand', '_createParser', '_onTimeout']);
+  if (missing.length === 0 && !/_handlerPending[\s\S]*_dataStream[\s\S]*_dataMode/.test(String(proto._onTimeout))) {
+    missing.push('SMTPConnection.prototype._onTimeout reading _handlerPending, _dataStream and _parser._dataMode');
+  }
+  if (missing.length > 0) {
+    return {
+      patch: 'session-events',
+      missing: missing.join(', '),
+      consequence: 'limits.command_timeout, data_timeout and errors_per_session are not enforced; only smtp-server’s idle timeout (limits.idle_timeout, restarted by every byte) applies',
+    };
+  }
+  const send = proto.send as ConnectionInternals['send'];
+  const onCommand = proto._onCommand as ConnectionInternals['_onCommand'];
+  const createParser = proto._createParser as ConnectionInternals['_createParser'];
+  proto.send = function (this: ConnectionInternals, code: number, data: unknown, context?: unknown) {
+    send.call(this, code, data, context);
+    eventsOf(this)?.reply(code);
+  };
+  proto._onCommand = function (this: ConnectionInternals, command: Buffer, callback?: () => void) {
+    if (eventsOf(this)?.line() === false) return;
+    onCommand.call(this, command, callback);
+  };
+  proto._createParser = function (this: ConnectionInternals) {
+    const parser = createParser.call(this);
+    const write = parser.write;
+    const conn = this;
+    // the socket pipes into the parser: every chunk passes here, and once write() returns, the lines it completed have been handled (or queued behind a busy handler)
+    parser.write = function (this: ParserInternals, chunk: unknown, encoding?: unknown, cb?: unknown) {
+      const ok = write.call(this, chunk, encoding, cb);
+      eventsOf(conn)?.input(typeof this._remainder === 'string' && this._remainder.length > 0);
+      return ok;
+    };
+    return parser;
+  };
+  return undefined;
+}
+
+/** The connection's observer events, made on first use (smtp-server builds the first parser before any observer could know the connection). */
+function eventsOf(conn: ConnectionInternals): ConnectionEvents | null {
+  let events = conn[EVENTS];
+  if (events !== undefined) return events;
+  const observer = observers.get(conn._server);
+  events = observer ? observer(handleOf(conn)) : null;
+  conn[EVENTS] = events;
+  return events;
+}
+
+function handleOf(conn: ConnectionInternals): ConnectionHandle {
+  return {
+    sessionId: conn.id,
+    remoteAddress: conn.remoteAddress,
+    busy: () => Boolean(conn._handlerPending || (conn._dataStream && conn._parser && !conn._parser._dataMode)),
+    close421: (text) => conn.send(421, text),
+  };
+}
+
+function missingMethods(proto: Prototype, names: readonly (keyof ConnectionInternals & string)[]): string[] {
   return names.filter((name) => typeof proto[name] !== 'function').map((name) => `SMTPConnection.prototype.${name}`);
 }
 

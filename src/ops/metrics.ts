@@ -38,6 +38,23 @@ export class RelayMetrics {
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400],
     registers: [this.registry],
   });
+  readonly authFailures = new Counter({
+    name: 'sendas_auth_failures_total',
+    help: 'Failed client logins (wrong password or unknown login)',
+    registers: [this.registry],
+  });
+  readonly authLockouts = new Counter({
+    name: 'sendas_auth_lockouts_total',
+    help: 'Lockouts started after too many failed logins, by scope (address, login)',
+    labelNames: ['scope'] as const,
+    registers: [this.registry],
+  });
+  readonly clientLimits = new Counter({
+    name: 'sendas_client_limits_total',
+    help: 'Clients refused or cut off by a listener limit, by limit (connections, connections_per_address, idle_timeout, command_timeout, data_timeout, errors_per_session, recipients_per_message, auth_lockout)',
+    labelNames: ['limit'] as const,
+    registers: [this.registry],
+  });
   readonly reloads = new Counter({
     name: 'sendas_config_reloads_total',
     help: 'Configuration reloads, by result (ok, failed)',

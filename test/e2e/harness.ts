@@ -21,6 +21,8 @@ export interface RunningRelay {
   waitForLog(match: (line: Record<string, unknown>) => boolean, opts?: { after?: number; timeoutMs?: number }): Promise<Record<string, unknown>>;
   /** Re-reads relay.yaml (and its secret files) as a SIGHUP would. */
   reload(): void;
+  /** The /metrics text. */
+  metrics(): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -74,6 +76,7 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
       });
     },
     reload: () => void relay.reloadFromFile('test'),
+    metrics: () => relay.metrics.registry.metrics(),
     stop: () => relay.stop(),
   };
 }

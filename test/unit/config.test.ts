@@ -82,6 +82,16 @@ describe('a valid configuration', () => {
       version: expect.stringMatching(/^[0-9a-f]{12}$/),
       file,
       listeners: [{ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 26214400, tls: 'none', cert: undefined, key: undefined, minTlsVersion: 'TLSv1.2', allowPlaintextAuth: false, path: 'listen' }],
+      limits: {
+        connections: 500,
+        connectionsPerAddress: 50,
+        idleTimeoutMs: 300_000,
+        commandTimeoutMs: 60_000,
+        dataTimeoutMs: 600_000,
+        errorsPerSession: 20,
+        recipientsPerMessage: 1000,
+        auth: { failuresPerAddress: 10, failuresPerLogin: 20, windowMs: 900_000, lockoutMs: 900_000, delayMs: 1000, maxDelayMs: 15_000 },
+      },
       delivery: 'queue',
       queue: {
         dir: join(tmp, 'example/var/queue'),

@@ -4,7 +4,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { afterEach, describe, expect, it } from 'vitest';
-import { installSmtpServerPatches, setAuthNeedsTls, warnAboutFailedPatches } from '../../src/listener/smtp-server-adapter.js';
+import { installSmtpServerPatches, observeConnections, setAuthNeedsTls, warnAboutFailedPatches, type ConnectionHandle } from '../../src/listener/smtp-server-adapter.js';
 
 /**
  * The contract between sendas and the smtp-server version pinned in package.json. Run it after
@@ -19,6 +19,8 @@ interface RawClient {
   /** The next complete reply (multi-line replies joined), with the time its last line arrived. */
   reply(): Promise<{ text: string; at: number }>;
   write(line: string): void;
+  /** Bytes as they are, no CRLF added. */
+  writeRaw(bytes: string): void;
   end(): void;
 }
 
@@ -58,6 +60,7 @@ function rawClient(port: number): Promise<RawClient> {
             check();
           }),
         write: (line) => socket.write(`${line}\r\n`),
+        writeRaw: (bytes) => socket.write(bytes),
         end: () => socket.destroy(),
       });
     });
@@ -172,6 +175,63 @@ describe('smtp-server adapter: the contract with the pinned smtp-server', () => 
     }
     expect(seen).toEqual(new Set([true, false]));
   });
+
+  it('reports a chunk that leaves a line unfinished, each complete line, each reply, and whether the server owes the reply', async () => {
+    const events: string[] = [];
+    let release: (() => void) | undefined;
+    let handle: ConnectionHandle | undefined;
+    let handlerCalled: () => void = () => {};
+    const inHandler = new Promise<void>((resolve) => (handlerCalled = resolve));
+    const port = await start({
+      onMailFrom: (_address, _session, cb) => {
+        events.push(`busy ${handle!.busy()}`);
+        release = () => cb();
+        handlerCalled();
+      },
+    });
+    let partialSeen: () => void = () => {};
+    const partial = new Promise<void>((resolve) => (partialSeen = resolve));
+    observeConnections(servers[0]!, (conn) => {
+      handle = conn;
+      return {
+        input: (unfinished) => {
+          events.push(`input ${unfinished}`);
+          if (unfinished) partialSeen();
+        },
+        line: () => (events.push('line'), true),
+        reply: (code) => events.push(`reply ${code}`),
+      };
+    });
+    const c = await client(port);
+    await c.reply();
+    c.writeRaw('EHLO test');
+    await partial;
+    c.write('.example');
+    await c.reply();
+    // a chunk is reported once the parser has taken it, after the lines it completed
+    expect(events).toEqual(['reply 220', 'input true', 'line', 'reply 250', 'input false']);
+    events.length = 0;
+    c.write('MAIL FROM:<a@example.net>');
+    await inHandler;
+    expect(events).toEqual(['line', 'busy true', 'input false']);
+    release!();
+    await c.reply();
+    expect(handle!.busy()).toBe(false);
+    expect(events.at(-1)).toBe('reply 250');
+  });
+
+  it('lets the observer refuse a complete line and close with a 421 of its own', async () => {
+    const port = await start();
+    observeConnections(servers[0]!, (conn) => ({
+      input: () => {},
+      line: () => (conn.close421('4.7.0 Refused by the observer'), false),
+      reply: () => {},
+    }));
+    const c = await client(port);
+    await c.reply();
+    c.write('EHLO test.example');
+    expect((await c.reply()).text).toBe('421 4.7.0 Refused by the observer');
+  });
 });
 
 describe('smtp-server adapter: a guard that fails', () => {
@@ -189,13 +249,14 @@ describe('smtp-server adapter: a guard that fails', () => {
   it('leaves a prototype without the internals untouched and reports each patch with what is missing and what is lost', () => {
     const proto = { init() {} };
     const failures = installSmtpServerPatches(proto);
-    expect(failures.map((f) => f.patch)).toEqual(['immediate-greeting', 'enhanced-codes', 'auth-needs-tls']);
+    expect(failures.map((f) => f.patch)).toEqual(['immediate-greeting', 'enhanced-codes', 'auth-needs-tls', 'session-events']);
     expect(failures[0]!.missing).toBe('SMTPConnection.prototype._setListeners, SMTPConnection.prototype.connectionReady, SMTPConnection.prototype.send');
     expect(failures[0]!.consequence).toMatch(/100 ms/);
     expect(failures[1]!.missing).toBe('SMTPConnection.prototype.send, SMTPConnection.prototype._getEnhancedStatusCode');
     expect(failures[1]!.consequence).toMatch(/550 5\.1\.1 5\.7\.1/);
     expect(failures[2]!.missing).toBe('SMTPConnection.prototype.handler_EHLO, SMTPConnection.prototype.handler_AUTH, SMTPConnection.prototype.send');
     expect(failures[2]!.consequence).toMatch(/only after it sent its password/);
+    expect(failures[3]!.consequence).toMatch(/limits\.command_timeout/);
     expect(Object.keys(proto)).toEqual(['init']);
     // installing again reports the same, so every Listener built on it can warn
     expect(installSmtpServerPatches(proto)).toBe(failures);
@@ -215,12 +276,18 @@ describe('smtp-server adapter: a guard that fails', () => {
         // an EHLO that no longer asks whether AUTH is supported
       },
       handler_AUTH() {},
+      _onCommand() {},
+      _createParser() {},
+      _onTimeout() {
+        // a timeout that no longer knows when the client waits for the server
+      },
     };
     const failures = installSmtpServerPatches(proto);
     expect(failures.map((f) => [f.patch, f.missing])).toEqual([
       ['immediate-greeting', 'SMTPConnection.prototype.init calling connectionReady'],
       ['enhanced-codes', 'SMTPConnection.prototype._getEnhancedStatusCode giving no code for context false'],
       ['auth-needs-tls', "SMTPConnection.prototype.handler_EHLO deciding AUTH by _isSupported('AUTH')"],
+      ['session-events', 'SMTPConnection.prototype._onTimeout reading _handlerPending, _dataStream and _parser._dataMode'],
     ]);
     expect(proto.send).toBe(send);
   });
@@ -228,11 +295,12 @@ describe('smtp-server adapter: a guard that fails', () => {
   it('logs one warning per failed patch, naming what is missing and what the user loses', () => {
     const { logger, lines } = capture();
     warnAboutFailedPatches(logger, installSmtpServerPatches({}));
-    expect(lines).toHaveLength(3);
+    expect(lines).toHaveLength(4);
     expect(lines.map((l) => [l.level, l.patch])).toEqual([
       [40, 'immediate-greeting'],
       [40, 'enhanced-codes'],
       [40, 'auth-needs-tls'],
+      [40, 'session-events'],
     ]);
     expect(lines[0]!.msg).toMatch(/^smtp-server is not the version sendas was built against \(SMTPConnection\.prototype\.init, .*\): every connection waits 100 ms/);
     expect(lines[1]!.missing).toContain('SMTPConnection.prototype._getEnhancedStatusCode');
