@@ -3,11 +3,12 @@ import { hostname } from 'node:os';
 import { ConfigHolder, type ConfigChange, type ConfigEvent } from './config/holder.js';
 import { logConfigEvent } from './config/reload-log.js';
 import type { ConfigSnapshot } from './config/types.js';
+import { AccountBook } from './delivery/accounts.js';
 import { QueueStage } from './delivery/queue-stage.js';
 import { Listener } from './listener/server.js';
 import type { Logger } from './log.js';
 import { RelayMetrics } from './ops/metrics.js';
-import { relayStatus, type RelayStatus } from './ops/status.js';
+import { accountStatus, relayStatus, type AccountStatus, type RelayStatus } from './ops/status.js';
 import { Reception } from './reception/reception.js';
 import { Transport } from './transport/transport.js';
 
@@ -34,6 +35,8 @@ export class Relay {
   /** delivery: queue only; passthrough has no queue. */
   private readonly queue: QueueStage | undefined;
   private readonly listener: Listener;
+  /** Every upstream account's budgets, hold and health: the queue's lanes and passthrough share it. */
+  private readonly accounts: AccountBook;
 
   constructor(opts: RelayOptions) {
     this.config = new ConfigHolder(opts.snapshot);
@@ -43,15 +46,17 @@ export class Relay {
     const snapshot = () => this.config.current;
     const first = this.config.current;
     this.transport = new Transport({ helo: name, logger: this.logger, stateDir: () => snapshot().stateDir, loginHint: `sendas oauth login --config ${first.file}` });
+    this.accounts = new AccountBook(this.logger);
     this.metrics = new RelayMetrics({
       queueStats: () => this.queue?.runner.stats() ?? { depth: 0, oldestAgeSeconds: 0 },
       upstreamConnections: () => this.transport.openConnections(),
+      accountBudgets: () => this.accountStatus().flatMap((a) => a.budgets.map((b) => ({ account: a.account, budget: b.budget, used: b.used, limit: b.limit }))),
     });
     this.metrics.setConfigVersion(first.version);
     if (first.delivery === 'queue') {
-      this.queue = new QueueStage({ dir: first.queue.dir, getSnapshot: snapshot, transport: this.transport, logger: this.logger, metrics: this.metrics, hostname: name });
+      this.queue = new QueueStage({ dir: first.queue.dir, getSnapshot: snapshot, transport: this.transport, logger: this.logger, metrics: this.metrics, hostname: name, accounts: this.accounts });
     }
-    const reception = new Reception({ hostname: name, logger: this.logger, metrics: this.metrics, queue: this.queue?.intake, transport: this.transport });
+    const reception = new Reception({ hostname: name, logger: this.logger, metrics: this.metrics, queue: this.queue?.intake, transport: this.transport, ...(this.queue ? {} : { accounts: this.accounts }) });
     this.listener = new Listener({ getSnapshot: snapshot, handleMessage: (m) => reception.handle(m), logger: this.logger, hostname: name });
     this.config.subscribe((event) => this.configChanged(event));
   }
@@ -59,6 +64,8 @@ export class Relay {
   /** Binds the configured address (or the given override, e.g. port 0 in tests). */
   async start(bind?: { host?: string; port?: number }): Promise<AddressInfo> {
     const snapshot = this.config.current;
+    // the budgets counted before a restart still count: read before the first message
+    await this.accounts.load(snapshot.stateDir, Date.now());
     if (this.queue) {
       const pending = await this.queue.start();
       this.logger.info({ dir: this.queue.store.dir, pending }, pending ? `picked up ${pending} queued message${pending === 1 ? '' : 's'}` : 'queue is empty');
@@ -116,7 +123,11 @@ export class Relay {
   /** /status: what ops want to see at a glance. */
   status(): RelayStatus {
     const { current, loadedAt, lastReloadError } = this.config;
-    return relayStatus({ snapshot: current, loadedAt, lastReloadError, queue: this.queue?.runner.stats() });
+    return relayStatus({ snapshot: current, loadedAt, lastReloadError, queue: this.queue?.runner.stats(), accounts: this.accountStatus() });
+  }
+
+  private accountStatus(): AccountStatus[] {
+    return accountStatus(this.accounts.all(), Date.now());
   }
 
   /** New sessions get 421; running deliveries get `shutdownGraceMs` to finish; whatever is left stays queued. */

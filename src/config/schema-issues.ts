@@ -29,6 +29,7 @@ const SECTION: Readonly<Record<string, keyof typeof KNOWN_KEYS>> = {
   servers: 'servers',
   tls: 'tls',
   alternate: 'alternate',
+  daily: 'daily',
   queue: 'queue',
   channels: 'identity',
   agents: 'identity',
