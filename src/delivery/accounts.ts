@@ -73,7 +73,15 @@ export class AccountState {
     const daily = account.server.daily;
     if (!daily) return undefined;
     prune(this.buckets, now);
-    const room = roomFor(this.buckets, daily, want, now);
+    const error = this.quotaError(account, want, now);
+    if (error) return error;
+    record(this.buckets, want, now);
+    this.checkWarnings(now);
+    return { reservation: { want, at: now } };
+  }
+
+  private quotaError(account: Account, want: Want, now: number): { error: RelayError; freeAt: number } | undefined {
+    const room = roomFor(this.buckets, account.server.daily, want, now);
     if (!room.ok) {
       const what = room.budget === 'recipients' ? `${room.limit} recipients` : `${room.limit} messages`;
       const error = new RelayError(
@@ -84,9 +92,15 @@ export class AccountState {
       );
       return { error, freeAt: room.freeAt };
     }
-    record(this.buckets, want, now);
-    this.checkWarnings(now);
-    return { reservation: { want, at: now } };
+    return undefined;
+  }
+
+  /** Whether `want` would fit now, without counting it (before waiting for a rate slot). */
+  room(account: Account, want: Want, now: number): { error: RelayError; freeAt: number } | undefined {
+    const daily = account.server.daily;
+    if (!daily) return undefined;
+    prune(this.buckets, now);
+    return roomFor(this.buckets, daily, want, now).ok ? undefined : this.quotaError(account, want, now);
   }
 
   /** The upstream took none of it: the count is given back (in memory; the next commit writes it). */

@@ -150,21 +150,26 @@ export interface Backoff {
   readonly until: number;
   /** Transactions allowed at once meanwhile. */
   readonly limit: number;
-  /** Backoffs in a row, each while the last still held: the retry waits longer each time. */
+  /** Waves of refusals in a row, each while the last backoff still held: the retry waits longer each time. */
   readonly strikes: number;
+  /** When the current wave began: refusals within BACKOFF_RETRY_MS of it are the same wave. */
+  readonly waveAt: number;
 }
 
 /**
  * After a "too many connections" reply: the account runs one transaction fewer than were
  * running when it came (at least one) for BACKOFF_MS, and the refused entry is tried again in
- * seconds (5 s, doubling per strike in a row, at most BACKOFF_MS) rather than on the queue's schedule.
+ * seconds (5 s, doubling per wave of refusals in a row, at most BACKOFF_MS) rather than on the
+ * queue's schedule. Refusals arriving together are one wave: each lowers the limit, none doubles the wait.
  */
 export function backoffAfter(prev: Backoff | undefined, running: number, connections: number, now: number): { backoff: Backoff; retryAt: number } {
   const active = prev && prev.until > now ? prev : undefined;
-  const strikes = active ? active.strikes + 1 : 1;
+  const sameWave = active !== undefined && now - active.waveAt < BACKOFF_RETRY_MS;
+  const strikes = !active ? 1 : sameWave ? active.strikes : active.strikes + 1;
+  const waveAt = sameWave ? active.waveAt : now;
   const limit = Math.max(1, Math.min(active?.limit ?? connections, running) - 1);
   const retryAt = now + Math.min(BACKOFF_RETRY_MS * 2 ** (strikes - 1), BACKOFF_MS);
-  return { backoff: { until: now + BACKOFF_MS, limit, strikes }, retryAt };
+  return { backoff: { until: now + BACKOFF_MS, limit, strikes, waveAt }, retryAt };
 }
 
 /** Transactions the account may run at once now. */

@@ -288,9 +288,12 @@ export class QueueRunner {
     for (let i = 0; i < pending.length; i += size) {
       if (this.stopped) break;
       const batch = pending.slice(i, i + size);
-      await own.rate(account)?.acquire(this.clock);
+      const want = { messages: 1, recipients: batch.length };
+      // no rate slot for what the budget can't take anyway
+      const full = state.room(account, want, this.clock.now());
+      if (!full) await own.rate(account)?.acquire(this.clock);
       // counted, and the count on disk, before the transaction starts: a crash can't let the account go over
-      const reserved = state.reserve(account, { messages: 1, recipients: batch.length }, this.clock.now());
+      const reserved = full ?? state.reserve(account, want, this.clock.now());
       if (reserved && 'error' in reserved) {
         if (i === 0) meta.attempts--; // nothing was tried: waiting for the quota is not an attempt
         else await this.opts.store.update(meta);
