@@ -73,10 +73,16 @@ const rate = z.string({ error: 'must be a rate such as 30/min' }).transform((v, 
 const limit = z.union([z.number().int().min(1), z.literal(false)], { error: 'must be a whole number of at least 1, or false to turn the limit off' });
 
 /** Per account, per rolling 24 hours; `false` turns a preset's budget off (all of it, or one key). */
-const daily = z.strictObject({
-  messages: limit.optional(),
-  recipients: limit.optional(),
-});
+const daily = z.strictObject(
+  {
+    messages: limit.optional(),
+    recipients: limit.optional(),
+  },
+  { error: 'must be {messages: N, recipients: N} or false' },
+);
+
+/** `false` for a key with more than one value: off, each problem inside still told at its own key. */
+const offAs = <T extends z.ZodType>(schema: T, off: unknown) => z.preprocess((v) => (v === false ? off : v), schema);
 
 const cidr = z.string().refine(
   (v) => {
@@ -151,10 +157,10 @@ const server = z.strictObject({
   graph_url: z.string().regex(/^https?:\/\/\S+$/, { error: 'must be an http(s) URL' }).optional(),
   alternate: alternate.optional(),
   max_recipients: limit.optional(),
-  rate: z.union([z.literal(false), rate]).optional(),
+  rate: offAs(rate.optional(), undefined),
   /** Concurrent upstream transactions per account. */
   connections: z.number({ error: 'must be a whole number' }).int().min(1, { error: 'must be at least 1' }).max(100).default(DEFAULTS.server.connections),
-  daily: z.union([z.literal(false), daily], { error: 'must be {messages: N, recipients: N} or false' }).optional(),
+  daily: offAs(daily.optional(), { messages: false, recipients: false }),
 });
 
 const queue = z.strictObject({
