@@ -127,4 +127,18 @@ describe('provider limits against a Microsoft 365 stand-in (20 concurrent client
     await until('everything arrived', () => new Set(upstream!.messages.map((m) => subjectOf(m.raw))).size === CLIENTS * PER_CLIENT);
     expect(relay.logs.some((l) => l.result === 'failed')).toBe(false);
   }, 60_000);
+
+  it('passthrough: a message over the budget gets 451 4.7.0 naming the budget and when to try again', async () => {
+    upstream = await startTestUpstream({ accounts: ACCOUNTS, recipientsPerLogin: 2 });
+    relay = await startRelay(yaml(upstream.port, '    daily: {recipients: 2}').replace('delivery: queue', 'delivery: passthrough'));
+    const client = nodemailer.createTransport({ host: '127.0.0.1', port: relay.port, ignoreTLS: true });
+    await client.sendMail({ from: 'sales@acme.example', to: 'a@example.net', subject: 'p1', text: 'x\n' });
+    await client.sendMail({ from: 'sales@acme.example', to: 'b@example.net', subject: 'p2', text: 'x\n' });
+    const err = (await client.sendMail({ from: 'sales@acme.example', to: 'c@example.net', subject: 'p3', text: 'x\n' }).catch((e: unknown) => e)) as { responseCode?: number; response?: string };
+    client.close();
+    expect(err.responseCode).toBe(451);
+    expect(err.response).toMatch(/^451 4\.7\.0 account relay@acme\.example \(server m365\) has used its 2 recipients per 24 h \(2 counted\); try again after (\d{4}-\d\d-\d\d )?\d\d:\d\d UTC$/);
+    expect(upstream.messages).toHaveLength(2);
+    expect(upstream.limitRefusals).toEqual([]);
+  }, 30_000);
 });
