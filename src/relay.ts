@@ -3,7 +3,9 @@ import { hostname } from 'node:os';
 import { ConfigHolder, type ConfigChange, type ConfigEvent } from './config/holder.js';
 import { logConfigEvent } from './config/reload-log.js';
 import type { ConfigSnapshot } from './config/types.js';
+import { accountFor, serverAccount } from './config/account.js';
 import { AccountBook } from './delivery/accounts.js';
+import { isRelayError } from './errors/relay-error.js';
 import { QueueStage } from './delivery/queue-stage.js';
 import { Listener } from './listener/server.js';
 import type { Logger } from './log.js';
@@ -126,7 +128,14 @@ export class Relay {
     return relayStatus({ snapshot: current, loadedAt, lastReloadError, queue: this.queue?.runner.stats(), accounts: this.accountStatus() });
   }
 
+  /** Every account the config can send with (and any other with use kept in state_dir), with its limits as configured now. */
   private accountStatus(): AccountStatus[] {
+    const snapshot = this.config.current;
+    for (const identity of [undefined, ...snapshot.identities]) {
+      const account = accountFor(snapshot, identity);
+      if (!isRelayError(account) && account.address) this.accounts.of(account.key).see(account);
+    }
+    for (const server of snapshot.servers) if (server.address) this.accounts.of(serverAccount(server).key).see(serverAccount(server));
     return accountStatus(this.accounts.all(), Date.now());
   }
 

@@ -25,7 +25,9 @@ describe('account budgets across a restart (real process)', () => {
     const file = join(dir, 'relay.yaml');
     writeFileSync(
       file,
-      `http: false
+      `http:
+  host: 127.0.0.1
+  port: 0
 listen:
   port: 0
 servers:
@@ -66,6 +68,15 @@ channels:
     expect(wait.reason).toMatch(/^account relay@acme\.example \(server m365\) has used its 3 recipients per 24 h \(3 counted\)/);
     expect(upstream.messages).toHaveLength(3);
     expect(upstream.limitRefusals).toEqual([]);
+
+    // /status and /metrics of the restarted relay show the use it read back from state_dir
+    const monitoring = await second.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('monitoring on'));
+    const base = `http://127.0.0.1:${String(monitoring.port)}`;
+    const status = (await (await fetch(`${base}/status`)).json()) as { accounts: { account: string; budgets: unknown[]; connections: unknown }[] };
+    expect(status.accounts).toEqual([
+      expect.objectContaining({ account: 'm365/relay@acme.example', budgets: [{ budget: 'recipients', used: 3, limit: 3, window: '24h' }], connections: { inUse: 0, limit: 3 } }),
+    ]);
+    expect(await (await fetch(`${base}/metrics`)).text()).toContain('sendas_account_budget_used{account="m365/relay@acme.example",budget="recipients"} 3');
 
     const list = await new Promise<string>((resolve, reject) => execFile(process.execPath, [CLI, 'queue', 'list', '--config', file], (err, stdout) => (err ? reject(err) : resolve(stdout))));
     expect(list.match(/451 4\.7\.0 quota: account relay@acme\.example/g)).toHaveLength(2);
