@@ -296,7 +296,6 @@ export class QueueRunner {
       const reserved = full ?? state.reserve(account, want, this.clock.now());
       if (reserved && 'error' in reserved) {
         if (i === 0) meta.attempts--; // nothing was tried: waiting for the quota is not an attempt
-        else await this.opts.store.update(meta);
         await this.waitForQuota(t, account, reserved.error, reserved.freeAt);
         return;
       }
@@ -346,6 +345,7 @@ export class QueueRunner {
   /** The entry waits for its account's quota: reason quota, next attempt when room frees, on disk. */
   private async waitForQuota(t: Tracked, account: Account, error: RelayError, until: number): Promise<void> {
     const { meta } = t;
+    if (t.deleteAfterAttempt) return;
     const conclusion = applyQuotaWait(meta, error, until, this.clock.now());
     t.dueAt = (conclusion as Extract<Conclusion, { kind: 'retry' }>).at;
     this.opts.logger.info({ id: meta.id, result: 'quota', identity: identityLabel(meta), server: account.server.name, account: account.key, next: meta.nextAttemptAt, ...error.toLog() }, 'delivery waits for the account quota');
