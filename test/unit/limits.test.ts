@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
+import { accountFor, type Account } from '../../src/config/account.js';
 import type { ConfigSnapshot } from '../../src/config/types.js';
 import { AccountBook, type AccountState } from '../../src/delivery/accounts.js';
 import { BACKOFF_MS, HOLD_UNKNOWN_MS, WINDOW_MS, backoffAfter, batchSize, concurrency, expiresAt, holdAfterQuota, record, release, roomFor, usage, type Bucket } from '../../src/delivery/budget.js';
@@ -301,6 +302,48 @@ describe('/status and /metrics show each account', () => {
     const text = await metrics.registry.metrics();
     expect(text).toContain('sendas_account_budget_used{account="m365/relay@acme.example",budget="recipients"} 1');
     expect(text).toContain('sendas_account_budget_limit{account="m365/relay@acme.example",budget="messages"} 10');
+  });
+});
+
+describe('passthrough through the account book (AccountGate)', () => {
+  const account = (limits: string) => {
+    const snapshot = snapshotOf(`servers:\n  - name: m365\n    host: h\n    username: relay@acme.example\n    password: pw\n${limits}`);
+    return accountFor(snapshot, undefined) as Account;
+  };
+  const book = async (clock: ManualClock) => {
+    const b = new AccountBook(pino({ level: 'silent' }), clock);
+    await b.load(mkdtempSync(join(tmpdir(), 'sendas-gate-')), clock.now());
+    return b;
+  };
+
+  it('admits what fits (counted and on disk first), refuses the rest with 451 4.7.0 naming the budget, gives back what the upstream did not take', async () => {
+    const clock = new ManualClock(T0);
+    const b = await book(clock);
+    const a = account('    daily: {recipients: 2}\n');
+    const first = await b.admit(a, 2);
+    expect(first).not.toBeInstanceOf(Error);
+    const refused = await b.admit(a, 1);
+    expect(refused).toMatchObject({ kind: 'quota', status: { code: 451, enhanced: '4.7.0' } });
+    expect((refused as Error).message).toMatch(/has used its 2 recipients per 24 h \(2 counted\); try again after 2026-01-11 12:02 UTC$/);
+    (first as { done(o: SendOutcome | undefined): void }).done(failed({ code: 'ESOCKET', message: 'connect ECONNREFUSED', originalCode: 'ECONNREFUSED' }));
+    expect(await b.admit(a, 2)).not.toBeInstanceOf(Error);
+  });
+
+  it('holds the account after a 554 5.2.0 (an hour without daily), and runs at most `connections` at once', async () => {
+    const clock = new ManualClock(T0);
+    const b = await book(clock);
+    const a = account('    connections: 1\n');
+    const first = (await b.admit(a, 1)) as { done(o: SendOutcome | undefined): void };
+    let second: unknown;
+    const waiting = b.admit(a, 1).then((t) => (second = t));
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(second).toBeUndefined();
+    first.done(failed(QUOTA));
+    await waiting;
+    (second as { done(o: SendOutcome | undefined): void }).done(sent());
+    expect(await b.admit(a, 1)).toMatchObject({ kind: 'quota', status: { code: 451 } });
+    await clock.advance(HOLD_UNKNOWN_MS);
+    expect(await b.admit(a, 1)).not.toBeInstanceOf(Error);
   });
 });
 
