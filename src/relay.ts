@@ -3,12 +3,15 @@ import { hostname } from 'node:os';
 import { ConfigHolder, type ConfigChange, type ConfigEvent } from './config/holder.js';
 import { logConfigEvent } from './config/reload-log.js';
 import type { ConfigSnapshot } from './config/types.js';
+import { accountFor, serverAccount } from './config/account.js';
+import { AccountBook } from './delivery/accounts.js';
+import { isRelayError } from './errors/relay-error.js';
 import { QueueStage } from './delivery/queue-stage.js';
 import { ListenerGuard } from './listener/guard.js';
 import { Listener } from './listener/server.js';
 import type { Logger } from './log.js';
 import { RelayMetrics } from './ops/metrics.js';
-import { relayStatus, type RelayStatus } from './ops/status.js';
+import { accountStatus, relayStatus, type AccountStatus, type RelayStatus } from './ops/status.js';
 import { Reception } from './reception/reception.js';
 import { Transport } from './transport/transport.js';
 
@@ -36,6 +39,8 @@ export class Relay {
   private readonly queue: QueueStage | undefined;
   /** One per entry of `listen:`, in the file's order. */
   private readonly listeners: readonly Listener[];
+  /** Every upstream account's budgets, hold and health: the queue's lanes and passthrough share it. */
+  private readonly accounts: AccountBook;
 
   constructor(opts: RelayOptions) {
     this.config = new ConfigHolder(opts.snapshot);
@@ -45,15 +50,17 @@ export class Relay {
     const snapshot = () => this.config.current;
     const first = this.config.current;
     this.transport = new Transport({ helo: name, logger: this.logger, stateDir: () => snapshot().stateDir, loginHint: `sendas oauth login --config ${first.file}` });
+    this.accounts = new AccountBook(this.logger);
     this.metrics = new RelayMetrics({
       queueStats: () => this.queue?.runner.stats() ?? { depth: 0, oldestAgeSeconds: 0 },
       upstreamConnections: () => this.transport.openConnections(),
+      accountBudgets: () => this.accountStatus().flatMap((a) => a.budgets.map((b) => ({ account: a.account, budget: b.budget, used: b.used, limit: b.limit }))),
     });
     this.metrics.setConfigVersion(first.version);
     if (first.delivery === 'queue') {
-      this.queue = new QueueStage({ dir: first.queue.dir, getSnapshot: snapshot, transport: this.transport, logger: this.logger, metrics: this.metrics, hostname: name });
+      this.queue = new QueueStage({ dir: first.queue.dir, getSnapshot: snapshot, transport: this.transport, logger: this.logger, metrics: this.metrics, hostname: name, accounts: this.accounts });
     }
-    const reception = new Reception({ hostname: name, logger: this.logger, metrics: this.metrics, queue: this.queue?.intake, transport: this.transport });
+    const reception = new Reception({ hostname: name, logger: this.logger, metrics: this.metrics, queue: this.queue?.intake, transport: this.transport, ...(this.queue ? {} : { accounts: this.accounts }) });
     // one guard for every listener, so the per-address counts and lockouts add up across them
     const guard = new ListenerGuard({ logger: this.logger, metrics: this.metrics });
     this.listeners = first.listeners.map((_, index) => new Listener({ getSnapshot: snapshot, index, handleMessage: (m) => reception.handle(m), logger: this.logger, hostname: name, guard }));
@@ -66,6 +73,8 @@ export class Relay {
    */
   async start(bind?: { host?: string; port?: number }): Promise<AddressInfo> {
     const snapshot = this.config.current;
+    // the budgets counted before a restart still count: read before the first message
+    await this.accounts.load(snapshot.stateDir, Date.now());
     if (this.queue) {
       const pending = await this.queue.start();
       this.logger.info({ dir: this.queue.store.dir, pending }, pending ? `picked up ${pending} queued message${pending === 1 ? '' : 's'}` : 'queue is empty');
@@ -136,7 +145,18 @@ export class Relay {
   /** /status: what ops want to see at a glance. */
   status(): RelayStatus {
     const { current, loadedAt, lastReloadError } = this.config;
-    return relayStatus({ snapshot: current, loadedAt, lastReloadError, queue: this.queue?.runner.stats() });
+    return relayStatus({ snapshot: current, loadedAt, lastReloadError, queue: this.queue?.runner.stats(), accounts: this.accountStatus() });
+  }
+
+  /** Every account the config can send with (and any other with use kept in state_dir), with its limits as configured now. */
+  private accountStatus(): AccountStatus[] {
+    const snapshot = this.config.current;
+    for (const identity of [undefined, ...snapshot.identities]) {
+      const account = accountFor(snapshot, identity);
+      if (!isRelayError(account) && account.address) this.accounts.of(account.key).see(account);
+    }
+    for (const server of snapshot.servers) if (server.address) this.accounts.of(serverAccount(server).key).see(serverAccount(server));
+    return accountStatus(this.accounts.all(), Date.now());
   }
 
   /** New sessions get 421; running deliveries get `shutdownGraceMs` to finish; whatever is left stays queued. */

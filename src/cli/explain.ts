@@ -1,5 +1,6 @@
 import type { ConfigSnapshot } from '../config/types.js';
 import { RelayError } from '../errors/relay-error.js';
+import { limitsOf } from './report.js';
 import { resolveSender } from '../reception/identity.js';
 import { parseMailboxList, formatMailbox, type FromHeader } from '../mail/mailbox.js';
 import { headerFromAddress, planAlignment } from '../reception/align.js';
@@ -41,6 +42,7 @@ export function explain(snapshot: ConfigSnapshot, input: ExplainInput): { text: 
   lines.push(`identity:       ${identity ? `${identity.kind} ${identity.name} (${identity.address}), matched by ${matchedBy}` : "none: the default server's own account (policy.unknown_sender: default)"}`);
   lines.push(`server:         ${account.server.name}${account.server.isDefault ? ' (default)' : ''} ${account.server.host}:${account.server.port} ${account.server.security}`);
   lines.push(`upstream login: ${account.server.auth === 'none' ? '(none: auth none)' : `${account.username} (${account.via === 'override' ? "the identity's own account" : "the server's account"}, auth ${account.server.auth})`}`);
+  lines.push(`limits:         ${limitsOf(account.server)} (account ${account.key})`);
 
   const plan = planAlignment(snapshot.policy, resolution, { from, hasReplyTo: false, senders: [] }, envelope);
   if (plan instanceof RelayError) return refuse(plan);

@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import type { ConfigSnapshot, IdentityConfig } from '../config/types.js';
+import type { ConfigSnapshot, IdentityConfig, ServerConfig } from '../config/types.js';
 import { usedBy } from '../config/used-by.js';
 import { formatSize } from '../config/size.js';
 import { formatDuration } from '../config/duration.js';
@@ -26,9 +26,8 @@ export function checkReport(snapshot: ConfigSnapshot): string {
     out.push(`  ${server.name}${server.isDefault ? ' (default)' : ''}: ${server.host}:${server.port} ${server.security}, ${login}, account ${server.address}`);
     const extras = [
       server.alternate ? `alternate ${server.alternate.host}:${server.alternate.port} (primary probed again after ${formatDuration(server.alternate.cooldownMs)})` : undefined,
-      server.maxRecipients ? `batches of ${server.maxRecipients} recipients` : undefined,
-      server.rate ? `at most ${server.rate.count} messages per ${formatDuration(server.rate.windowMs)} per account` : undefined,
     ].filter(Boolean);
+    out.push(`    limits per account: ${limitsOf(server)}`);
     if (extras.length > 0) out.push(`    ${extras.join(', ')}`);
     const { channels, agents } = usedBy(snapshot, server);
     out.push(`    used by ${count(channels.length, 'channel')}${names(channels)}`);
@@ -59,4 +58,18 @@ function count(n: number, noun: string): string {
 
 function names(list: IdentityConfig[]): string {
   return list.length > 0 ? `: ${list.map((i) => i.name).join(', ')}` : '';
+}
+
+/** An account's limits on a server, in words (`sendas check`, `sendas explain`). */
+export function limitsOf(server: ServerConfig): string {
+  const d = server.daily;
+  const daily = d ? [d.messages ? `${d.messages} messages` : undefined, d.recipients ? `${d.recipients} recipients` : undefined].filter(Boolean).join(' and ') : '';
+  return [
+    `${server.connections} connection${server.connections === 1 ? '' : 's'}`,
+    server.rate ? `${server.rate.count} messages per ${formatDuration(server.rate.windowMs)}` : 'no rate limit',
+    server.maxRecipients && server.type !== 'graph' ? `batches of ${server.maxRecipients} recipients` : undefined,
+    daily ? `${daily} per rolling 24 h` : 'no daily budget',
+  ]
+    .filter(Boolean)
+    .join(', ');
 }

@@ -44,6 +44,8 @@ export const DEFAULTS = {
     grant: 'client_credentials',
     rejectUnauthorized: true,
     alternateCooldownMs: 60_000,
+    /** Concurrent upstream transactions per account where no preset says otherwise. */
+    connections: 5,
   },
 } as const;
 

@@ -15,6 +15,16 @@ export interface Preset {
   readonly tokenUrl: string;
   readonly scope: { readonly client_credentials: string; readonly refresh_token: string; readonly graph: string };
   readonly graphUrl?: string;
+  /** Per account (mailbox) limits, by `type:` (see LIMITS below). */
+  readonly limits: { readonly smtp: PresetLimits; readonly graph: PresetLimits };
+}
+
+/** The provider's own limits per mailbox, as the keys of the same name on a server. */
+export interface PresetLimits {
+  readonly connections?: number;
+  readonly rate?: string;
+  readonly max_recipients?: number;
+  readonly daily?: { readonly messages?: number; readonly recipients?: number };
 }
 
 export const PRESETS: Readonly<Record<'office365' | 'gmail', Preset>> = {
@@ -32,6 +42,19 @@ export const PRESETS: Readonly<Record<'office365' | 'gmail', Preset>> = {
       graph: 'https://graph.microsoft.com/.default',
     },
     graphUrl: MICROSOFT_GRAPH_URL,
+    limits: {
+      // SMTP AUTH submission, per mailbox: 3 concurrent connections (the 4th gets "432 4.3.2
+      // STOREDRV.ClientSubmit; sender thread limit exceeded"), 30 messages a minute, 10,000
+      // recipients per day (then "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException"):
+      //   https://learn.microsoft.com/en-us/exchange/troubleshoot/send-emails/smtp-submission-improvements
+      //   https://techcommunity.microsoft.com/t5/exchange-team-blog/changes-coming-to-the-smtp-authenticated-submission-client/ba-p/607825
+      // 500 recipients per message, the recipient rate limit over a rolling 24 hours:
+      //   https://learn.microsoft.com/office365/servicedescriptions/exchange-online-service-description/exchange-online-limits#sending-limits-1
+      smtp: { connections: 3, rate: '30/min', max_recipients: 500, daily: { recipients: 10_000 } },
+      // Graph's Outlook limit: 4 concurrent requests per app per mailbox (429 beyond, Retry-After honoured):
+      //   https://learn.microsoft.com/en-us/graph/throttling-limits#outlook-service-limits
+      graph: { connections: 4 },
+    },
   },
   gmail: {
     host: 'smtp.gmail.com',
@@ -41,6 +64,11 @@ export const PRESETS: Readonly<Record<'office365' | 'gmail', Preset>> = {
     grant: 'refresh_token',
     tokenUrl: 'https://oauth2.googleapis.com/token',
     scope: { client_credentials: 'https://mail.google.com/', refresh_token: 'https://mail.google.com/', graph: 'https://mail.google.com/' },
+    // Google Workspace, per user over a rolling 24 hours: 2,000 messages, 10,000 recipients in total,
+    // 100 recipients per message sent through smtp.gmail.com; over a limit the user can't send for up
+    // to 24 h: https://support.google.com/a/answer/166852. Consumer Gmail is lower (about 500 a day:
+    // https://ggappslegacy.com/gmail-doesnt-send-email-messages/): README says to override `daily`.
+    limits: { smtp: { max_recipients: 100, daily: { messages: 2_000, recipients: 10_000 } }, graph: {} },
   },
 };
 
@@ -57,6 +85,7 @@ export function withPreset(raw: Record<string, unknown>): Record<string, unknown
     out.security ??= preset.security;
   }
   out.auth ??= preset.auth;
+  fillLimits(out, preset.limits[graph ? 'graph' : 'smtp']);
   if (graph && preset.graphUrl) out.graph_url ??= preset.graphUrl;
   if (isRecord(raw.oauth)) {
     const oauth: Record<string, unknown> = { ...raw.oauth };
@@ -69,4 +98,14 @@ export function withPreset(raw: Record<string, unknown>): Record<string, unknown
     out.oauth = oauth;
   }
   return out;
+}
+
+/** The preset's limits where the YAML names none; `daily:` is filled key by key, `false` (off) is kept. */
+function fillLimits(out: Record<string, unknown>, limits: PresetLimits): void {
+  if (limits.connections !== undefined) out.connections ??= limits.connections;
+  if (limits.rate !== undefined) out.rate ??= limits.rate;
+  if (limits.max_recipients !== undefined) out.max_recipients ??= limits.max_recipients;
+  if (limits.daily === undefined) return;
+  if (out.daily === undefined || out.daily === null) out.daily = { ...limits.daily };
+  else if (isRecord(out.daily)) out.daily = { ...limits.daily, ...out.daily };
 }

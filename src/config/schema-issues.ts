@@ -9,7 +9,8 @@ export function reportSchemaIssue(issue: z.core.$ZodIssue, raw: Record<string, u
   // `listen:` is a mapping or a list, `http:` false or a mapping: report the problems of the form
   // that was written, not "invalid input"
   if (issue.code === 'invalid_union') {
-    const written = issue.errors.filter((branch) => !branch.some((i) => i.code === 'invalid_type' && i.path.length === 0));
+    // a branch refused at its top (wrong type, or not the literal such as `false`) is not the form written
+    const written = issue.errors.filter((branch) => !branch.some((i) => (i.code === 'invalid_type' || i.code === 'invalid_value') && i.path.length === 0));
     if (written.length === 1) {
       for (const inner of written[0]!) reportSchemaIssue({ ...inner, path: [...issue.path, ...inner.path] } as z.core.$ZodIssue, raw, at);
       return;
@@ -41,6 +42,7 @@ const SECTION: Readonly<Record<string, keyof typeof KNOWN_KEYS>> = {
   servers: 'servers',
   tls: 'tls',
   alternate: 'alternate',
+  daily: 'daily',
   queue: 'queue',
   channels: 'identity',
   agents: 'identity',

@@ -69,6 +69,21 @@ const rate = z.string({ error: 'must be a rate such as 30/min' }).transform((v, 
   return r;
 });
 
+/** A positive whole number, or false: a preset's limit turned off. */
+const limit = z.union([z.number().int().min(1), z.literal(false)], { error: 'must be a whole number of at least 1, or false to turn the limit off' });
+
+/** Per account, per rolling 24 hours; `false` turns a preset's budget off (all of it, or one key). */
+const daily = z.strictObject(
+  {
+    messages: limit.optional(),
+    recipients: limit.optional(),
+  },
+  { error: 'must be {messages: N, recipients: N} or false' },
+);
+
+/** `false` for a key with more than one value: off, each problem inside still told at its own key. */
+const offAs = <T extends z.ZodType>(schema: T, off: unknown) => z.preprocess((v) => (v === false ? off : v), schema);
+
 const cidr = z.string().refine(
   (v) => {
     const [addr, prefix, ...rest] = v.split('/');
@@ -170,8 +185,11 @@ const server = z.strictObject({
     .optional(),
   graph_url: z.string().regex(/^https?:\/\/\S+$/, { error: 'must be an http(s) URL' }).optional(),
   alternate: alternate.optional(),
-  max_recipients: z.number({ error: 'must be a whole number' }).int().min(1).optional(),
-  rate: rate.optional(),
+  max_recipients: limit.optional(),
+  rate: offAs(rate.optional(), undefined),
+  /** Concurrent upstream transactions per account. */
+  connections: z.number({ error: 'must be a whole number' }).int().min(1, { error: 'must be at least 1' }).max(100).default(DEFAULTS.server.connections),
+  daily: offAs(daily.optional(), { messages: false, recipients: false }),
 });
 
 const queue = z.strictObject({
@@ -250,6 +268,7 @@ export const KNOWN_KEYS = {
   tls: Object.keys(tls.shape),
   oauth: Object.keys(oauth.shape),
   alternate: Object.keys(alternate.shape),
+  daily: Object.keys(daily.shape),
   queue: Object.keys(queue.shape),
   identity: Object.keys(identity.shape),
   override: Object.keys(overrideAccount.shape),

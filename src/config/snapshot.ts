@@ -5,7 +5,7 @@ import { DEFAULTS, MICROSOFT_GRAPH_URL, PORT_BY_SECURITY } from './defaults.js';
 import type { RawConfig } from './schema.js';
 import { listenEntries } from './raw.js';
 import { secretAt, secretFilesOf, type SecretReference } from './secret-refs.js';
-import type { ClientConfig, ConfigSnapshot, ConfigWarning, IdentityConfig, IdentityKind, ServerConfig } from './types.js';
+import type { ClientConfig, ConfigSnapshot, DailyConfig, ConfigWarning, IdentityConfig, IdentityKind, ServerConfig } from './types.js';
 import { configVersion } from './version.js';
 
 export interface SnapshotInput {
@@ -17,6 +17,14 @@ export interface SnapshotInput {
   readonly text: string;
   readonly warnings: readonly ConfigWarning[];
   readonly env: NodeJS.ProcessEnv;
+}
+
+/** `daily:` with every budget off (or none given) counts nothing: no budget at all. */
+function dailyOf(raw: RawConfig['servers'][number]['daily']): DailyConfig | undefined {
+  if (!raw) return undefined;
+  const messages = raw.messages || undefined;
+  const recipients = raw.recipients || undefined;
+  return messages === undefined && recipients === undefined ? undefined : Object.freeze({ messages, recipients });
 }
 
 /** The immutable snapshot the stages read, from a document that passed every check. */
@@ -61,8 +69,10 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env }: Snap
       graphUrl: s.graph_url ?? MICROSOFT_GRAPH_URL,
       // the alternate is the same service on another host: it defaults to the primary's port
       alternate: s.alternate ? Object.freeze({ host: s.alternate.host, port: s.alternate.port ?? port, cooldownMs: s.alternate.cooldown }) : undefined,
-      maxRecipients: s.max_recipients,
+      maxRecipients: s.max_recipients || undefined,
       rate: s.rate ? Object.freeze({ ...s.rate }) : undefined,
+      connections: s.connections,
+      daily: dailyOf(s.daily),
       path,
     });
   });

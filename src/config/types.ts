@@ -108,6 +108,12 @@ export interface RateConfig {
   readonly windowMs: number;
 }
 
+/** An account's budgets per rolling 24 hours; a budget left out is not counted. */
+export interface DailyConfig {
+  readonly messages: number | undefined;
+  readonly recipients: number | undefined;
+}
+
 export interface QueueConfig {
   /** Absolute path of the queue directory. */
   readonly dir: string;
@@ -146,6 +152,10 @@ export interface ServerConfig {
   readonly maxRecipients: number | undefined;
   /** Per account: messages wait for it, they never fail for it. */
   readonly rate: RateConfig | undefined;
+  /** Per account: at most this many upstream transactions at once (the pool size too). */
+  readonly connections: number;
+  /** Per account, counted before sending and kept in state_dir: mail over it waits (reason quota). */
+  readonly daily: DailyConfig | undefined;
   /** Key path in the YAML, e.g. "servers[0]", for messages that point ops at the right place. */
   readonly path: string;
 }

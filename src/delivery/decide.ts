@@ -90,3 +90,26 @@ function recordFailure(r: RecipientState, error: StoredError, temporary: boolean
 function stored(err: RelayError, at: string, host?: string): StoredError {
   return { ...err.toLog(), at, ...(host ? { host } : {}) };
 }
+
+/**
+ * The entry waits for its account's quota (sendas' own budget, or a provider's refusal that holds
+ * the account): its pending recipients keep the quota reason and the entry's next attempt is when
+ * room frees. Never a failure, and not the retry schedule: max_age does not end a wait for quota.
+ */
+export function applyQuotaWait(meta: QueueEntryMeta, err: RelayError, until: number, now: number): Conclusion {
+  const error = stored(err, new Date(now).toISOString());
+  for (const r of pendingRecipients(meta)) r.lastError = error;
+  meta.lastError = error;
+  return waitUntil(meta, until);
+}
+
+/** After an attempt whose failure says when to try again (an account backing off or held): then, whatever the schedule says. */
+export function concludeAt(meta: QueueEntryMeta, at: number, now: number, queue: QueueConfig): Conclusion {
+  if (pendingRecipients(meta).length === 0) return concludeAttempt(meta, now, queue);
+  return waitUntil(meta, at);
+}
+
+function waitUntil(meta: QueueEntryMeta, at: number): Conclusion {
+  meta.nextAttemptAt = new Date(at).toISOString();
+  return { kind: 'retry', at };
+}

@@ -1,12 +1,16 @@
 import type { Account } from '../config/account.js';
+import { DEFAULTS } from '../config/defaults.js';
 import type { ServerConfig } from '../config/types.js';
+import type { AccountState } from './accounts.js';
+import { concurrency } from './budget.js';
 import { FailoverState, failoverFingerprint } from './failover.js';
 import { RateWindow } from './rate-limit.js';
 
 /**
  * One upstream account's share of delivery: the entries due for it in order, how many of its
- * transactions run, its rate window and its server's failover state. The runner serves lanes
- * round-robin, so one slow account never holds up another.
+ * transactions run (at most its `connections`, fewer while it backs off), its rate window, its
+ * budgets and hold (`account`, shared with passthrough) and its server's failover state. The
+ * runner serves lanes round-robin, so one slow account never holds up another.
  */
 export class Lane {
   /** Ids due, oldest first; `head` is the next one (a moving index instead of shift()). */
@@ -16,10 +20,25 @@ export class Lane {
   private rateWindow: RateWindow | undefined;
   private failoverState: { server: ServerConfig; fingerprint: string; state: FailoverState } | undefined;
 
+  /** The account's `connections` as last seen in the config. */
+  private connections: number = DEFAULTS.server.connections;
+
   constructor(
     readonly key: string,
     private readonly failovers: FailoverRegistry,
+    readonly account: AccountState,
   ) {}
+
+  /** The account as configured now: its limits. */
+  see(account: Account): void {
+    this.connections = account.server.connections;
+    this.account.see(account);
+  }
+
+  /** Transactions the lane may run at once now. */
+  limit(now: number): number {
+    return concurrency(this.connections, this.account.backoff, now);
+  }
 
   get waiting(): number {
     return this.due.length - this.head;

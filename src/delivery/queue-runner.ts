@@ -7,7 +7,9 @@ import type { QueueStore } from '../queue/store.js';
 import type { SendOutcome } from '../transport/send.js';
 import type { UpstreamEnvelope } from '../mail/envelope.js';
 import { systemClock, type Clock, type Timer } from './clock.js';
-import { applyBatchOutcome, applyUnusableAccount, concludeAttempt } from './decide.js';
+import { AccountBook } from './accounts.js';
+import { backoffAfter, batchSize, holdAfterQuota } from './budget.js';
+import { applyBatchOutcome, applyQuotaWait, applyUnusableAccount, concludeAt, concludeAttempt, type Conclusion } from './decide.js';
 import { DueHeap } from './due-heap.js';
 import type { Route } from './failover.js';
 import { FailoverRegistry, Lane } from './lane.js';
@@ -20,8 +22,8 @@ export interface QueueRunnerOptions {
   readonly store: QueueStore;
   readonly getSnapshot: () => ConfigSnapshot;
   readonly logger: Logger;
-  /** Concurrent upstream transactions per account: the pool size. */
-  readonly maxPerAccount: number;
+  /** Every account's budgets, hold and health (shared with passthrough); a private one (nothing kept on disk) by default. */
+  readonly accounts?: AccountBook;
   readonly writeNotice: NoticeWriter;
   readonly metrics?: RelayMetrics;
   /** Time for due entries, retries, rates and cool-downs; the system's by default. */
@@ -46,7 +48,7 @@ interface Tracked {
 
 /**
  * Delivers queue entries: each due entry waits in its account's line; lines are served
- * round-robin with at most `maxPerAccount` transactions each, so one slow account never starves
+ * round-robin with at most the account's `connections` transactions each, so one slow account never starves
  * the others. The account is looked up in the current config at every attempt, so a rotated
  * password or a moved server applies to messages already queued.
  */
@@ -65,10 +67,12 @@ export class QueueRunner {
   private stopped = false;
   private readonly clock: Clock;
   private readonly transport: QueueTransport;
+  readonly accounts: AccountBook;
 
   constructor(private readonly opts: QueueRunnerOptions) {
     this.clock = opts.clock ?? systemClock;
     this.transport = opts.transport;
+    this.accounts = opts.accounts ?? new AccountBook(opts.logger);
   }
 
   /** Picks up every entry left in the queue (after a restart or a crash). */
@@ -86,8 +90,13 @@ export class QueueRunner {
     this.pump();
   }
 
-  /** Makes an entry due now (sendas queue retry). */
+  /**
+   * Makes an entry due now (sendas queue retry). An account held after a provider's quota
+   * refusal is tried again too: ops asking for it know better (sendas' own budget still holds).
+   */
   retryNow(meta: QueueEntryMeta): void {
+    const lane = this.lanes.get(this.lineKey(this.opts.getSnapshot(), meta));
+    if (lane) lane.account.heldUntil = 0;
     const t = this.tracked.get(meta.id);
     if (t) {
       if (t.state === 'waiting') this.wait(t, this.clock.now());
@@ -190,7 +199,7 @@ export class QueueRunner {
           if (lane.running === 0 && key.startsWith(UNRESOLVED)) this.lanes.delete(key);
           continue;
         }
-        if (lane.running >= this.opts.maxPerAccount) continue;
+        if (lane.running >= lane.limit(this.clock.now())) continue;
         const id = lane.take()!;
         const t = this.tracked.get(id);
         if (!t || t.state !== 'ready') continue;
@@ -221,12 +230,14 @@ export class QueueRunner {
 
   private lineKey(snapshot: ConfigSnapshot, meta: QueueEntryMeta): string {
     const account = this.accountOf(snapshot, meta);
-    return isRelayError(account) ? `${UNRESOLVED}${meta.id}` : account.key;
+    if (isRelayError(account)) return `${UNRESOLVED}${meta.id}`;
+    this.laneOf(account.key).see(account);
+    return account.key;
   }
 
   private laneOf(key: string): Lane {
     let lane = this.lanes.get(key);
-    if (!lane) this.lanes.set(key, (lane = new Lane(key, this.failovers)));
+    if (!lane) this.lanes.set(key, (lane = new Lane(key, this.failovers, this.accounts.of(key))));
     return lane;
   }
 
@@ -247,54 +258,127 @@ export class QueueRunner {
     const { meta } = t;
     const snapshot = this.opts.getSnapshot();
     const started = performance.now();
-    meta.attempts++;
-    meta.nextAttemptAt = undefined;
     const account = this.accountOf(snapshot, meta);
 
     if (isRelayError(account)) {
+      meta.attempts++;
+      meta.nextAttemptAt = undefined;
       const deferred = applyUnusableAccount(meta, account, this.clock.now());
       this.opts.metrics?.failed.inc({ reason: deferred.kind, server: meta.serverName, outcome: 'deferred' });
       this.logAttempt(meta, undefined, undefined, 'deferred', started, { ...deferred.toLog() });
-    } else {
-      // a reload may have moved the entry to another account since it was lined up
-      const own = account.key === lane.key ? lane : this.laneOf(account.key);
-      const pending = pendingRecipients(meta);
-      // Graph delivers to the message's headers, not to an envelope: batches would send header recipients the message again
-      const batchSize = account.server.type === 'graph' ? pending.length : (account.server.maxRecipients ?? pending.length);
-      for (let i = 0; i < pending.length; i += batchSize) {
-        if (this.stopped) break;
-        const batch = pending.slice(i, i + batchSize);
-        await own.rate(account)?.acquire(this.clock);
-        await this.sendBatch(meta, account, own, batch, started);
-        // each batch's outcome is on disk before the next one: a recipient that got the message is never
-        // sent it again. After the last batch conclude() writes the entry's new state (or deletes it when
-        // every recipient has it): writing it here too would cost an fsync for nothing (a crash in between
-        // re-delivers, the duplicate window README describes, never a loss)
-        const last = i + batchSize >= pending.length;
-        if (!last && !meta.recipients.every((r) => r.status === 'delivered')) await this.opts.store.update(meta);
-      }
+      await this.conclude(t, snapshot);
+      return;
     }
-    await this.conclude(t, snapshot);
+    // a reload may have moved the entry to another account since it was lined up
+    const own = account.key === lane.key ? lane : this.laneOf(account.key);
+    own.see(account);
+    const state = own.account;
+    const now = this.clock.now();
+    if (state.heldUntil > now && state.heldBecause) {
+      // the provider said the account's quota is used up: nothing goes until its window frees
+      await this.waitForQuota(t, account, state.heldBecause, state.heldUntil);
+      return;
+    }
+    meta.attempts++;
+    meta.nextAttemptAt = undefined;
+    const pending = pendingRecipients(meta);
+    // Graph delivers to the message's headers, not to an envelope: batches would send header recipients the message again
+    const size = account.server.type === 'graph' ? pending.length : batchSize(account.server.maxRecipients, account.server.daily, pending.length);
+    let retryAt: number | undefined;
+    for (let i = 0; i < pending.length; i += size) {
+      if (this.stopped) break;
+      const batch = pending.slice(i, i + size);
+      const want = { messages: 1, recipients: batch.length };
+      // no rate slot for what the budget can't take anyway
+      const full = state.room(account, want, this.clock.now());
+      if (!full) await own.rate(account)?.acquire(this.clock);
+      // counted, and the count on disk, before the transaction starts: a crash can't let the account go over
+      const reserved = full ?? state.reserve(account, want, this.clock.now());
+      if (reserved && 'error' in reserved) {
+        if (i === 0) meta.attempts--; // nothing was tried: waiting for the quota is not an attempt
+        await this.waitForQuota(t, account, reserved.error, reserved.freeAt);
+        return;
+      }
+      if (reserved) await state.commit();
+      const outcome = await this.sendBatch(meta, account, own, batch, started);
+      if (reserved && !outcome.ok) state.giveBack(reserved.reservation);
+      else if (reserved && outcome.ok && outcome.refused.length > 0) state.giveBack({ want: { messages: 0, recipients: outcome.refused.length }, at: reserved.reservation.at });
+      if (!outcome.ok && outcome.error.account) {
+        retryAt = this.react(account, own, outcome.error);
+        break;
+      }
+      // each batch's outcome is on disk before the next one: a recipient that got the message is never
+      // sent it again. After the last batch conclude() writes the entry's new state (or deletes it when
+      // every recipient has it): writing it here too would cost an fsync for nothing (a crash in between
+      // re-delivers, the duplicate window README describes, never a loss)
+      const last = i + size >= pending.length;
+      if (!last && !meta.recipients.every((r) => r.status === 'delivered')) await this.opts.store.update(meta);
+    }
+    await this.conclude(t, snapshot, retryAt);
   }
 
-  private async sendBatch(meta: QueueEntryMeta, account: Account, lane: Lane, batch: RecipientState[], started: number): Promise<void> {
+  /**
+   * What a provider's reply means for the whole account (RelayError.account): `backoff` — fewer
+   * transactions at once for a while and this entry again in seconds; `hold` — nothing for the
+   * account until its window frees. Returns when this entry is tried again.
+   */
+  private react(account: Account, lane: Lane, error: RelayError): number {
+    const now = this.clock.now();
+    const state = lane.account;
+    if (error.account === 'backoff') {
+      const { backoff, retryAt } = backoffAfter(state.backoff, lane.running, account.server.connections, now);
+      if (!state.backoff || state.backoff.until <= now || state.backoff.limit !== backoff.limit) {
+        this.opts.logger.warn({ account: account.key, connections: backoff.limit, forSeconds: Math.round((backoff.until - now) / 1000), ...error.toLog() }, `account ${account.key} backs off: at most ${backoff.limit} transaction${backoff.limit === 1 ? '' : 's'} at once for a while`);
+      }
+      state.backoff = backoff;
+      return retryAt;
+    }
+    const until = holdAfterQuota(state.buckets, account.server.daily, now);
+    if (state.heldUntil <= now) {
+      this.opts.logger.warn({ account: account.key, until: new Date(until).toISOString(), ...error.toLog() }, `account ${account.key} is held: the provider says its quota is used up; its messages wait`);
+    }
+    state.heldUntil = until;
+    state.heldBecause = error;
+    return until;
+  }
+
+  /** The entry waits for its account's quota: reason quota, next attempt when room frees, on disk. */
+  private async waitForQuota(t: Tracked, account: Account, error: RelayError, until: number): Promise<void> {
+    const { meta } = t;
+    if (t.deleteAfterAttempt) return;
+    const conclusion = applyQuotaWait(meta, error, until, this.clock.now());
+    t.dueAt = (conclusion as Extract<Conclusion, { kind: 'retry' }>).at;
+    this.opts.logger.info({ id: meta.id, result: 'quota', identity: identityLabel(meta), server: account.server.name, account: account.key, next: meta.nextAttemptAt, ...error.toLog() }, 'delivery waits for the account quota');
+    await this.opts.store.update(meta);
+  }
+
+  private async sendBatch(meta: QueueEntryMeta, account: Account, lane: Lane, batch: RecipientState[], started: number): Promise<SendOutcome> {
     const failover = lane.failover(account.server);
     const envelope = { from: meta.envelope.originalFrom === '' ? '' : account.address, to: batch.map((r) => r.address), eightBit: meta.envelope.eightBit };
     for (const r of batch) r.attempts++;
+    const state = lane.account;
+    state.inUse++;
 
     const sentAt = this.clock.now();
     let route = failover.routeAt(sentAt);
-    let outcome = await this.transport.send(meta, account, envelope, route);
-    const turn = failover.afterSend(route, outcome, sentAt, this.clock.now());
-    if (turn === 'use-alternate' && !outcome.ok) {
-      this.transport.primaryFailed(account.server.name);
-      const primary = route;
-      route = failover.alternate()!;
-      this.opts.logger.warn({ server: account.server.name, primary: `${primary.host}:${primary.port}`, alternate: `${route.host}:${route.port}`, ...outcome.error.toLog() }, 'primary unreachable: using the alternate');
+    let outcome: SendOutcome;
+    try {
       outcome = await this.transport.send(meta, account, envelope, route);
-    } else if (turn === 'back-to-primary') {
-      this.opts.logger.info({ server: account.server.name, primary: `${route.host}:${route.port}` }, 'primary reachable again: back from the alternate');
+      const turn = failover.afterSend(route, outcome, sentAt, this.clock.now());
+      if (turn === 'use-alternate' && !outcome.ok) {
+        this.transport.primaryFailed(account.server.name);
+        const primary = route;
+        route = failover.alternate()!;
+        this.opts.logger.warn({ server: account.server.name, primary: `${primary.host}:${primary.port}`, alternate: `${route.host}:${route.port}`, ...outcome.error.toLog() }, 'primary unreachable: using the alternate');
+        outcome = await this.transport.send(meta, account, envelope, route);
+      } else if (turn === 'back-to-primary') {
+        this.opts.logger.info({ server: account.server.name, primary: `${route.host}:${route.port}` }, 'primary reachable again: back from the alternate');
+      }
+    } finally {
+      state.inUse--;
     }
+    if (outcome.ok) state.succeeded(this.clock.now());
+    else state.failed(outcome.error, this.clock.now());
 
     const result = applyBatchOutcome(meta, batch, outcome, route.host, this.clock.now());
     const server = account.server.name;
@@ -302,7 +386,7 @@ export class QueueRunner {
       const { error } = outcome;
       this.opts.metrics?.failed.inc({ reason: error.kind, server, outcome: result });
       this.logAttempt(meta, account, route, result, started, { recipients: batch.length, ...error.toLog() });
-      return;
+      return outcome;
     }
     this.opts.metrics?.relayed.inc({ server });
     this.opts.metrics?.deliveryLatency.observe({ server }, (this.clock.now() - Date.parse(meta.receivedAt)) / 1000);
@@ -313,13 +397,15 @@ export class QueueRunner {
       upstreamReply: outcome.upstreamReply,
       ...(outcome.refused.length ? { refused: outcome.refused.map((x) => ({ recipient: x.recipient, ...x.error.toLog() })) } : {}),
     });
+    return outcome;
   }
 
   /** Carries out the conclusion: retry later (the new state on disk), or done (removed, or moved to failed/ with a notice). */
-  private async conclude(t: Tracked, snapshot: ConfigSnapshot): Promise<void> {
+  private async conclude(t: Tracked, snapshot: ConfigSnapshot, retryAt?: number): Promise<void> {
     const { meta } = t;
     if (t.deleteAfterAttempt) return;
-    const conclusion = concludeAttempt(meta, this.clock.now(), snapshot.queue);
+    const now = this.clock.now();
+    const conclusion = retryAt === undefined ? concludeAttempt(meta, now, snapshot.queue) : concludeAt(meta, retryAt, now, snapshot.queue);
     if (conclusion.kind === 'retry') {
       t.dueAt = conclusion.at;
       await this.opts.store.update(meta);

@@ -7,7 +7,7 @@ import { QueueControl } from '../queue/control.js';
 import type { QueueEntryMeta } from '../queue/entry.js';
 import { QueueStore } from '../queue/store.js';
 import type { Transport } from '../transport/transport.js';
-import { DEFAULT_TUNING } from '../transport/options.js';
+import type { AccountBook } from './accounts.js';
 import { QueueRunner } from './queue-runner.js';
 import { queueTransport } from './queue-transport.js';
 
@@ -19,6 +19,8 @@ export interface QueueStageOptions {
   readonly metrics: RelayMetrics;
   /** Our name, in failure notices. */
   readonly hostname: string;
+  /** Every account's budgets and health, shared with passthrough and /status. */
+  readonly accounts: AccountBook;
 }
 
 /**
@@ -38,7 +40,7 @@ export class QueueStage {
       store,
       getSnapshot: opts.getSnapshot,
       logger: opts.logger,
-      maxPerAccount: DEFAULT_TUNING.maxConnections,
+      accounts: opts.accounts,
       writeNotice,
       metrics: opts.metrics,
       transport: queueTransport(store, opts.transport),

@@ -13,6 +13,7 @@ export type ErrorKind =
   | 'tls' // TLS handshake or certificate problem with the upstream
   | 'network' // connection refused, timeout, DNS
   | 'throttled' // the upstream asks us to slow down (421, 4.7.x rate limits)
+  | 'quota' // an account's sending quota is used up (sendas' own daily budget, or the provider's): the message waits
   | 'sender' // the upstream refused the envelope sender / From for this account
   | 'recipient' // the upstream refused a recipient
   | 'size' // the upstream says the message is too large

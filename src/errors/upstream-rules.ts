@@ -73,7 +73,35 @@ const LOST = { code: 451, enhanced: '4.4.2' } as const;
  *     kind: 'throttled', status: { code: 451, enhanced: '4.3.2' }, text: '{where} is throttling{quoted}' }
  * They come first: a provider's words are more specific than any general row.
  */
-export const PROVIDER_RULES: readonly UpstreamRule[] = [];
+export const PROVIDER_RULES: readonly UpstreamRule[] = [
+  // Microsoft 365, a 4th concurrent SMTP submission for one mailbox: the host is fine, the account
+  // backs off (no failover). "Only three concurrent connections to our service per mailbox will be
+  // allowed. Additional connections will be rejected with … 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded":
+  // https://techcommunity.microsoft.com/t5/exchange-team-blog/changes-coming-to-the-smtp-authenticated-submission-client/ba-p/607825
+  // https://learn.microsoft.com/en-us/exchange/troubleshoot/send-emails/smtp-submission-improvements
+  {
+    name: 'microsoft: sender thread limit',
+    when: { basic: [432], reply: /STOREDRV\.ClientSubmit; sender thread limit exceeded/i },
+    kind: 'throttled',
+    status: { code: 451, enhanced: '4.3.2' },
+    account: 'backoff',
+    text: '{where} refused a concurrent submission for {account}: more than 3 at once for one mailbox{quoted}',
+    fix: 'keep the server at `connections: 3` or fewer (the office365 preset does); other programs sending as {account} count too',
+  },
+  // Microsoft 365, the mailbox's recipient rate limit (10,000 recipients per rolling 24 h) used up:
+  // "Exceeding the per day limit generates the following error message: 554 5.2.0
+  // STOREDRV.Submission.Exception:SubmissionQuotaExceededException". Worth waiting for, never a bounce:
+  // https://learn.microsoft.com/en-us/exchange/troubleshoot/send-emails/smtp-submission-improvements
+  {
+    name: 'microsoft: submission quota',
+    when: { basic: ['5xx', '4xx'], reply: /SubmissionQuotaExceededException/i },
+    kind: 'quota',
+    status: { upstream: '2.0', temporary: true },
+    account: 'hold',
+    text: '{where} says {account} has used its sending quota (recipients per 24 h){quoted}',
+    fix: 'the messages wait until the rolling 24 h window frees room; set `daily: {recipients: N}` on the server to what the mailbox may send (10000 by default) so sendas stays under it',
+  },
+];
 
 /** The connection itself: nodemailer's codes, before or without a reply. */
 export const CONNECTION_RULES: readonly UpstreamRule[] = [

@@ -68,7 +68,32 @@ export class RelayMetrics {
     registers: [this.registry],
   });
 
-  constructor(sources: { queueStats: () => { depth: number; oldestAgeSeconds: number }; upstreamConnections: () => number }) {
+  constructor(sources: {
+    queueStats: () => { depth: number; oldestAgeSeconds: number };
+    upstreamConnections: () => number;
+    /** Each account's use of each of its daily budgets. */
+    accountBudgets?: () => { account: string; budget: string; used: number; limit: number }[];
+  }) {
+    new Gauge({
+      name: 'sendas_account_budget_used',
+      help: "Use of an account's budget over the rolling 24 h window (recipients or messages), by account and budget",
+      labelNames: ['account', 'budget'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const b of sources.accountBudgets?.() ?? []) this.set({ account: b.account, budget: b.budget }, b.used);
+      },
+    });
+    new Gauge({
+      name: 'sendas_account_budget_limit',
+      help: "An account's budget per rolling 24 h (daily: on its server), by account and budget",
+      labelNames: ['account', 'budget'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const b of sources.accountBudgets?.() ?? []) this.set({ account: b.account, budget: b.budget }, b.limit);
+      },
+    });
     new Gauge({
       name: 'sendas_queue_depth',
       help: 'Messages waiting in the queue',

@@ -8,19 +8,37 @@ import type { MessageInFlight } from './in-flight.js';
 import type { OutcomeLog } from './outcome-log.js';
 import type { MessageDecision } from './process.js';
 
+/**
+ * An account's limits as passthrough meets them: room in its daily budgets (counted and on disk
+ * before the transaction), one of its `connections`, and what the outcome means for the account.
+ */
+export interface AccountGate {
+  /** A quota RelayError (451 4.7.0, naming the budget) when the account has no room; else a ticket to hand the outcome to (undefined: not known). */
+  admit(account: Account, recipients: number): Promise<RelayError | { done(outcome: SendOutcome | undefined): void }>;
+}
+
 /** delivery: passthrough — 250 only after the upstream accepted. */
-export async function relayNow(m: MessageInFlight, decision: MessageDecision, transport: Transport, log: OutcomeLog): Promise<string> {
+export async function relayNow(m: MessageInFlight, decision: MessageDecision, transport: Transport, log: OutcomeLog, gate?: AccountGate): Promise<string> {
   const { msg } = m;
   const { account } = decision.resolution;
   log.debug({ id: msg.id, server: account.server.name, account: account.key }, 'upstream transaction started');
 
   const envelope = { from: decision.plan.envelopeFrom, to: msg.envelope.rcptTo, eightBit: msg.envelope.eightBit };
   let outcome: SendOutcome;
+  let ticket: { done(outcome: SendOutcome | undefined): void } | undefined;
   try {
+    if (gate) {
+      const admitted = await Promise.race([gate.admit(account, envelope.to.length), m.failed]);
+      if (admitted instanceof RelayError) return m.refuse(admitted);
+      ticket = admitted;
+    }
     outcome = await Promise.race([send(transport, account, envelope, m), m.failed]);
   } catch (err) {
+    // the upstream may still take it: the count stays
+    ticket?.done(undefined);
     return m.refuse(err);
   }
+  ticket?.done(outcome);
   if (!outcome.ok) return m.refuse(outcome.error);
   if (outcome.accepted.length === 0) m.stopReading();
   await m.clientDone;

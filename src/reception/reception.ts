@@ -4,7 +4,7 @@ import type { IncomingMessage } from './incoming.js';
 import { MessageInFlight } from './in-flight.js';
 import { OutcomeLog } from './outcome-log.js';
 import type { Transport } from '../transport/transport.js';
-import { relayNow } from './passthrough.js';
+import { relayNow, type AccountGate } from './passthrough.js';
 import { acceptIntoQueue, type QueueIntake } from './to-queue.js';
 
 export interface ReceptionOptions {
@@ -15,6 +15,8 @@ export interface ReceptionOptions {
   /** delivery: queue — where accepted messages go; without it, every message is relayed while the client waits. */
   readonly queue: QueueIntake | undefined;
   readonly transport: Transport;
+  /** passthrough: the accounts' budgets and connections (delivery/accounts.ts). */
+  readonly accounts?: AccountGate;
 }
 
 /**
@@ -39,6 +41,6 @@ export class Reception {
     }
     const { queue } = this.opts;
     if (queue) return acceptIntoQueue(m, decision, queue, this.log);
-    return relayNow(m, decision, this.opts.transport, this.log);
+    return relayNow(m, decision, this.opts.transport, this.log, this.opts.accounts);
   }
 }

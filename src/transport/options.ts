@@ -7,13 +7,13 @@ const AUTH_METHOD = { plain: 'PLAIN', login: 'LOGIN', 'cram-md5': 'CRAM-MD5' } a
 export interface TransportTuning {
   /** EHLO name: the relay's host name. */
   readonly helo: string;
-  readonly maxConnections: number;
+  /** A cap over every account's own `connections` (sendas test: 1); none by default. */
+  readonly maxConnections?: number;
   readonly connectionTimeoutMs: number;
   readonly socketTimeoutMs: number;
 }
 
 export const DEFAULT_TUNING: Omit<TransportTuning, 'helo'> = {
-  maxConnections: 5,
   connectionTimeoutMs: 30_000,
   socketTimeoutMs: 120_000,
 };
@@ -48,7 +48,8 @@ export function poolOptions(account: Account, tuning: TransportTuning, route?: {
     },
     ...(server.proxy ? { proxy: server.proxy } : {}),
     name: tuning.helo,
-    maxConnections: tuning.maxConnections,
+    // the account's own limit (a provider's, e.g. Microsoft 365's 3): more connections would be refused
+    maxConnections: Math.min(tuning.maxConnections ?? Infinity, server.connections),
     maxMessages: Infinity,
     connectionTimeout: tuning.connectionTimeoutMs,
     greetingTimeout: tuning.connectionTimeoutMs,

@@ -1,3 +1,4 @@
+import { PassThrough } from 'node:stream';
 import net from 'node:net';
 import nodemailer from 'nodemailer';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -408,5 +409,47 @@ describe('startTestUpstream with xoauth2', () => {
     expect(up.authAttempts.at(-1)).toEqual({ username: BOB.username, ok: true });
     expect(up.xoauth2Attempts.slice(1).every((a) => a.accessToken === 'stale' && !a.ok)).toBe(true);
     expect(up.messages).toHaveLength(2);
+  });
+});
+
+describe('startTestUpstream playing Microsoft 365 limits', () => {
+  it('maxConcurrentPerLogin: the 4th transaction at once for one login gets 432 4.3.2 STOREDRV.ClientSubmit; another login is not counted', async () => {
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const up = await upstream({ accounts: [ALICE, BOB], maxConcurrentPerLogin: 3 });
+    // three connections each with a transaction still in DATA: the message body is held back until released
+    const held = Array.from({ length: 3 }, () => {
+      const t = transport(up, { auth: { user: ALICE.username, pass: ALICE.password } });
+      const body = new PassThrough();
+      const sending = t.sendMail({ envelope: { from: ALICE.username, to: ['x@example.net'] }, raw: body });
+      void gate.then(() => body.end('Subject: held\r\n\r\nx\r\n'));
+      return sending;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const fourth = await transport(up, { auth: { user: ALICE.username, pass: ALICE.password } })
+      .sendMail({ envelope: { from: ALICE.username, to: ['x@example.net'] }, raw: 'Subject: 4\r\n\r\nx\r\n' })
+      .catch((e: { responseCode?: number; response?: string }) => e);
+    expect(fourth).toMatchObject({ responseCode: 432, response: '432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded' });
+    await transport(up, { auth: { user: BOB.username, pass: BOB.password } }).sendMail({ envelope: { from: BOB.username, to: ['x@example.net'] }, raw: 'Subject: bob\r\n\r\nx\r\n' });
+    release();
+    await Promise.all(held);
+    expect(up.peakConcurrent.get(ALICE.username)).toBe(3);
+    expect(up.limitRefusals.map((r) => [r.login, r.reply.code])).toEqual([[ALICE.username, 432]]);
+    // the transactions are over: there is room again
+    await transport(up, { auth: { user: ALICE.username, pass: ALICE.password } }).sendMail({ envelope: { from: ALICE.username, to: ['x@example.net'] }, raw: 'Subject: 5\r\n\r\nx\r\n' });
+  });
+
+  it('recipientsPerLogin: a message that would go over gets 554 5.2.0 SubmissionQuotaExceededException after DATA, until the window is reset', async () => {
+    const up = await upstream({ accounts: [ALICE], recipientsPerLogin: 3 });
+    const t = transport(up, { auth: { user: ALICE.username, pass: ALICE.password } });
+    const send = (to: string[]) => t.sendMail({ envelope: { from: ALICE.username, to }, raw: 'Subject: q\r\n\r\nx\r\n' }).catch((e: { responseCode?: number; response?: string }) => e);
+    await send(['a@x.example', 'b@x.example']);
+    expect(await send(['c@x.example', 'd@x.example'])).toMatchObject({ responseCode: 554, response: expect.stringMatching(/^554 5\.2\.0 STOREDRV\.Submission\.Exception:SubmissionQuotaExceededException/) });
+    await send(['c@x.example']);
+    expect(up.recipientsUsed.get(ALICE.username)).toBe(3);
+    up.resetRecipientWindow();
+    await send(['e@x.example', 'f@x.example']);
+    expect(up.messages.map((m) => m.rcptTo.length)).toEqual([2, 1, 2]);
+    expect(up.rejected).toHaveLength(1);
   });
 });

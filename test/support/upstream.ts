@@ -79,6 +79,18 @@ export interface TestUpstreamOptions {
   xoauth2?: (user: string, accessToken: string) => boolean | Promise<boolean>;
   /** scope named in the XOAUTH2 failure challenge (default 'https://mail.google.com/') */
   xoauth2Scope?: string;
+  /**
+   * like Microsoft 365's 3 concurrent submissions per mailbox: at most this many transactions
+   * (MAIL FROM accepted, until the end of DATA, the next MAIL FROM or the connection's close) at
+   * once per login; the next MAIL FROM gets "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded"
+   */
+  maxConcurrentPerLogin?: number;
+  /**
+   * like Microsoft 365's recipient rate limit: recipients per login in the current window (reset
+   * by resetRecipientWindow()); a message that would go over gets, after DATA, "554 5.2.0
+   * STOREDRV.Submission.Exception:SubmissionQuotaExceededException…" (recorded in `rejected`)
+   */
+  recipientsPerLogin?: number;
 }
 
 export interface TestUpstream {
@@ -94,6 +106,14 @@ export interface TestUpstream {
   xoauth2Attempts: { username: string; accessToken: string; ok: boolean }[];
   /** TCP connections accepted so far */
   connections: number;
+  /** the refusals maxConcurrentPerLogin and recipientsPerLogin caused, in order */
+  limitRefusals: { login: string | null; reply: SmtpReply }[];
+  /** the most transactions one login had at once (maxConcurrentPerLogin counts these) */
+  peakConcurrent: Map<string | null, number>;
+  /** recipients counted per login in the current window (recipientsPerLogin) */
+  recipientsUsed: Map<string | null, number>;
+  /** starts a new recipients window: every login's count back to 0 */
+  resetRecipientWindow(): void;
   /** resolves with the next accepted message not yet returned by nextMessage (default timeout 10 s) */
   nextMessage(timeoutMs?: number): Promise<ReceivedMessage>;
   /** stops listening and closes open client connections */
@@ -176,6 +196,23 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
   const waiters: { resolve: (m: ReceivedMessage) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }[] = [];
   const sockets = new Set<Socket>();
   let closed = false;
+  const limitRefusals: { login: string | null; reply: SmtpReply }[] = [];
+  const inTransaction = new Map<string | null, number>();
+  const peakConcurrent = new Map<string | null, number>();
+  const recipientsUsed = new Map<string | null, number>();
+  /** sessions with a transaction counted in inTransaction, by session id */
+  const counted = new Map<string, string | null>();
+  const endTransaction = (session: SMTPServerSession): void => {
+    if (!counted.has(session.id)) return;
+    const login = counted.get(session.id)!;
+    counted.delete(session.id);
+    inTransaction.set(login, (inTransaction.get(login) ?? 1) - 1);
+  };
+  const THREAD_LIMIT: SmtpReply = { code: 432, message: '4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded' };
+  const QUOTA: SmtpReply = {
+    code: 554,
+    message: '5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message due to a permanent exception with message [BeginDiagnosticData]Cannot submit message.',
+  };
 
   const deliverToWaiters = (): void => {
     while (waiters.length > 0 && consumed < messages.length) {
@@ -238,8 +275,24 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
       }
       callback(null, { user: username });
     },
+    onClose(session) {
+      endTransaction(session);
+    },
     onMailFrom(address, session, callback) {
       const login = sessionLogin(session);
+      if (opts.maxConcurrentPerLogin !== undefined) {
+        // a new MAIL FROM on the same connection means the last transaction is over
+        endTransaction(session);
+        const now = inTransaction.get(login) ?? 0;
+        if (now >= opts.maxConcurrentPerLogin) {
+          limitRefusals.push({ login, reply: THREAD_LIMIT });
+          callback(smtpError(THREAD_LIMIT));
+          return;
+        }
+        inTransaction.set(login, now + 1);
+        peakConcurrent.set(login, Math.max(peakConcurrent.get(login) ?? 0, now + 1));
+        counted.set(session.id, login);
+      }
       const refusal = opts.refuseSenders?.(address.address, login);
       if (refusal) {
         callback(smtpError(refusal));
@@ -286,6 +339,17 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
           remotePort: session.remotePort,
           secure: session.secure,
         };
+        endTransaction(session);
+        if (opts.recipientsPerLogin !== undefined) {
+          const used = recipientsUsed.get(msg.login) ?? 0;
+          if (used + msg.rcptTo.length > opts.recipientsPerLogin) {
+            limitRefusals.push({ login: msg.login, reply: QUOTA });
+            rejected.push({ msg, reply: QUOTA });
+            callback(smtpError(QUOTA));
+            return;
+          }
+          recipientsUsed.set(msg.login, used + msg.rcptTo.length);
+        }
         const override = opts.onData?.(msg);
         if (override && override.code >= 300) {
           rejected.push({ msg, reply: override });
@@ -317,6 +381,12 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
     authAttempts,
     xoauth2Attempts,
     connections: 0,
+    limitRefusals,
+    peakConcurrent,
+    recipientsUsed,
+    resetRecipientWindow() {
+      recipientsUsed.clear();
+    },
     nextMessage(timeoutMs = DEFAULT_NEXT_MESSAGE_TIMEOUT_MS) {
       if (consumed < messages.length && waiters.length === 0) {
         return Promise.resolve(messages[consumed++]!);

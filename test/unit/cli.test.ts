@@ -84,11 +84,13 @@ describe.concurrent('sendas check', () => {
     expect(lines).toContain('policy: from rewrite, unknown sender reject');
     expect(serversSection(r.stdout)).toEqual([
       '  main (default): smtp.acme.example:587 starttls, auth login as relay@acme.example, account relay@acme.example',
+      '    limits per account: 5 connections, no rate limit, no daily budget',
       // support, sales, alice and dave name no server: they follow the default
       '    used by 2 channels: support, sales',
       '    used by 2 agents: alice, dave',
       '    with their own account (override): support, alice, dave',
       '  legacy: mail.legacy.example:25 none, auth login as legacy@legacy.example, account legacy@legacy.example',
+      '    limits per account: 5 connections, no rate limit, no daily budget',
       '    used by 1 channel: billing',
       '    used by 1 agent: bob',
     ]);
@@ -113,9 +115,11 @@ describe.concurrent('sendas check', () => {
     expect(r.code).toBe(0);
     expect(serversSection(r.stdout)).toEqual([
       '  main: smtp.acme.example:587 starttls, auth login as relay@acme.example, account relay@acme.example',
+      '    limits per account: 5 connections, no rate limit, no daily budget',
       '    used by 0 channels',
       '    used by 0 agents',
       '  legacy (default): mail.legacy.example:25 none, auth login as legacy@legacy.example, account legacy@legacy.example',
+      '    limits per account: 5 connections, no rate limit, no daily budget',
       '    used by 3 channels: support, sales, billing',
       '    used by 3 agents: alice, bob, dave',
       '    with their own account (override): support, alice, dave',
@@ -130,6 +134,7 @@ describe.concurrent('sendas check', () => {
     expect(r.stdout).toContain('\nclients: (none: only listen.allow may relay)\n');
     expect(serversSection(r.stdout)).toEqual([
       '  mx (default): mx.internal.example:25 none, no sign-in, account noreply@internal.example',
+      '    limits per account: 5 connections, no rate limit, no daily budget',
       '    used by 0 channels',
       '    used by 1 agent: bot',
     ]);
@@ -146,7 +151,7 @@ describe.concurrent('sendas check', () => {
       `  ${BROKEN}:3:21 listen.max_message_size: "25XB" is not a size: write a number of bytes or a number with KB, MB or GB (e.g. 25MB)`,
       `  ${BROKEN}:5:3 servers: no server is the default: set \`default: true\` on exactly one server`,
       `  ${BROKEN}:5:5 servers[0]: auth is login but no password is set: add \`password:\` (a string, {env: NAME} or {file: PATH})`,
-      `  ${BROKEN}:7:5 servers[0].securty: unknown key "securty" (did you mean "security"?); known keys here: name, default, type, preset, host, port, security, auth, username, password, address, oauth, tls, allow_plaintext_auth, proxy, graph_url, alternate, max_recipients, rate`,
+      `  ${BROKEN}:7:5 servers[0].securty: unknown key "securty" (did you mean "security"?); known keys here: name, default, type, preset, host, port, security, auth, username, password, address, oauth, tls, allow_plaintext_auth, proxy, graph_url, alternate, max_recipients, rate, connections, daily`,
       `  ${BROKEN}:9:5 servers[1]: needs \`address:\` (the mailbox messages are sent from) when it has no username`,
       `  ${BROKEN}:14:13 channels[0].server: unknown server "nowhere"; servers are: main, backup`,
       `  ${BROKEN}:16:11 agents[0].name: duplicate name "support" (already used by channels[0]; channels and agents share one set of names)`,
@@ -237,6 +242,7 @@ describe.concurrent('sendas explain', () => {
         'identity:       channel support (support@acme.example), matched by header-from',
         'server:         main (default) smtp.acme.example:587 starttls',
         "upstream login: support@acme.example (the identity's own account, auth login)",
+        'limits:         5 connections, no rate limit, no daily budget (account main/support@acme.example)',
         'From:           Acme Support <support@acme.example> (was support@acme.example)',
         'Reply-To:       (not added)',
         'envelope from:  <support@acme.example>',
@@ -304,6 +310,7 @@ describe.concurrent('sendas explain', () => {
         'identity:       channel billing (billing@legacy.example), matched by envelope-from',
         'server:         legacy mail.legacy.example:25 none',
         "upstream login: legacy@legacy.example (the server's account, auth login)",
+        'limits:         5 connections, no rate limit, no daily budget (account legacy/legacy@legacy.example)',
         'From:           Printer <legacy@legacy.example> (was Printer <scanner@printer.example>)',
         'Reply-To:       Printer <scanner@printer.example> (added: the original From)',
         'envelope from:  <legacy@legacy.example>',

@@ -121,6 +121,8 @@ describe('a valid configuration', () => {
           alternate: { host: 'smtp2.acme.example', port: 587, cooldownMs: 60_000 },
           maxRecipients: 100,
           rate: { count: 30, windowMs: 60_000 },
+          connections: 5,
+          daily: undefined,
           path: 'servers[0]',
         },
       ],
@@ -512,7 +514,7 @@ channels:
         path: 'servers[0].flavour',
         line: 6,
         col: 5,
-        message: 'unknown key "flavour"; known keys here: name, default, type, preset, host, port, security, auth, username, password, address, oauth, tls, allow_plaintext_auth, proxy, graph_url, alternate, max_recipients, rate',
+        message: 'unknown key "flavour"; known keys here: name, default, type, preset, host, port, security, auth, username, password, address, oauth, tls, allow_plaintext_auth, proxy, graph_url, alternate, max_recipients, rate, connections, daily',
       },
     ]);
   });

@@ -136,7 +136,6 @@ function harness(yamlExtra: string, script: (meta: QueueEntryMeta, route: Route,
     store,
     getSnapshot: () => snapshot,
     logger,
-    maxPerAccount: 5,
     writeNotice: async () => undefined,
     clock,
     transport: {

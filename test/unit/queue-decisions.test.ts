@@ -392,6 +392,8 @@ function server(alternate: ServerConfig['alternate']): ServerConfig {
     password: undefined,
     address: 'relay@acme.example',
     tls: { ca: undefined, servername: undefined, minVersion: undefined, rejectUnauthorized: true },
+    connections: 5,
+    daily: undefined,
     oauth: undefined,
     allowPlaintextAuth: false,
     proxy: undefined,
