@@ -9,11 +9,11 @@
 import { hostname } from 'node:os';
 import nodemailer from 'nodemailer';
 import type SMTPTransport from 'nodemailer/lib/smtp-transport';
-import type { ConfigSnapshot, IdentityConfig, IdentityKind } from '../config/types.js';
+import { serverOf, type ConfigSnapshot, type IdentityConfig, type IdentityKind } from '../config/types.js';
 import { credentialPath, upstreamContext } from '../transport/send.js';
 import { classifyUpstreamError, type UpstreamErrorLike } from '../errors/classify.js';
 import { RelayError, oneLine } from '../errors/relay-error.js';
-import { accountFor, serverAccount, type Account } from '../config/account.js';
+import { accountFor, hasOwnAccount, serverAccount, type Account } from '../config/account.js';
 import { isPlainAddress } from '../mail/address.js';
 import { formatMailbox, type Mailbox } from '../mail/mailbox.js';
 import { poolOptions, type TransportTuning } from '../transport/options.js';
@@ -62,6 +62,10 @@ export function resolveTestAccount(snapshot: ConfigSnapshot, target: TestTarget)
     const server = snapshot.serversByName.get(target.name);
     if (!server) {
       return { ok: false, usage: `unknown server "${target.name}"; servers are: ${snapshot.servers.map((s) => s.name).join(', ')}` };
+    }
+    if (!hasOwnAccount(server)) {
+      const on = snapshot.identities.filter((i) => serverOf(snapshot, i) === server).map((i) => `--${i.kind} ${i.name}`);
+      return { ok: false, usage: `server "${server.name}" has no account of its own: every identity on it signs in with its own, so test one of them${on.length > 0 ? ` (${on.join(', ')})` : ''}` };
     }
     // the default server's account is exactly what accountFor builds for "no identity"
     const account = serverAccount(server);

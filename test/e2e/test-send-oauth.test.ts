@@ -104,7 +104,7 @@ beforeAll(async () => {
   host: 127.0.0.1
   port: 0
 state_dir: ./state
-servers:${m365Server('m365', 'relay@contoso.example', 'APP_SECRET').replace('preset:', 'default: true\n    preset:')}${m365Server('m365-wrong', 'relay@contoso.example', 'WRONG_SECRET')}${m365Server('m365-blocked', 'blocked@contoso.example', 'APP_SECRET')}${gmailServer('gmail', 'desk@acme.example', 'DESK_RT')}${gmailServer('gmail-revoked', 'gone@acme.example', 'REVOKED_RT')}${graphServer('graph', 'APP_SECRET')}${graphServer('graph-wrong', 'WRONG_SECRET')}
+servers:${m365Server('m365', 'relay@contoso.example', 'APP_SECRET').replace('preset:', 'default: true\n    preset:')}${m365Server('m365-wrong', 'relay@contoso.example', 'WRONG_SECRET')}${m365Server('m365-blocked', 'blocked@contoso.example', 'APP_SECRET')}${gmailServer('gmail', 'desk@acme.example', 'DESK_RT')}${gmailServer('gmail-revoked', 'gone@acme.example', 'REVOKED_RT')}${graphServer('graph', 'APP_SECRET')}${graphServer('graph-wrong', 'WRONG_SECRET')}${m365Server('m365-none', 'x', 'APP_SECRET').replace('\n    username: x', '')}
 channels:
   - name: desk2
     address: desk2@acme.example
@@ -112,6 +112,10 @@ channels:
     override:
       username: desk2@acme.example
       oauth: {refresh_token: {env: DESK2_RT}}
+  - name: team
+    address: team@contoso.example
+    server: m365-none
+    override: {username: team@contoso.example}
 `,
   );
 }, 120_000);
@@ -211,6 +215,20 @@ describe('sendas test with OAuth accounts', () => {
     const lines = r.stdout.trimEnd().split('\n');
     expect(lines.at(-2)).toMatch(/^FAILED at token endpoint: 451 4\.7\.0 auth: OAuth token endpoint refused account gone@acme\.example \(invalid_grant/);
     expect(lines.at(-1)).toBe(`fix: the refresh token of gone@acme.example expired or was revoked: run \`sendas oauth login --config ${config} --account servers[4]\``);
+  });
+});
+
+describe('sendas test on a server without an account of its own', () => {
+  it('tests the identities on it with their own accounts; the server itself has none to test', async () => {
+    const r = await sendasTest(['--channel', 'team']);
+    expect(r.code).toBe(0);
+    expect(r.tokenRequests).toBe(1);
+    expect(r.stdout).toContain("login: team@contoso.example (the identity's own account, auth xoauth2, grant client_credentials: app token for client sendas-app, secret from servers[7].oauth.client_secret)\n");
+    expect(r.stdout).toContain('OK: signed in as team@contoso.example with the token\n');
+    const server = await sendasTest(['--server', 'm365-none']);
+    expect(server.code).toBe(2);
+    expect(server.tokenRequests).toBe(0);
+    expect(server.stderr).toBe('sendas test: server "m365-none" has no account of its own: every identity on it signs in with its own, so test one of them (--channel team)\n');
   });
 });
 
