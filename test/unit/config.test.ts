@@ -78,7 +78,7 @@ describe('a valid configuration', () => {
     expect(text).toContain('/run/secrets/support');
     const file = join(tmp, 'example/relay.yaml');
     const snapshot = parseConfig(text.replace('/run/secrets/support', secretFile), file, {
-      env: { CRM_RELAY_PASSWORD: 'crm-env-pw', MAIN_SMTP_PASSWORD: 'main-env-pw', ALICE_PASSWORD: 'alice-env-pw' },
+      env: { CRM_RELAY_PASSWORD: 'crm-env-pw', MAIN_SMTP_PASSWORD: 'main-env-pw', ALICE_PASSWORD: 'alice-env-pw', M365_CLIENT_SECRET: 'm365-env-secret' },
     });
 
     expect(plain(snapshot)).toEqual({
@@ -116,6 +116,36 @@ describe('a valid configuration', () => {
           rate: { count: 30, windowMs: 60_000 },
           path: 'servers[0]',
         },
+        {
+          name: 'm365',
+          isDefault: false,
+          type: 'smtp',
+          preset: 'office365',
+          host: 'smtp.office365.com',
+          port: 587,
+          security: 'starttls',
+          auth: 'xoauth2',
+          username: 'relay@acme.example',
+          password: undefined,
+          address: 'relay@acme.example',
+          tls: { ca: undefined, servername: undefined, minVersion: undefined, rejectUnauthorized: true },
+          oauth: {
+            tenant: 'acme.onmicrosoft.com',
+            clientId: '00000000-0000-0000-0000-000000000000',
+            clientSecret: 'secret(m365-env-secret, env M365_CLIENT_SECRET)',
+            grant: 'client_credentials',
+            tokenUrl: 'https://login.microsoftonline.com/acme.onmicrosoft.com/oauth2/v2.0/token',
+            scope: 'https://outlook.office365.com/.default',
+            refreshToken: undefined,
+          },
+          allowPlaintextAuth: false,
+          proxy: undefined,
+          graphUrl: 'https://graph.microsoft.com',
+          alternate: undefined,
+          maxRecipients: undefined,
+          rate: undefined,
+          path: 'servers[1]',
+        },
       ],
       identities: [
         {
@@ -128,6 +158,15 @@ describe('a valid configuration', () => {
           path: 'channels[0]',
         },
         { kind: 'channel', name: 'sales', address: 'sales@acme.example', displayName: undefined, serverName: undefined, override: undefined, path: 'channels[1]' },
+        {
+          kind: 'channel',
+          name: 'helpdesk',
+          address: 'helpdesk@acme.example',
+          displayName: undefined,
+          serverName: 'm365',
+          override: { username: 'helpdesk@acme.example', password: undefined, auth: undefined, refreshToken: undefined },
+          path: 'channels[2]',
+        },
         {
           kind: 'agent',
           name: 'alice',
