@@ -209,7 +209,11 @@ export async function testCommand(
   const helo = opts.helo ?? hostname();
   const message = testMessage(account, identity, whose, now, helo);
   if (server.type === 'graph') {
-    return testGraph({ account, tokens: tokens!, to: opts.to, message, report, fix: (e) => fixFor(e, account, opts.to), ...(opts.fetch ? { fetch: opts.fetch } : {}) });
+    if (!tokens) {
+      const e = new RelayError('config', { code: 554, enhanced: '5.3.5' }, `server ${server.name} is type graph but does not sign in with an OAuth app token`);
+      return report.failed('account', e, `give ${server.path} \`oauth:\` with grant client_credentials (and no \`auth:\` other than xoauth2)`);
+    }
+    return testGraph({ account, tokens, to: opts.to, message, report, fix: (e) => fixFor(e, account, opts.to), ...(opts.fetch ? { fetch: opts.fetch } : {}) });
   }
   return testSmtp(account, token, opts.to, message, helo, report);
 }

@@ -86,12 +86,12 @@ beforeAll(async () => {
       client_secret: {env: APP_SECRET}
       token_url: ${oauth.tokenUrl}
       refresh_token: {env: ${rt}}`;
-  const graphServer = (name: string, secret: string) => `
+  const graphServer = (name: string, secret: string, address = 'relay@contoso.example') => `
   - name: ${name}
     type: graph
     preset: office365
     graph_url: ${graph.url}
-    address: relay@contoso.example
+    address: ${address}
     oauth:
       tenant: ${TENANT}
       client_id: ${APP.clientId}
@@ -104,7 +104,7 @@ beforeAll(async () => {
   host: 127.0.0.1
   port: 0
 state_dir: ./state
-servers:${m365Server('m365', 'relay@contoso.example', 'APP_SECRET').replace('preset:', 'default: true\n    preset:')}${m365Server('m365-wrong', 'relay@contoso.example', 'WRONG_SECRET')}${m365Server('m365-blocked', 'blocked@contoso.example', 'APP_SECRET')}${gmailServer('gmail', 'desk@acme.example', 'DESK_RT')}${gmailServer('gmail-revoked', 'gone@acme.example', 'REVOKED_RT')}${graphServer('graph', 'APP_SECRET')}${graphServer('graph-wrong', 'WRONG_SECRET')}${m365Server('m365-none', 'x', 'APP_SECRET').replace('\n    username: x', '')}
+servers:${m365Server('m365', 'relay@contoso.example', 'APP_SECRET').replace('preset:', 'default: true\n    preset:')}${m365Server('m365-wrong', 'relay@contoso.example', 'WRONG_SECRET')}${m365Server('m365-blocked', 'blocked@contoso.example', 'APP_SECRET')}${gmailServer('gmail', 'desk@acme.example', 'DESK_RT')}${gmailServer('gmail-revoked', 'gone@acme.example', 'REVOKED_RT')}${graphServer('graph', 'APP_SECRET')}${graphServer('graph-wrong', 'WRONG_SECRET')}${m365Server('m365-none', 'x', 'APP_SECRET').replace('\n    username: x', '')}${graphServer('graph-nobody', 'APP_SECRET', 'nobody@contoso.example')}
 channels:
   - name: desk2
     address: desk2@acme.example
@@ -257,6 +257,14 @@ describe('sendas test with Microsoft Graph', () => {
     expect(parsed.to).toMatchObject({ value: [{ address: 'ops-graph@customer.example' }] });
     expect(parsed.from?.value).toEqual([{ name: 'sendas test', address: 'relay@contoso.example' }]);
     expect(parsed.subject).toBe('sendas test: server graph via graph');
+  });
+
+  it('a mailbox the tenant does not have: FAILED at Graph mailbox, naming the address key', async () => {
+    const r = await sendasTest(['--server', 'graph-nobody']);
+    expect(r.code).toBe(1);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines.at(-2)).toMatch(/^FAILED at Graph mailbox: 550 5\.1\.0 sender: Microsoft Graph \(graph-nobody, 127\.0\.0\.1:\d+\) for mailbox nobody@contoso\.example: no such mailbox in the tenant \(404 Request_ResourceNotFound/);
+    expect(lines.at(-1)).toBe('fix: check the address of the account (servers[8].address)');
   });
 
   it('a wrong client secret: FAILED at the token endpoint with the client_secret key', async () => {
