@@ -15,7 +15,7 @@ import { ACCOUNTS, SECRETS, message, relayYaml, startRelay, type RunningRelay } 
 
 const run = promisify(execFile);
 
-describe("the fix for a provider's refusal", () => {
+describe("the fix for a provider's refusal", { timeout: 60_000 }, () => {
   const upstreams: TestUpstream[] = [];
   const relays: RunningRelay[] = [];
   afterEach(async () => {

@@ -128,7 +128,7 @@ afterAll(async () => {
 /** `sendas test` with the secrets in its environment; returns what it printed and how many token requests it made. */
 async function sendasTest(args: readonly string[]): Promise<ProcessResult & { tokenRequests: number }> {
   const before = oauth.requests.length;
-  const r = await runProcess(process.execPath, [cli, 'test', '--config', config, ...args], { cwd: tmp, env: { PATH: process.env.PATH, ...SECRETS } }, 30_000);
+  const r = await runProcess(process.execPath, [cli, 'test', '--config', config, ...args], { cwd: tmp, env: { PATH: process.env.PATH, ...SECRETS } }, 60_000);
   const text = `${r.stdout}${r.stderr}`;
   for (const secret of [...Object.values(SECRETS), ...oauth.issued.map((t) => t.accessToken), ...oauth.refreshTokens.map((t) => t.refreshToken)]) {
     expect(text).not.toContain(secret);
@@ -136,7 +136,7 @@ async function sendasTest(args: readonly string[]): Promise<ProcessResult & { to
   return { ...r, tokenRequests: oauth.requests.length - before };
 }
 
-describe('sendas test with OAuth accounts', () => {
+describe('sendas test with OAuth accounts', { timeout: 90_000 }, () => {
   it('preset office365, client_credentials, right secret: asks the token endpoint once and signs in with the token', async () => {
     const r = await sendasTest(['--server', 'm365']);
     expect(r.stderr).toBe('');
@@ -218,7 +218,7 @@ describe('sendas test with OAuth accounts', () => {
   });
 });
 
-describe('sendas test on a server without an account of its own', () => {
+describe('sendas test on a server without an account of its own', { timeout: 90_000 }, () => {
   it('tests the identities on it with their own accounts; the server itself has none to test', async () => {
     const r = await sendasTest(['--channel', 'team']);
     expect(r.code).toBe(0);
@@ -232,7 +232,7 @@ describe('sendas test on a server without an account of its own', () => {
   });
 });
 
-describe('sendas test with Microsoft Graph', () => {
+describe('sendas test with Microsoft Graph', { timeout: 90_000 }, () => {
   it('right secret: gets the app token once, proves the mailbox with GET /users/{mailbox}', async () => {
     const lookups = graph.userLookups.length;
     const r = await sendasTest(['--server', 'graph']);
