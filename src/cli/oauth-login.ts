@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { serverOf, type ConfigSnapshot, type IdentityConfig, type OAuthConfig, type ServerConfig } from '../config/types.js';
 import { RelayError, oneLine } from '../errors/relay-error.js';
-import { accountFor, serverAccount, type Account } from '../config/account.js';
+import { accountFor, hasOwnAccount, serverAccount, type Account } from '../config/account.js';
 import { saveLoginRefreshToken } from '../oauth/tokens.js';
 
 export const OAUTH_USAGE = `  oauth    login --config FILE --account NAME [--flow device|browser] [--open-timeout SECONDS]
@@ -163,6 +163,9 @@ export function resolveLoginAccount(snapshot: ConfigSnapshot, name: string): Log
         ? `${label} with its own account ${account.username ?? account.address}`
         : `${label}, which sends with server ${account.server.name}'s own account ${account.username ?? account.address}`;
   } else {
+    if (!hasOwnAccount(server!)) {
+      return { ok: false, message: `server ${server!.name} has no account of its own (every identity on it signs in with its own): sign in a channel or agent on it with --account NAME` };
+    }
     account = serverAccount(server!);
     who = `server ${server!.name}'s own account ${account.username ?? account.address}`;
   }

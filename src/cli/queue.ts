@@ -111,7 +111,7 @@ export function listTable(metas: readonly QueueEntryMeta[], area: QueueArea, now
       rcpts,
       String(m.attempts),
       next,
-      m.lastError ? `${m.lastError.code} ${m.lastError.enhanced} ${m.lastError.kind}: ${m.lastError.reason}` : '',
+      m.lastError ? `${m.lastError.code} ${m.lastError.enhanced} ${m.lastError.kind}: ${m.lastError.reason}${m.lastError.fix ? ` (fix: ${m.lastError.fix})` : ''}` : '',
     ];
   });
   const header = ['ID', 'AGE', 'SENDER', 'IDENTITY', 'SERVER', 'RCPTS', 'TRIES', area === 'failed' ? 'FAILED' : 'NEXT', 'LAST REASON'];
@@ -140,6 +140,7 @@ export function showEntry(m: QueueEntryMeta, area: QueueArea, now: number): stri
     const why = r.lastError ? ` - ${r.lastError.code} ${r.lastError.enhanced} ${r.lastError.kind}: ${r.lastError.reason}` : '';
     const when = r.deliveredAt ? ` at ${r.deliveredAt}` : '';
     out.push(`  ${r.address}: ${r.status}${when} (${r.attempts} attempt${r.attempts === 1 ? '' : 's'})${why}`);
+    if (r.lastError?.fix) out.push(`    fix: ${r.lastError.fix}`);
   }
   return out.join('\n');
 }

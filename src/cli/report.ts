@@ -3,6 +3,7 @@ import type { ConfigSnapshot, IdentityConfig, ServerConfig } from '../config/typ
 import { usedBy } from '../config/used-by.js';
 import { formatSize } from '../config/size.js';
 import { formatDuration } from '../config/duration.js';
+import { hasOwnAccount } from '../config/account.js';
 
 export function checkReport(snapshot: ConfigSnapshot): string {
   const out: string[] = [];
@@ -22,8 +23,9 @@ export function checkReport(snapshot: ConfigSnapshot): string {
   out.push(`policy: from ${snapshot.policy.from}, unknown sender ${snapshot.policy.unknownSender}`);
   out.push('servers:');
   for (const server of snapshot.servers) {
-    const login = server.auth === 'none' ? 'no sign-in' : `auth ${server.auth} as ${server.username}`;
-    out.push(`  ${server.name}${server.isDefault ? ' (default)' : ''}: ${server.host}:${server.port} ${server.security}, ${login}, account ${server.address}`);
+    const own = hasOwnAccount(server);
+    const login = !own ? 'no account of its own (every identity on it signs in with its own)' : server.auth === 'none' ? 'no sign-in' : `auth ${server.auth} as ${server.username ?? server.address}`;
+    out.push(`  ${server.name}${server.isDefault ? ' (default)' : ''}: ${server.host}:${server.port} ${server.security}, ${login}${own ? `, account ${server.address}` : ''}`);
     const extras = [
       server.alternate ? `alternate ${server.alternate.host}:${server.alternate.port} (primary probed again after ${formatDuration(server.alternate.cooldownMs)})` : undefined,
     ].filter(Boolean);

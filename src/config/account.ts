@@ -62,7 +62,19 @@ export function accountFor(snapshot: ConfigSnapshot, identity: IdentityConfig | 
       origin: identity,
     };
   }
+  if (!hasOwnAccount(server)) {
+    // relations.ts refuses such a config at load; a reload may still move an identity onto it
+    const who = identity ? `${identity.kind} "${identity.name}" (${identity.address}) sends` : 'a message without identity (unknown_sender: default, or a failure notice) is sent';
+    return new RelayError('config', { code: 554, enhanced: '5.3.5' }, `${who} with server "${server.name}"'s own account, and that server has none`, {
+      fix: identity ? `give ${identity.path} an \`override:\` with its own account, or set ${server.path}.address (and the sign-in)` : `set ${server.path}.address (and the sign-in)`,
+    });
+  }
   return serverAccount(server);
+}
+
+/** A server with a username or an address has an account of its own; one without is used only by identities that override. */
+export function hasOwnAccount(server: ServerConfig): boolean {
+  return server.address !== '';
 }
 
 /**

@@ -73,9 +73,8 @@ export function checkRelations(raw: Record<string, unknown>, at: ReportIssue): C
         at(['servers', i, 'oauth', 'grant'], 'type graph sends with the app token: use grant client_credentials');
       }
     }
-    if (s.username === undefined && s.address === undefined) {
-      at(['servers', i], 'needs `address:` (the mailbox messages are sent from) when it has no username');
-    }
+    // no username and no address: a server without an account of its own, valid while every
+    // identity on it overrides (checked with the identities below)
     if (s.address === undefined && typeof s.username === 'string' && !s.username.includes('@')) {
       at(['servers', i, 'username'], `"${s.username}" is not an email address, so set \`address:\` to the account's mailbox`);
     }
@@ -120,6 +119,10 @@ export function checkRelations(raw: Record<string, unknown>, at: ReportIssue): C
       const override = item.override;
       const serverName = typeof item.server === 'string' ? item.server : defaults[0]?.name ?? serverViews[0]?.name;
       const server = servers.find((s) => isRecord(s) && s.name === serverName);
+      if (override === undefined && isRecord(server) && !hasOwnAccount(server)) {
+        const label = `${kind === 'channels' ? 'channel' : 'agent'} "${String(item.name)}"`;
+        at([kind, i], `${label} sends with server "${String(serverName)}"'s own account, and that server has none: give ${label} an \`override:\` with its own account, or set \`address:\` (and the sign-in) on servers[${servers.indexOf(server)}]`);
+      }
       const overrideAuth = isRecord(override) && typeof override.auth === 'string' ? (override.auth.toLowerCase() as AuthMethod) : undefined;
       if (overrideAuth === 'xoauth2' && !(isRecord(server) && isRecord(server.oauth))) {
         at([kind, i, 'override', 'auth'], `auth xoauth2 needs \`oauth:\` on server "${String(serverName)}" (client_id, client_secret, token_url or preset)`);
@@ -134,6 +137,23 @@ export function checkRelations(raw: Record<string, unknown>, at: ReportIssue): C
         }
       }
     });
+  }
+
+  // the default server's own account also sends for unknown senders and sends the failure notices
+  const defaultIndex = defaults[0]?.index ?? (servers.length === 1 ? 0 : undefined);
+  const defaultServer = defaultIndex === undefined ? undefined : servers[defaultIndex];
+  if (isRecord(defaultServer) && !hasOwnAccount(defaultServer)) {
+    const policy = isRecord(raw.policy) ? raw.policy : undefined;
+    if (typeof policy?.unknown_sender === 'string' && policy.unknown_sender.toLowerCase() === 'default') {
+      at(['policy', 'unknown_sender'], `unknown_sender: default sends with the default server's own account, and servers[${defaultIndex}] has none: set \`address:\` (and the sign-in) on servers[${defaultIndex}], or use unknown_sender: reject`);
+    }
+    const delivery = typeof raw.delivery === 'string' ? raw.delivery.toLowerCase() : DEFAULTS.delivery;
+    if (delivery !== 'passthrough') {
+      warnings.push({
+        path: `servers[${defaultIndex}]`,
+        message: `the default server "${String(defaultServer.name)}" has no account of its own, so no failure notice can be sent for a message that fails in the queue: set \`address:\` (and the sign-in) on it to have notices sent`,
+      });
+    }
   }
 
   const clientNames = new Map<string, number>();
@@ -152,6 +172,11 @@ export function checkRelations(raw: Record<string, unknown>, at: ReportIssue): C
     });
   });
   return warnings;
+}
+
+/** A server with a username or an address signs in and sends as an account of its own. */
+function hasOwnAccount(server: Record<string, unknown>): boolean {
+  return server.username !== undefined || server.address !== undefined;
 }
 
 export function isLoopbackHost(host: string): boolean {

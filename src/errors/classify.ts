@@ -21,8 +21,14 @@ export interface UpstreamContext {
   readonly host: string;
   readonly port: number;
   readonly login: string | undefined;
-  /** Where the password for this login lives in the YAML. */
+  /** Where the password for this login lives in the YAML (for xoauth2: where its OAuth credential does). */
   readonly passwordPath: string;
+  /** How the account signs in: a row's `oauthFix` is for xoauth2 accounts. */
+  readonly method?: string;
+  /** The account's mailbox, the envelope sender it sends as. */
+  readonly mailbox?: string;
+  /** The server's key path, e.g. "servers[0]". */
+  readonly serverPath?: string;
 }
 
 const ENHANCED_IN_REPLY = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b/;
@@ -56,7 +62,7 @@ export function classifyUpstreamError(raw: unknown, ctx: UpstreamContext): Relay
     upstreamReply: reply,
     cause: raw,
     unreachable: rule.unreachable ?? false,
-    ...(rule.fix ? { fix: reasonOf(rule.fix, facts, ctx, raw) } : {}),
+    ...(fixTemplate(rule, ctx) ? { fix: reasonOf(fixTemplate(rule, ctx)!, facts, ctx, raw) } : {}),
     ...(rule.account ? { account: rule.account } : {}),
   });
 }
@@ -65,6 +71,10 @@ export function classifyUpstreamError(raw: unknown, ctx: UpstreamContext): Relay
 export function upstreamRuleFor(raw: UpstreamErrorLike): UpstreamRule {
   const reply = raw.response ? oneLine(raw.response) : undefined;
   return ruleFor({ err: raw, basic: raw.responseCode, enhanced: enhancedCodeOf(reply), reply });
+}
+
+function fixTemplate(rule: UpstreamRule, ctx: UpstreamContext): string | undefined {
+  return ctx.method === 'xoauth2' ? rule.oauthFix ?? rule.fix : rule.fix;
 }
 
 function ruleFor(f: Facts): UpstreamRule {
@@ -119,6 +129,8 @@ function reasonOf(template: string, f: Facts, ctx: UpstreamContext, raw: unknown
     account: ctx.login ?? '(none)',
     login: ctx.login ?? '(no login)',
     passwordPath: ctx.passwordPath,
+    mailbox: ctx.mailbox ?? ctx.login ?? '(none)',
+    serverPath: ctx.serverPath ?? `server ${ctx.serverName}`,
     recipient: err.recipient ? `recipient ${err.recipient}` : 'every recipient',
     message: err.message ? oneLine(err.message) : raw === undefined || raw === null || typeof raw === 'object' ? undefined : String(raw),
     originalCode: err.originalCode,

@@ -20,8 +20,9 @@ import type { AccountReaction, ErrorKind, SmtpStatus } from './relay-error.js';
  *   connection that was made and then dropped is not: the host answered;
  * - `text`: the reason, a template: {where} "upstream NAME (HOST:PORT)", {reply} and {quoted}
  *   (": " + reply, or nothing), {account} the login or "(none)", {login} the login or
- *   "(no login)", {passwordPath}, {recipient} "recipient ADDRESS" or "every recipient",
- *   {message}, {originalCode}. `{a|b|words}` is the first of a and b that is known, else "words".
+ *   "(no login)", {passwordPath} (for xoauth2: where the OAuth credential lives), {mailbox} the
+ *   account's mailbox (the envelope sender), {serverPath} e.g. "servers[0]", {recipient}
+ *   "recipient ADDRESS" or "every recipient", {message}, {originalCode}. `{a|b|words}` is the first of a and b that is known, else "words".
  */
 export interface UpstreamRule {
   /** Says which case the row is, in tests and in reviews. */
@@ -33,6 +34,8 @@ export interface UpstreamRule {
   readonly text: string;
   /** What ops can do about it (same templates as `text`), e.g. the PowerShell line that turns SMTP AUTH on. */
   readonly fix?: string;
+  /** The fix instead of `fix` when the account signs in with an OAuth token (xoauth2): app permissions, not a password. */
+  readonly oauthFix?: string;
   /** What it means for the account beyond this message (relay-error.ts AccountReaction). */
   readonly account?: AccountReaction;
 }
@@ -66,6 +69,8 @@ const TLS_CODES = /^(CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO_SELF_SIGNED|HOSTNAM
 const SOCKET = ['ECONNECTION', 'ESOCKET'];
 const THROTTLED = { code: 451, enhanced: '4.7.0', keepEnhanced: true } as const;
 const LOST = { code: 451, enhanced: '4.4.2' } as const;
+/** A refused sign-in, whatever the upstream's code: temporary, so the messages wait while ops fix it (the reply quotes the upstream's). */
+const SIGN_IN = { code: 451, enhanced: '4.7.0' } as const;
 
 /**
  * Rows about one provider's replies, e.g. Microsoft 365's
@@ -100,6 +105,138 @@ export const PROVIDER_RULES: readonly UpstreamRule[] = [
     account: 'hold',
     text: '{where} says {account} has used its sending quota (recipients per 24 h){quoted}',
     fix: 'the messages wait until the rolling 24 h window frees room; set `daily: {recipients: N}` on the server to what the mailbox may send (10000 by default) so sendas stays under it',
+  },
+  // Microsoft 365, "Enable or disable SMTP AUTH in Exchange Online":
+  // https://learn.microsoft.com/exchange/clients-and-mobile-in-exchange-online/authenticated-client-smtp-submission
+  // "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant" (or
+  // for the mailbox, or by security defaults). Temporary, as every refused sign-in (Postfix's
+  // smtp_sasl_auth_soft_bounce): the messages wait while ops turn it on.
+  {
+    name: 'microsoft: SMTP AUTH disabled (5.7.139)',
+    when: { basic: [535], enhanced: /^5\.7\.139$/ },
+    kind: 'auth',
+    status: SIGN_IN,
+    text: '{where} refused the sign-in of {login}: SMTP AUTH is disabled for this mailbox or tenant{quoted}',
+    fix:
+      'SMTP AUTH is disabled for this mailbox or tenant: Set-CASMailbox -Identity {login} -SmtpClientAuthenticationDisabled $false ' +
+      '(tenant-wide: Set-TransportConfig -SmtpClientAuthenticationDisabled $false; security defaults turn it off too). ' +
+      'From the end of December 2026 Exchange Online also turns basic authentication for SMTP AUTH off by default: move {serverPath} to OAuth (preset: office365) or type: graph',
+    oauthFix:
+      'SMTP AUTH is disabled for this mailbox or tenant: Set-CASMailbox -Identity {login} -SmtpClientAuthenticationDisabled $false ' +
+      '(tenant-wide: Set-TransportConfig -SmtpClientAuthenticationDisabled $false; security defaults turn it off too), or send through Microsoft Graph (type: graph)',
+  },
+  // Microsoft 365 once basic authentication is gone for SMTP AUTH ("Exchange Online to retire Basic
+  // auth for Client Submission (SMTP AUTH)"): "550 5.7.30 Basic authentication is not supported for
+  // Client Submission." https://techcommunity.microsoft.com/t5/exchange-team-blog/exchange-online-to-retire-basic-auth-for-client-submission-smtp/ba-p/4114750
+  {
+    name: 'microsoft: basic authentication retired (5.7.30)',
+    when: { enhanced: /^5\.7\.30$/ },
+    kind: 'auth',
+    status: SIGN_IN,
+    text: '{where} refused the password sign-in of {login}: basic authentication is not supported{quoted}',
+    fix: 'Exchange Online no longer takes passwords for SMTP AUTH: sign {serverPath} in with OAuth (preset: office365, oauth: client_id, client_secret, tenant) or use type: graph',
+  },
+  // "535 5.7.3 Authentication unsuccessful" (Microsoft 365) and "535-5.7.8 Username and Password not
+  // accepted" (Gmail, https://support.google.com/a/answer/3726730). With an OAuth token, Microsoft
+  // answers 5.7.3 when the app lacks SMTP.SendAsApp, its Exchange service principal or the mailbox
+  // permission: https://learn.microsoft.com/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth
+  {
+    name: 'authentication unsuccessful (5.7.3, 5.7.8)',
+    when: { basic: [535, 534], enhanced: /^5\.7\.(3|8|9)$/ },
+    kind: 'auth',
+    status: SIGN_IN,
+    text: '{where} refused the sign-in of {login}{quoted}; check {passwordPath}',
+    fix: 'the password at {passwordPath} is wrong or expired, or {login} is not the login (Gmail with 2-Step Verification takes an app password only; Microsoft 365: SMTP AUTH must be on for the mailbox)',
+    oauthFix:
+      'the upstream refused the access token for {login}: for Microsoft 365 give the app the SMTP.SendAsApp permission (Office 365 Exchange Online) with admin consent, ' +
+      'register its service principal in Exchange (New-ServicePrincipal -AppId <client id> -ObjectId <enterprise app object id>) and give it the mailbox ' +
+      '(Add-MailboxPermission -Identity {login} -User <service principal id> -AccessRights FullAccess); for Gmail the token needs the scope https://mail.google.com/ ({passwordPath})',
+  },
+  // Microsoft 365 NDR "5.7.60 SMTP; Client does not have permissions to send as this sender"
+  // (SendAsDenied): https://learn.microsoft.com/exchange/mail-flow-best-practices/non-delivery-reports-in-exchange-online/non-delivery-reports-in-exchange-online
+  // Send As: https://learn.microsoft.com/powershell/module/exchange/add-recipientpermission
+  // Gmail: "Send emails from a different address or alias", https://support.google.com/mail/answer/22370
+  // Kept permanent, as the upstream says (Postfix honours a 5xx): the sender learns at once, and
+  // the notice carries the fix for the mail administrator.
+  {
+    name: 'send as denied (5.7.60, SendAsDenied)',
+    when: { enhanced: /^5\.7\.60$/ },
+    kind: 'sender',
+    status: { upstream: '7.60' },
+    text: '{where} refused the sender {mailbox} for account {account}{quoted}',
+    fix:
+      'grant {account} Send As on {mailbox}: Add-RecipientPermission -Identity {mailbox} -Trustee {account} -AccessRights SendAs (Exchange Online, effective within an hour); ' +
+      'for Gmail add {mailbox} under "Send mail as" in the settings of {account}; or give the identity an override with the mailbox\'s own login',
+    oauthFix:
+      'grant the app Send As on {mailbox}: Add-RecipientPermission -Identity {mailbox} -Trustee <the app\'s service principal> -AccessRights SendAs ' +
+      '(Exchange Online, effective within an hour); for Gmail add {mailbox} under "Send mail as" in the settings of {account}',
+  },
+  // Microsoft 365 "554 5.2.2 mailbox full; STOREDRV.Submission.Exception:QuotaExceededException" after
+  // DATA: the sending mailbox is over its quota (a copy of each message goes to its Sent Items).
+  // https://learn.microsoft.com/exchange/mail-flow-best-practices/non-delivery-reports-in-exchange-online/non-delivery-reports-in-exchange-online
+  // Temporary: the account's mailbox, not the recipient's, so ops can free it while messages wait.
+  // At RCPT TO a 5.2.2 is the recipient's mailbox, left to the recipient row below.
+  {
+    name: 'sending mailbox full (5.2.2)',
+    when: { command: ['DATA'], enhanced: /^5\.2\.2$/ },
+    kind: 'refused',
+    status: { upstream: '2.2', temporary: true },
+    text: '{where} refused the message: the mailbox of {account} is full{quoted}',
+    fix: 'the mailbox {account} is over its quota, Sent Items included: empty Sent Items / Deleted Items or raise its quota (Set-Mailbox -Identity {account} -ProhibitSendQuota …)',
+  },
+  // Gmail: "421 4.7.28 … unusual rate of unsolicited mail" and "421 4.7.0 Try again later, closing
+  // connection", https://support.google.com/a/answer/3726730. A rate, not a broken host: no failover
+  // (another host of the same provider counts the same account), the message waits.
+  {
+    name: 'gmail: rate (421 4.7.28)',
+    when: { basic: [421, 451, 450], enhanced: /^4\.7\.28$/ },
+    kind: 'throttled',
+    status: THROTTLED,
+    text: '{where} is limiting the rate of {account}{quoted}',
+    fix: 'the provider is throttling {account} for its sending rate: the messages wait and go out later; lower rate: on {serverPath} or spread the identities over more accounts',
+  },
+  {
+    name: 'gmail: try again later (421 4.7.0)',
+    when: { basic: [421], enhanced: /^4\.7\.0$/, reply: /gsmtp|try again later/i },
+    kind: 'throttled',
+    status: THROTTLED,
+    text: '{where} is throttling{quoted}',
+    fix: 'Gmail asks to slow down: the messages wait and go out later; lower rate: on {serverPath} if it repeats',
+  },
+  // Gmail "550 5.4.5 Daily user sending limit exceeded" / "Daily sending quota exceeded":
+  // https://support.google.com/a/answer/166852 (Workspace: 2,000 messages a day per user, rolling
+  // 24 h; the account can send again within 1 to 24 hours). Waited for, never bounced: the
+  // account is held until the window frees.
+  {
+    name: 'gmail: daily sending quota (5.4.5)',
+    when: { enhanced: /^5\.4\.5$/ },
+    kind: 'quota',
+    status: { upstream: '4.5', temporary: true },
+    account: 'hold',
+    text: '{where} refused {account}: daily sending quota exceeded{quoted}',
+    fix: 'Google Workspace allows 2,000 messages and 10,000 recipients a day per user (rolling 24 h; consumer Gmail and trial accounts fewer): the account is held and its messages wait until the quota frees; spread the identities over more accounts with overrides',
+  },
+  // Gmail "454 4.7.0 Too many login attempts, please try again later.":
+  // https://support.google.com/a/answer/3726730. The account signs in too often: fewer sessions.
+  {
+    name: 'gmail: too many login attempts (454 4.7.0)',
+    when: { basic: [454], reply: /too many login attempts/i },
+    kind: 'throttled',
+    status: { code: 451, enhanced: '4.7.0' },
+    account: 'backoff',
+    text: '{where} refused the sign-in of {login}: too many login attempts{quoted}',
+    fix: '{login} signs in too often (each new connection signs in): the relay opens fewer connections for it for a while; check that no other system signs in with the same account',
+  },
+  // Microsoft 365 "530 5.7.57 Client not authenticated to send mail" and Gmail "530 5.7.0
+  // Authentication Required" (RFC 4954 §6): the upstream wants SMTP AUTH and got none.
+  // https://learn.microsoft.com/exchange/mail-flow-best-practices/how-to-set-up-a-multifunction-device-or-application-to-send-email-using-microsoft-365-or-office-365
+  {
+    name: 'authentication required (530, 5.7.57)',
+    when: { basic: [530] },
+    kind: 'auth',
+    status: SIGN_IN,
+    text: '{where} requires a sign-in before sending{quoted}',
+    fix: 'the upstream takes mail only after SMTP AUTH: give {serverPath} `auth:` with the account (username and password, or oauth: with preset office365 / gmail); `auth: none` signs in with nothing',
   },
 ];
 

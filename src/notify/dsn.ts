@@ -32,6 +32,14 @@ export interface FailedRecipient {
   diagnostic?: string;
   /** The human sentence sendas logged for this recipient; goes into the text part only. */
   reason: string;
+  /**
+   * What the mail administrator can change (the classification's fix, e.g. "grant Send As: …").
+   * In the text part only, in a paragraph addressed to the administrator: the notice goes to the
+   * envelope sender, which for a relay in front of contact-center software is that software's own
+   * address, run by the people who forward it to their mail administrator — never to a customer,
+   * who is a recipient. A fix names keys and commands, never a secret.
+   */
+  fix?: string;
   /** The upstream host name: `Remote-MTA: dns; <name>`. */
   remoteMta?: string;
   /** When the relay last tried this recipient: `Last-Attempt-Date`. */
@@ -110,6 +118,10 @@ function humanText(input: NoticeInput, reportingMta: string, queueId: string): s
   paragraphs.push(`This is the mail relay at ${reportingMta}.\nYour message could not be delivered to the following recipient(s):`);
   for (const r of input.recipients) {
     paragraphs.push(`  ${clean(r.address)}\n${wrap(clean(r.reason), '      ')}`);
+  }
+  const fixes = [...new Set(input.recipients.map((r) => clean(r.fix ?? '')).filter((f) => f !== ''))];
+  if (fixes.length > 0) {
+    paragraphs.push([wrap('For your mail administrator, what to change on the relay or the mail account:'), ...fixes.map((f) => wrap(`- ${f}`, '  '))].join('\n'));
   }
   const gaveUpAfter = clean(input.gaveUpAfter ?? '');
   if (gaveUpAfter) {

@@ -47,6 +47,7 @@ export function createNoticeWriter(deps: NoticeWriterDeps) {
         status: r.lastError?.enhanced ?? '5.0.0',
         ...(r.lastError?.upstreamReply ? { diagnostic: r.lastError.upstreamReply } : {}),
         reason: r.lastError?.reason ?? 'delivery failed',
+        ...(r.lastError?.fix ? { fix: r.lastError.fix } : {}),
         ...(r.lastError?.host ? { remoteMta: r.lastError.host } : {}),
         ...(r.lastError?.at ? { lastAttemptAt: new Date(r.lastError.at) } : {}),
       })),

@@ -143,6 +143,7 @@ export class TokenProvider {
       'auth',
       { code: 451, enhanced: '4.7.0' },
       `No OAuth refresh token for account ${account.username ?? account.address}: set ${account.oauthPath} or run \`${this.opts.loginHint ?? 'sendas oauth login --config FILE'} --account ${accountName(account)}\``,
+      { fix: `run \`${this.opts.loginHint ?? 'sendas oauth login --config FILE'} --account ${accountName(account)}\` (or set ${account.oauthPath})` },
     );
   }
 
@@ -221,15 +222,28 @@ function tokenError(account: Account, o: OAuthConfig, status: number, json: Reco
   const code = typeof json.error === 'string' ? json.error : `HTTP ${status}`;
   const description = typeof json.error_description === 'string' ? `: ${oneLine(json.error_description).slice(0, 300)}` : '';
   const who = account.username ?? account.address;
-  const fix =
-    code === 'invalid_client' || code === 'unauthorized_client'
-      ? `the client secret of ${account.server.path}.oauth is wrong or expired (create a new one for client ${o.clientId})`
-      : code === 'invalid_grant'
-        ? `the refresh token of ${who} expired or was revoked: run \`${loginHint ?? 'sendas oauth login --config FILE'} --account ${accountName(account)}\``
-        : code === 'invalid_scope'
-          ? `the scope "${o.scope ?? ''}" is not granted to client ${o.clientId}`
-          : 'see the endpoint’s description';
+  const fix = tokenFix(code, account, o, loginHint);
   return new RelayError('auth', { code: 451, enhanced: '4.7.0' }, `OAuth token endpoint refused account ${who} (${code}${description}); ${fix}`, {
     upstreamReply: `${code}${description}`,
+    fix,
   });
+}
+
+/** What ops do about a token endpoint's refusal, naming the key or the command. */
+export function tokenFix(code: string, account: Account, o: OAuthConfig, loginHint: string | undefined): string {
+  const oauth = `${account.server.path}.oauth`;
+  switch (code) {
+    case 'invalid_client':
+    case 'unauthorized_client':
+      // Microsoft AADSTS7000215 (invalid secret) / AADSTS7000222 (expired) both come as invalid_client
+      return `client secret wrong or expired: ${oauth}.client_secret (create a new one for client ${o.clientId}, or check ${oauth}.client_id)`;
+    case 'invalid_grant':
+      return `the refresh token of ${account.username ?? account.address} expired or was revoked: run \`${loginHint ?? 'sendas oauth login --config FILE'} --account ${accountName(account)}\``;
+    case 'invalid_scope':
+      return `the scope "${o.scope ?? ''}" is not granted to client ${o.clientId}: check ${oauth}.scope and the app's API permissions (admin consent)`;
+    case 'invalid_request':
+      return `the token endpoint did not take the request: check ${oauth}.token_url and ${oauth}.tenant`;
+    default:
+      return `see the endpoint's description; check ${oauth}`;
+  }
 }

@@ -55,6 +55,8 @@ export interface StoredError {
   readonly enhanced: string;
   readonly reason: string;
   readonly upstreamReply?: string;
+  /** What ops can change about it (the classification's fix), shown by `sendas queue` and in the notice. */
+  readonly fix?: string;
   readonly at: string;
   /** The upstream host that answered (the alternate's, when used). */
   readonly host?: string;

@@ -26,9 +26,21 @@ export function upstreamContext(account: Account, route?: { host: string; port: 
     serverName: account.server.name,
     host: route?.host ?? account.server.host,
     port: route?.port ?? account.server.port,
-    login: account.server.auth === 'none' ? undefined : account.username,
-    passwordPath: account.passwordPath,
+    login: account.method === 'none' ? undefined : account.username ?? (account.method === 'xoauth2' ? account.address : undefined),
+    passwordPath: credentialPath(account),
+    method: account.method,
+    mailbox: account.address,
+    serverPath: account.server.path,
   };
+}
+
+/**
+ * Where ops fix the account's sign-in: its password, or for xoauth2 the OAuth credential (the
+ * app's client secret for client_credentials, the account's refresh token otherwise).
+ */
+export function credentialPath(account: Account): string {
+  if (account.method !== 'xoauth2') return account.passwordPath;
+  return account.oauth?.grant === 'client_credentials' ? `${account.server.path}.oauth` : account.oauthPath ?? `${account.server.path}.oauth`;
 }
 
 /**

@@ -148,7 +148,7 @@ agents:
     const r = await relay(yaml(o, u.port).replace(`client_secret: ${CLIENT.clientSecret}`, 'client_secret: expired-secret'));
     const sent = await send(r, 'support@contoso.example');
     expect(sent.finalCode).toBe(451);
-    expect(sent.finalReply).toMatch(/invalid_client.*client secret of servers\[0\]\.oauth is wrong or expired/);
+    expect(sent.finalReply).toMatch(/invalid_client.*client secret wrong or expired: servers\[0\]\.oauth\.client_secret/);
   });
 
   it('an unreachable token endpoint is a temporary network failure naming the endpoint', async () => {

@@ -277,10 +277,10 @@ describe.concurrent('sendas test', () => {
     expect(r.code).toBe(1);
     const lines = r.stdout.trimEnd().split('\n');
     expect(lines.at(-2)).toBe(
-      `FAILED: 451 4.7.0 auth: upstream wrongpw (127.0.0.1:${plain.port}) refused the sign-in of relay@acme.example: 535 5.7.8 Authentication credentials invalid; check servers[3].password`,
+      `FAILED at sign-in: 451 4.7.0 auth: upstream wrongpw (127.0.0.1:${plain.port}) refused the sign-in of relay@acme.example: 535 5.7.8 Authentication credentials invalid; check servers[3].password`,
     );
     expect(lines.at(-1)).toBe(
-      'fix: the password at servers[3].password is wrong or expired (or relay@acme.example is not the right login); for Microsoft 365, SMTP AUTH must be enabled for the mailbox',
+      'fix: the password at servers[3].password is wrong or expired, or relay@acme.example is not the login (Gmail with 2-Step Verification takes an app password only; Microsoft 365: SMTP AUTH must be on for the mailbox)',
     );
     expect(r.stdout).not.toContain('OK:');
   });
@@ -288,7 +288,7 @@ describe.concurrent('sendas test', () => {
   it('unreachable port: exit 1, FAILED with kind network and what to check', async () => {
     const r = await sendasTest(['--server', 'dead']);
     expect(r.code).toBe(1);
-    expect(r.stdout).toContain(`FAILED: 451 4.4.1 network: Cannot connect to upstream dead (127.0.0.1:${deadPort}): connection refused\n`);
+    expect(r.stdout).toContain(`FAILED at connect: 451 4.4.1 network: Cannot connect to upstream dead (127.0.0.1:${deadPort}): connection refused\n`);
     expect(r.stdout).toContain(
       `fix: check servers[4].host, port and security (127.0.0.1:${deadPort} none) and firewalls on the way; \`security: tls\` needs port 465, \`starttls\` 587\n`,
     );
@@ -297,7 +297,7 @@ describe.concurrent('sendas test', () => {
   it('STARTTLS without the CA: exit 1, FAILED with kind tls and the tls.ca key', async () => {
     const r = await sendasTest(['--server', 'untrusted']);
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(new RegExp(`\\nFAILED: 451 4\\.7\\.5 tls: TLS with upstream untrusted \\(127\\.0\\.0\\.1:${secure.port}\\) failed: .+\\n`));
+    expect(r.stdout).toMatch(new RegExp(`\\nFAILED at connect: 451 4\\.7\\.5 tls: TLS with upstream untrusted \\(127\\.0\\.0\\.1:${secure.port}\\) failed: .+\\n`));
     expect(r.stdout).toContain("fix: trust the upstream's CA with servers[2].tls.ca: {file: …}, or check that the host name 127.0.0.1 is the one in its certificate\n");
     // the password never went over the unverified connection (no other test signs in as tls-relay)
     expect(secure.authAttempts.filter((a) => a.username === 'tls-relay@acme.example')).toEqual([]);
@@ -307,9 +307,9 @@ describe.concurrent('sendas test', () => {
     const r = await sendasTest(['--server', 'mismatch', '--to', 'ops-mismatch@customer.example']);
     expect(r.code).toBe(1);
     expect(r.stdout).toContain('OK: signed in as mismatch@acme.example\n');
-    expect(r.stdout).toMatch(/\nFAILED: 550 5\.7\.60 sender: upstream mismatch .* refused the sender for account mismatch@acme\.example: 550 5\.7\.60 SMTP; Client does not have permissions/);
+    expect(r.stdout).toMatch(/\nFAILED at MAIL FROM \/ Send As: 550 5\.7\.60 sender: upstream mismatch .* refused the sender shared@acme\.example for account mismatch@acme\.example: 550 5\.7\.60 SMTP; Client does not have permissions/);
     expect(r.stdout).toContain(
-      "fix: the account mismatch@acme.example may not send as shared@acme.example: give the identity an override with the mailbox's own login, or grant Send As upstream\n",
+      'fix: grant mismatch@acme.example Send As on shared@acme.example: Add-RecipientPermission -Identity shared@acme.example -Trustee mismatch@acme.example -AccessRights SendAs',
     );
     expect(receivedFor(plain, 'ops-mismatch@customer.example')).toEqual([]);
   });
@@ -317,14 +317,14 @@ describe.concurrent('sendas test', () => {
   it('a refused recipient: FAILED with kind recipient and "check --to"', async () => {
     const r = await sendasTest(['--server', 'main', '--to', 'nobody@customer.example']);
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/\nFAILED: 550 5\.1\.1 recipient: upstream main .* refused recipient nobody@customer\.example: 550 5\.1\.1 No such user here\n/);
+    expect(r.stdout).toMatch(/\nFAILED at RCPT: 550 5\.1\.1 recipient: upstream main .* refused recipient nobody@customer\.example: 550 5\.1\.1 No such user here\n/);
     expect(r.stdout).toContain('fix: check --to nobody@customer.example\n');
   });
 
   it('a throttled account: FAILED with kind throttled, wait and try again', async () => {
     const r = await sendasTest(['--server', 'throttled', '--to', 'ops-throttled@customer.example']);
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/\nFAILED: 451 4\.7\.1 throttled: upstream throttled .* is throttling: 451 4\.7\.1 Too many messages, slow down\n/);
+    expect(r.stdout).toMatch(/\nFAILED at MAIL FROM \/ Send As: 451 4\.7\.1 throttled: upstream throttled .* is throttling: 451 4\.7\.1 Too many messages, slow down\n/);
     expect(r.stdout).toContain('fix: the upstream is throttling this account: wait and try again\n');
   });
 
@@ -333,7 +333,7 @@ describe.concurrent('sendas test', () => {
     expect(r.code).toBe(1);
     expect(r.stdout).toBe(
       'testing channel nopass\n' +
-        'FAILED: 554 5.3.5 config: channel "nopass" (nopass@acme.example) has no email password configured: it overrides the server account, so an admin must set channels[2].override.password before it can send\n',
+        'FAILED at account: 554 5.3.5 config: channel "nopass" (nopass@acme.example) has no email password configured: it overrides the server account, so an admin must set channels[2].override.password before it can send\n',
     );
   });
 

@@ -70,7 +70,7 @@ describe('upstream answers and failures (delivery: passthrough)', () => {
     await setup({ refuseSenders: (from) => (from === 'support@acme.example' ? { code: 550, message: '5.7.60 SendAsDenied; not allowed to send as this sender' } : undefined) });
     const r = await send();
     expect(r.finalCode).toBe(550);
-    expect(r.finalReply).toMatch(/^550 5\.7\.60 upstream main .* refused the sender for account support@acme\.example: 550 5\.7\.60 SendAsDenied/);
+    expect(r.finalReply).toMatch(/^550 5\.7\.60 upstream main .* refused the sender support@acme\.example for account support@acme\.example: 550 5\.7\.60 SendAsDenied/);
   });
 
   it('answers 451 4.7.0 naming the account and where its password is set when the upstream refuses the sign-in', async () => {

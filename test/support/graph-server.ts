@@ -48,6 +48,13 @@ export interface GraphServerOptions {
   mailboxes?: string[];
   /** answer 413 when the request body is larger (default: no limit) */
   maxRequestBytes?: number;
+  /**
+   * users of the tenant for `GET /v1.0/users/{id}` (case-insensitive); unset = any address exists.
+   * The lookup answers 200 {id, mail, userPrincipalName}, 404 Request_ResourceNotFound, or 401 for a bad token.
+   */
+  users?: string[];
+  /** `GET /v1.0/users/{id}` answers 403 Authorization_RequestDenied (an app with Mail.Send only) */
+  denyUserRead?: boolean;
 }
 
 export interface GraphMessage {
@@ -75,6 +82,8 @@ export interface GraphServer {
   messages: GraphMessage[];
   /** every request to a sendMail route, in order */
   requests: GraphRequestRecord[];
+  /** every `GET /v1.0/users/{id}`, in order */
+  userLookups: GraphRequestRecord[];
   /** resolves with the next accepted message not yet returned by nextMessage (default timeout 10 s) */
   nextMessage(timeoutMs?: number): Promise<GraphMessage>;
   /** answer the next `count` requests with 429 (adds to what is left of throttleNext) */
@@ -85,6 +94,7 @@ export interface GraphServer {
 const DEFAULT_NEXT_MESSAGE_TIMEOUT_MS = 10_000;
 const HARD_BODY_LIMIT = 200 * 1024 * 1024;
 const SEND_MAIL_PATH = /^\/v1\.0\/(?:users\/([^/]+)|me)\/sendmail$/i;
+const USER_PATH = /^\/v1\.0\/users\/([^/]+)$/i;
 
 class GraphError extends Error {
   constructor(
@@ -232,8 +242,33 @@ export async function startGraphServer(opts: GraphServerOptions): Promise<GraphS
     return { mailbox, msg: { mailbox, token, mime: mime!, appOnly: check.appOnly } };
   };
 
+  const userLookups: GraphRequestRecord[] = [];
+  const users = opts.users ? new Set(opts.users.map((u) => u.toLowerCase())) : undefined;
+  const lookUpUser = async (req: IncomingMessage, res: ServerResponse, id: string): Promise<void> => {
+    req.resume();
+    const bearer = /^bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+    const check = bearer ? await opts.validateToken(bearer[1]!) : undefined;
+    const answer = (status: number, error?: GraphError, body?: object): void => {
+      userLookups.push({ status, mailbox: id, ...(error ? { code: error.code } : {}), at: Date.now() });
+      if (body) {
+        const text = JSON.stringify(body);
+        res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+        res.end(text);
+      } else send(req, res, status, error);
+    };
+    if (!check?.ok) return answer(401, new GraphError(401, 'InvalidAuthenticationToken', 'Access token validation failure. Invalid audience.'));
+    if (opts.denyUserRead) return answer(403, new GraphError(403, 'Authorization_RequestDenied', 'Insufficient privileges to complete the operation.'));
+    if (users && !users.has(id.toLowerCase())) return answer(404, new GraphError(404, 'Request_ResourceNotFound', `Resource '${id}' does not exist or one of its queried reference-property objects are not present.`));
+    answer(200, undefined, { id: randomUUID(), mail: id, userPrincipalName: id });
+  };
+
   const http = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
+    const user = req.method === 'GET' ? USER_PATH.exec(path) : null;
+    if (user) {
+      void lookUpUser(req, res, decodeURIComponent(user[1]!));
+      return;
+    }
     const m = SEND_MAIL_PATH.exec(path);
     if (!m) {
       send(req, res, 404, new GraphError(404, 'NotFound', `Resource not found for the segment '${path}' (test Graph server: only sendMail).`));
@@ -285,6 +320,7 @@ export async function startGraphServer(opts: GraphServerOptions): Promise<GraphS
     url,
     messages,
     requests,
+    userLookups,
     nextMessage(timeoutMs = DEFAULT_NEXT_MESSAGE_TIMEOUT_MS) {
       if (consumed < messages.length && waiters.length === 0) return Promise.resolve(messages[consumed++]!);
       if (closed) return Promise.reject(new Error('test Graph server is closed'));

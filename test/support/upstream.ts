@@ -91,6 +91,12 @@ export interface TestUpstreamOptions {
    * STOREDRV.Submission.Exception:SubmissionQuotaExceededException…" (recorded in `rejected`)
    */
   recipientsPerLogin?: number;
+  /**
+   * refuse a sign-in whose credentials were right with this reply (any method), e.g. Microsoft's
+   * { code: 535, message: '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.' };
+   * recorded in authAttempts as not ok
+   */
+  refuseAuth?: (username: string, method: string) => SmtpReply | undefined;
 }
 
 export interface TestUpstream {
@@ -251,9 +257,15 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
             (ok) => ok === true,
             () => false,
           )
-          .then((ok) => {
+          .then((valid) => {
+            const refusal = valid ? opts.refuseAuth?.(username, auth.method) : undefined;
+            const ok = valid && !refusal;
             authAttempts.push({ username, ok });
             xoauth2Attempts.push({ username, accessToken, ok });
+            if (refusal) {
+              callback(smtpError(refusal));
+              return;
+            }
             if (!ok) {
               // smtp-server sends this as a 334 challenge, then 535 after the client's reply
               callback(null, { data: { status: '401', schemes: 'bearer', scope: opts.xoauth2Scope ?? 'https://mail.google.com/' } });
@@ -268,7 +280,12 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
       if (account) {
         ok = auth.method === 'CRAM-MD5' ? auth.validatePassword(account.password) : auth.password === account.password;
       }
-      authAttempts.push({ username, ok });
+      const refusal = ok ? opts.refuseAuth?.(username, auth.method) : undefined;
+      authAttempts.push({ username, ok: ok && !refusal });
+      if (refusal) {
+        callback(smtpError(refusal));
+        return;
+      }
       if (!ok) {
         callback(smtpError({ code: 535, message: '5.7.8 Authentication credentials invalid' }));
         return;

@@ -12,6 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, formatIssue, formatIssues, loadConfigFile, parseConfig, type ConfigIssue } from '../../src/config/load.js';
 import { Secret } from '../../src/config/secret.js';
 import type { ConfigSnapshot } from '../../src/config/types.js';
+import { accountFor, hasOwnAccount } from '../../src/config/account.js';
+import { RelayError } from '../../src/errors/relay-error.js';
+import { checkReport } from '../../src/cli/report.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const FIXTURES = join(REPO, 'test/fixtures/config');
@@ -75,7 +78,7 @@ describe('a valid configuration', () => {
     expect(text).toContain('/run/secrets/support');
     const file = join(tmp, 'example/relay.yaml');
     const snapshot = parseConfig(text.replace('/run/secrets/support', secretFile), file, {
-      env: { CRM_RELAY_PASSWORD: 'crm-env-pw', MAIN_SMTP_PASSWORD: 'main-env-pw', ALICE_PASSWORD: 'alice-env-pw' },
+      env: { CRM_RELAY_PASSWORD: 'crm-env-pw', MAIN_SMTP_PASSWORD: 'main-env-pw', ALICE_PASSWORD: 'alice-env-pw', M365_CLIENT_SECRET: 'm365-env-secret' },
     });
 
     expect(plain(snapshot)).toEqual({
@@ -125,6 +128,39 @@ describe('a valid configuration', () => {
           daily: undefined,
           path: 'servers[0]',
         },
+        {
+          name: 'm365',
+          isDefault: false,
+          type: 'smtp',
+          preset: 'office365',
+          host: 'smtp.office365.com',
+          port: 587,
+          security: 'starttls',
+          auth: 'xoauth2',
+          username: 'relay@acme.example',
+          password: undefined,
+          address: 'relay@acme.example',
+          tls: { ca: undefined, servername: undefined, minVersion: undefined, rejectUnauthorized: true },
+          oauth: {
+            tenant: 'acme.onmicrosoft.com',
+            clientId: '00000000-0000-0000-0000-000000000000',
+            clientSecret: 'secret(m365-env-secret, env M365_CLIENT_SECRET)',
+            grant: 'client_credentials',
+            tokenUrl: 'https://login.microsoftonline.com/acme.onmicrosoft.com/oauth2/v2.0/token',
+            scope: 'https://outlook.office365.com/.default',
+            refreshToken: undefined,
+          },
+          allowPlaintextAuth: false,
+          proxy: undefined,
+          graphUrl: 'https://graph.microsoft.com',
+          alternate: undefined,
+          // the office365 preset's limits per mailbox
+          maxRecipients: 500,
+          rate: { count: 30, windowMs: 60_000 },
+          connections: 3,
+          daily: { messages: undefined, recipients: 10_000 },
+          path: 'servers[1]',
+        },
       ],
       identities: [
         {
@@ -137,6 +173,15 @@ describe('a valid configuration', () => {
           path: 'channels[0]',
         },
         { kind: 'channel', name: 'sales', address: 'sales@acme.example', displayName: undefined, serverName: undefined, override: undefined, path: 'channels[1]' },
+        {
+          kind: 'channel',
+          name: 'helpdesk',
+          address: 'helpdesk@acme.example',
+          displayName: undefined,
+          serverName: 'm365',
+          override: { username: 'helpdesk@acme.example', password: undefined, auth: undefined, refreshToken: undefined },
+          path: 'channels[2]',
+        },
         {
           kind: 'agent',
           name: 'alice',
@@ -451,7 +496,6 @@ agents:
       '12:5 servers[0].securty',
       '15:5 servers[1]',
       '16:14 servers[1].default',
-      '19:5 servers[2]',
       '24:13 channels[0].server',
       '26:11 agents[0].name',
       '27:14 agents[0].address',
@@ -463,13 +507,12 @@ agents:
     expect(messages[3]).toMatch(/^unknown key "securty" \(did you mean "security"\?\); known keys here: name, default, type, preset, host, port, security, auth/);
     expect(messages[4]).toMatch(/^auth is login but no password is set/);
     expect(messages[5]).toBe('only one server can be the default, and servers[0] ("main") already is');
-    expect(messages[6]).toMatch(/^needs `address:`.* when it has no username$/);
-    expect(messages[7]).toBe('unknown server "mian" (did you mean "main"?); servers are: main, backup, nobody');
-    expect(messages[8]).toBe('duplicate name "support" (already used by channels[0]; channels and agents share one set of names)');
-    expect(messages[9]).toBe('address Support@ACME.example is already used by channels[0] (addresses are compared case-insensitively)');
+    expect(messages[6]).toBe('unknown server "mian" (did you mean "main"?); servers are: main, backup, nobody');
+    expect(messages[7]).toBe('duplicate name "support" (already used by channels[0]; channels and agents share one set of names)');
+    expect(messages[8]).toBe('address Support@ACME.example is already used by channels[0] (addresses are compared case-insensitively)');
 
     expect(err.message.split('\n')).toEqual([
-      `${FILE}: 10 problems in the configuration`,
+      `${FILE}: 9 problems in the configuration`,
       ...err.issues.map((i) => `  ${FILE}:${i.line}:${i.col} ${i.path}: ${i.message}`),
     ]);
     expect(err.message).toContain(`  ${FILE}:12:5 servers[0].securty: unknown key "securty" (did you mean "security"?)`);
@@ -558,7 +601,7 @@ channels:
     ]);
   });
 
-  it('refuses a server that signs in without a username or password, or has no mailbox', () => {
+  it('refuses a server that signs in without a username or password', () => {
     const err = configError(`servers:
   - name: a
     default: true
@@ -577,9 +620,7 @@ channels:
     expect(err.issues.map((i) => `${i.line}:${i.col} ${i.path}: ${i.message}`)).toEqual([
       '2:5 servers[0]: auth is plain but no username is set: add `username:` or set `auth: none`',
       '2:5 servers[0]: auth is plain but no password is set: add `password:` (a string, {env: NAME} or {file: PATH})',
-      '2:5 servers[0]: needs `address:` (the mailbox messages are sent from) when it has no username',
       '6:5 servers[1]: auth is login but no password is set: add `password:` (a string, {env: NAME} or {file: PATH})',
-      '9:5 servers[2]: needs `address:` (the mailbox messages are sent from) when it has no username',
       '13:15 servers[3].username: "d-login" is not an email address, so set `address:` to the account\'s mailbox',
     ]);
   });
@@ -816,5 +857,82 @@ describe('loadConfigFile', () => {
   it('reports problems in a loaded file under its absolute path', () => {
     const file = tmpFile('load/relay.yaml', `${ONE_SERVER}    securty: tls\n`);
     expect(() => loadConfigFile(file, { env: {} })).toThrow(`${file}:6:5 servers[0].securty: unknown key "securty" (did you mean "security"?)`);
+  });
+});
+
+describe('a server without an account of its own', () => {
+  const SERVERS = `delivery: passthrough
+servers:
+  - name: m365
+    default: true
+    preset: office365
+    oauth:
+      tenant: contoso.onmicrosoft.com
+      client_id: app
+      client_secret: s3cret-Zr41
+      grant: refresh_token
+  - name: relay
+    host: smtp.acme.example
+    username: relay@acme.example
+    password: pw
+`;
+  it('is valid while every identity on it overrides; its identities send with their own accounts', () => {
+    const snapshot = parseConfig(
+      `${SERVERS}channels:
+  - name: support
+    address: support@contoso.com
+    override:
+      username: support@contoso.com
+      oauth: {refresh_token: rt-support}
+  - name: other
+    address: other@acme.example
+    server: relay
+agents:
+  - name: alice
+    address: alice@contoso.com
+    override: {}
+`,
+      FILE,
+    );
+    const m365 = snapshot.serversByName.get('m365')!;
+    expect(hasOwnAccount(m365)).toBe(false);
+    const support = accountFor(snapshot, snapshot.identitiesByName.get('support'));
+    expect(support).toMatchObject({ via: 'override', username: 'support@contoso.com', address: 'support@contoso.com', method: 'xoauth2' });
+    // a message without identity would need the server account: refused with the fix, never sent as ''
+    const none = accountFor(snapshot, undefined) as RelayError;
+    expect(none).toBeInstanceOf(RelayError);
+    expect([none.kind, none.status.code]).toEqual(['config', 554]);
+    expect(none.fix).toBe('set servers[0].address (and the sign-in)');
+    expect(checkReport(snapshot)).toContain('  m365 (default): smtp.office365.com:587 starttls, no account of its own (every identity on it signs in with its own)\n');
+  });
+
+  it('names each identity that would need the missing server account, and unknown_sender: default', () => {
+    const err = configError(`${SERVERS}policy:
+  unknown_sender: default
+channels:
+  - name: support
+    address: support@contoso.com
+    override: {username: support@contoso.com}
+  - name: sales
+    address: sales@contoso.com
+agents:
+  - name: bob
+    address: bob@contoso.com
+    server: m365
+`);
+    expect(err.issues.map((i) => `${i.line}:${i.col} ${i.path}: ${i.message}`)).toEqual([
+      `16:19 policy.unknown_sender: unknown_sender: default sends with the default server's own account, and servers[0] has none: set \`address:\` (and the sign-in) on servers[0], or use unknown_sender: reject`,
+      `21:5 channels[1]: channel "sales" sends with server "m365"'s own account, and that server has none: give channel "sales" an \`override:\` with its own account, or set \`address:\` (and the sign-in) on servers[0]`,
+      `24:5 agents[0]: agent "bob" sends with server "m365"'s own account, and that server has none: give agent "bob" an \`override:\` with its own account, or set \`address:\` (and the sign-in) on servers[0]`,
+    ]);
+  });
+
+  it('in queue mode, warns that no failure notice can be sent through it when it is the default', () => {
+    const snapshot = parseConfig(`${SERVERS.replace('delivery: passthrough\n', '')}channels:
+  - name: support
+    address: support@contoso.com
+    override: {username: support@contoso.com}
+`, FILE);
+    expect(snapshot.warnings).toContainEqual({ path: 'servers[0]', message: expect.stringContaining('no failure notice can be sent') });
   });
 });

@@ -410,3 +410,27 @@ describe('composeNotice: input a notice cannot be made from', () => {
     await expect(composeNotice(input({ date: new Date(Number.NaN) }))).rejects.toThrow(TypeError);
   });
 });
+
+describe('composeNotice: the fix for the mail administrator', () => {
+  const denied = (address: string): FailedRecipient => ({
+    address,
+    status: '5.7.60',
+    diagnostic: '550 5.7.60 SMTP; Client does not have permissions to send as this sender',
+    reason: 'upstream m365 refused the sender sales@contoso.com for account agent@contoso.com',
+    fix: 'grant agent@contoso.com Send As on sales@contoso.com: Add-RecipientPermission -Identity sales@contoso.com -Trustee agent@contoso.com -AccessRights SendAs',
+  });
+
+  it('says once, in a paragraph addressed to the administrator, what to change; never in the delivery-status part', async () => {
+    const raw = await composeNotice(input({ recipients: [denied('a@customer.example'), denied('b@customer.example'), NO_SUCH_USER] }));
+    const mail = await parse(raw);
+    const text = (mail.text ?? '').replace(/\s+/g, ' ');
+    expect(text).toContain('For your mail administrator, what to change on the relay or the mail account: - grant agent@contoso.com Send As on sales@contoso.com: Add-RecipientPermission');
+    expect(text.split('Add-RecipientPermission').length - 1).toBe(1);
+    const status = mail.attachments.find((a) => a.contentType === 'message/delivery-status');
+    expect(status?.content.toString()).not.toContain('Add-RecipientPermission');
+  });
+
+  it('has no such paragraph when no recipient has a fix', async () => {
+    expect((await parse(await composeNotice(input()))).text).not.toContain('mail administrator, what to change');
+  });
+});
