@@ -7,7 +7,7 @@ import { QueueStage } from './delivery/queue-stage.js';
 import { Listener } from './listener/server.js';
 import type { Logger } from './log.js';
 import { RelayMetrics } from './ops/metrics.js';
-import { relayStatus, type RelayStatus } from './ops/status.js';
+import { relayStatus, serverRoutes, type RelayStatus } from './ops/status.js';
 import { Reception } from './reception/reception.js';
 import { Transport } from './transport/transport.js';
 
@@ -34,6 +34,7 @@ export class Relay {
   /** delivery: queue only; passthrough has no queue. */
   private readonly queue: QueueStage | undefined;
   private readonly listener: Listener;
+  private readonly startedAt = new Date();
 
   constructor(opts: RelayOptions) {
     this.config = new ConfigHolder(opts.snapshot);
@@ -46,6 +47,10 @@ export class Relay {
     this.metrics = new RelayMetrics({
       queueStats: () => this.queue?.runner.stats() ?? { depth: 0, oldestAgeSeconds: 0 },
       upstreamConnections: () => this.transport.openConnections(),
+      serverRoutes: () => {
+        const routes = this.queue?.runner.routes() ?? {};
+        return this.config.current.servers.flatMap((server) => serverRoutes(server, routes[server.name]).map((r) => ({ server: server.name, ...r })));
+      },
     });
     this.metrics.setConfigVersion(first.version);
     if (first.delivery === 'queue') {
@@ -116,7 +121,7 @@ export class Relay {
   /** /status: what ops want to see at a glance. */
   status(): RelayStatus {
     const { current, loadedAt, lastReloadError } = this.config;
-    return relayStatus({ snapshot: current, loadedAt, lastReloadError, queue: this.queue?.runner.stats() });
+    return relayStatus({ snapshot: current, loadedAt, lastReloadError, queue: this.queue?.runner.stats(), startedAt: this.startedAt, routes: this.queue?.runner.routes() });
   }
 
   /** New sessions get 421; running deliveries get `shutdownGraceMs` to finish; whatever is left stays queued. */

@@ -51,7 +51,23 @@ export class RelayMetrics {
     registers: [this.registry],
   });
 
-  constructor(sources: { queueStats: () => { depth: number; oldestAgeSeconds: number }; upstreamConnections: () => number }) {
+  constructor(sources: {
+    queueStats: () => { depth: number; oldestAgeSeconds: number };
+    upstreamConnections: () => number;
+    /** Each server's hosts, the one in use marked (see serverRoutes in status.ts). */
+    serverRoutes?: () => { server: string; host: string; role: 'primary' | 'alternate'; inUse: boolean }[];
+  }) {
+    new Gauge({
+      name: 'sendas_server_route',
+      help: 'The host each server sends through: 1 for the one in use (primary, or alternate after a failover), 0 for the other',
+      labelNames: ['server', 'host', 'role'] as const,
+      registers: [this.registry],
+      collect() {
+        // a reload can drop a server or move a host: only the current rows are shown
+        this.reset();
+        for (const r of sources.serverRoutes?.() ?? []) this.set({ server: r.server, host: r.host, role: r.role }, r.inUse ? 1 : 0);
+      },
+    });
     new Gauge({
       name: 'sendas_queue_depth',
       help: 'Messages waiting in the queue',
