@@ -25,6 +25,8 @@ export const DEFAULTS = {
     grant: 'client_credentials',
     rejectUnauthorized: true,
     alternateCooldownMs: 60_000,
+    /** type graph: a copy in the mailbox's Sent Items, as Graph's sendMail does by default. */
+    saveToSentItems: true,
   },
 } as const;
 

@@ -47,7 +47,7 @@ describe('startGraphServer', () => {
     const msg = await next;
     expect(msg).toMatchObject({ mailbox: 'support@contoso.example', token: 'app-token', appOnly: true });
     expect(msg.mime.equals(MIME)).toBe(true);
-    expect(g.requests).toEqual([{ status: 202, mailbox: 'support@contoso.example', at: expect.any(Number) }]);
+    expect(g.requests).toEqual([{ step: 'sendMail', status: 202, mailbox: 'support@contoso.example', at: expect.any(Number) }]);
     await expect(g.nextMessage(100)).rejects.toThrow(/no message within 100 ms/);
   });
 
@@ -142,7 +142,8 @@ describe('startGraphServer', () => {
     const g = await graph({ maxRequestBytes: 1000 });
     const big = Buffer.concat([MIME, Buffer.alloc(2000, 0x61)]).toString('base64');
     expect((await sendMail(g, 'support@contoso.example', 'app-token', big)).status).toBe(413);
-    expect((await fetch(`${g.url}/v1.0/users/x@y.example/messages`)).status).toBe(404);
+    expect((await fetch(`${g.url}/v1.0/users/x@y.example/mailFolders`)).status).toBe(404);
+    expect((await fetch(`${g.url}/v1.0/users/x@y.example/messages`)).status).toBe(405);
     expect((await fetch(`${g.url}/v1.0/users/x@y.example/sendMail`)).status).toBe(405);
   });
 
