@@ -233,10 +233,8 @@ export async function startGraphServer(opts: GraphServerOptions): Promise<GraphS
       w.resolve(messages[consumed++]!);
     }
   };
-  const sent = (m: GraphMessage): void => {
-    messages.push(m);
-    deliverToWaiters();
-  };
+  // handed to waiters once the request is recorded (see below), so a test sees both together
+  const sent = (m: GraphMessage): void => void messages.push(m);
 
   const answer = (req: IncomingMessage, res: ServerResponse, status: number, body?: unknown, headers: Record<string, string> = {}): void => {
     const requestId = randomUUID();
@@ -417,6 +415,7 @@ export async function startGraphServer(opts: GraphServerOptions): Promise<GraphS
     (up ? handleUpload(req, up[1]!) : handleGraph(req, m!, ctx)).then(
       (r) => {
         requests.push({ step: ctx.step, status: r.status, mailbox: ctx.mailbox, at });
+        deliverToWaiters();
         answer(req, res, r.status, r.body, r.headers);
       },
       (e: unknown) => {

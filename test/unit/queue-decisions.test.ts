@@ -396,6 +396,7 @@ function server(alternate: ServerConfig['alternate']): ServerConfig {
     allowPlaintextAuth: false,
     proxy: undefined,
     graphUrl: 'https://graph.microsoft.com',
+    saveToSentItems: true,
     alternate,
     maxRecipients: undefined,
     rate: undefined,
