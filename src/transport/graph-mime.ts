@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import type { Readable, Transform } from 'node:stream';
 import { Splitter, type MimeNode } from '@zone-eu/mailsplit';
 
@@ -39,19 +40,41 @@ function split(message: Readable): AsyncIterable<{ type: 'node'; node: MimeNode 
   message.on('error', (err) => splitter.destroy(err));
   message.pipe(splitter);
   return (async function* () {
-    for await (const obj of splitter as AsyncIterable<{ type: string; value?: Buffer }>) {
-      if (obj.type === 'node') yield { type: 'node', node: obj as unknown as MimeNode };
-      else yield { type: obj.type as 'data' | 'body', value: obj.value! };
+    try {
+      for await (const obj of splitter as AsyncIterable<{ type: string; value?: Buffer }>) {
+        if (obj.type === 'node') yield { type: 'node', node: obj as unknown as MimeNode };
+        else yield { type: obj.type as 'data' | 'body', value: obj.value! };
+      }
+    } finally {
+      // a pass that stops early (a failed upload) must not leave the file open
+      message.destroy();
     }
   })();
 }
 
-/** What a decoder stream has ready, read synchronously: mailsplit's decoders transform as they are written to. */
-function drain(decoder: Transform): Buffer[] {
-  const out: Buffer[] = [];
-  let chunk: Buffer | null;
-  while ((chunk = decoder.read() as Buffer | null) !== null) out.push(chunk);
-  return out;
+/**
+ * A part's body through mailsplit's decoder for its transfer encoding, each decoded piece handed
+ * to `sink` as the decoder gives it (awaited: a slow sink slows the writer down).
+ */
+function decoding(node: MimeNode, sink: (piece: Buffer) => Promise<void> | void): { write(encoded: Buffer): Promise<void>; end(): Promise<void> } {
+  const decoder: Transform = node.getDecoder();
+  const consumed = (async () => {
+    for await (const piece of decoder) await sink(piece as Buffer);
+  })();
+  // a failed sink ends the loop above (and destroys the decoder): the writer must hear of it
+  consumed.catch(() => undefined);
+  return {
+    async write(encoded) {
+      if (decoder.write(encoded)) return;
+      const drained = once(decoder, 'drain');
+      drained.catch(() => undefined);
+      await Promise.race([drained, consumed]);
+    },
+    async end() {
+      decoder.end();
+      await consumed;
+    },
+  };
 }
 
 function isLeaf(node: MimeNode): boolean {
@@ -78,33 +101,35 @@ export async function survey(message: Readable): Promise<MimeSurvey> {
   const parts: MimePart[] = [];
   let totalBytes = 0;
   let index = -1;
-  let current: { info: Omit<MimePart, 'rawBytes' | 'decodedBytes'>; raw: number; decoded: number; decoder: Transform } | undefined;
-  const close = () => {
+  let current: { info: Omit<MimePart, 'rawBytes' | 'decodedBytes'>; raw: number; decoded: number; body: ReturnType<typeof decoding> } | undefined;
+  const close = async () => {
     if (!current) return;
-    current.decoder.end();
-    for (const c of drain(current.decoder)) current.decoded += c.length;
-    parts.push({ ...current.info, rawBytes: current.raw, decodedBytes: current.decoded });
+    const part = current;
     current = undefined;
+    await part.body.end();
+    parts.push({ ...part.info, rawBytes: part.raw, decodedBytes: part.decoded });
   };
   for await (const obj of split(message)) {
     if (obj.type === 'node') {
-      close();
+      await close();
       index++;
       const header = obj.node.getHeaders().length;
       totalBytes += header;
-      if (isLeaf(obj.node)) current = { info: describe(obj.node, index), raw: header, decoded: 0, decoder: obj.node.getDecoder() };
+      if (isLeaf(obj.node)) {
+        const part: NonNullable<typeof current> = { info: describe(obj.node, index), raw: header, decoded: 0, body: decoding(obj.node, (piece) => void (part.decoded += piece.length)) };
+        current = part;
+      }
       continue;
     }
     totalBytes += obj.value.length;
     if (obj.type === 'body' && current) {
       current.raw += obj.value.length;
-      current.decoder.write(obj.value);
-      for (const c of drain(current.decoder)) current.decoded += c.length;
+      await current.body.write(obj.value);
     } else {
-      close();
+      await close();
     }
   }
-  close();
+  await close();
   return { totalBytes, parts };
 }
 
@@ -179,24 +204,24 @@ export async function attachmentParts(
   onPart: (index: number) => Promise<{ write(piece: Buffer): Promise<void>; end(): Promise<void> }>,
 ): Promise<void> {
   let index = -1;
-  let current: { sink: { write(piece: Buffer): Promise<void>; end(): Promise<void> }; decoder: Transform } | undefined;
+  let current: { sink: { write(piece: Buffer): Promise<void>; end(): Promise<void> }; body: ReturnType<typeof decoding> } | undefined;
   const close = async () => {
     if (!current) return;
-    const { sink, decoder } = current;
+    const { sink, body } = current;
     current = undefined;
-    decoder.end();
-    for (const c of drain(decoder)) await sink.write(c);
+    await body.end();
     await sink.end();
   };
   for await (const obj of split(message)) {
     if (obj.type === 'node') {
       await close();
       index++;
-      if (detached.has(index)) current = { sink: await onPart(index), decoder: obj.node.getDecoder() };
+      if (detached.has(index)) {
+        const sink = await onPart(index);
+        current = { sink, body: decoding(obj.node, (piece) => sink.write(piece)) };
+      }
     } else if (obj.type === 'body') {
-      if (!current) continue;
-      current.decoder.write(obj.value);
-      for (const c of drain(current.decoder)) await current.sink.write(c);
+      if (current) await current.body.write(obj.value);
     } else {
       await close();
     }

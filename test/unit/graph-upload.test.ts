@@ -136,4 +136,21 @@ describe('the MIME passes of the draft path', () => {
     // too large even so: undefined, the caller says why
     expect(await draftMime(Readable.from([raw]), ids, 1000)).toBeUndefined();
   });
+
+  it('a slow upload gets every decoded byte: the message is read no faster than it is taken', async () => {
+    const big = bytes(4 * 1024 * KIB, 29);
+    const raw = await build([{ filename: 'big.bin', content: big }]);
+    const s = await survey(Readable.from([raw]));
+    const part = s.parts.find((p) => p.name === 'big.bin')!;
+    expect(part.decodedBytes).toBe(big.length);
+    const pieces: Buffer[] = [];
+    await attachmentParts(Readable.from([raw]), new Set([part.index]), async () => ({
+      write: async (piece) => {
+        pieces.push(piece);
+        await new Promise((r) => setTimeout(r, 1));
+      },
+      end: async () => undefined,
+    }));
+    expect(Buffer.concat(pieces).equals(big)).toBe(true);
+  });
 });
