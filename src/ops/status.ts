@@ -78,7 +78,9 @@ export function relayStatus(input: {
 /** The route rows of a server (the primary, and the alternate if configured) with the one in use marked, for /status and the metric. */
 export function serverRoutes(server: ConfigSnapshot['servers'][number], route: ServerRoute | undefined): { host: string; role: 'primary' | 'alternate'; inUse: boolean }[] {
   const onAlternate = route?.role === 'alternate';
-  const rows: { host: string; role: 'primary' | 'alternate'; inUse: boolean }[] = [{ host: `${server.host}:${server.port}`, role: 'primary', inUse: !onAlternate || !server.alternate }];
+  // a Graph server has no SMTP host: its endpoint is the one in use
+  const primary = server.type === 'graph' ? new URL(server.graphUrl).host : `${server.host}:${server.port}`;
+  const rows: { host: string; role: 'primary' | 'alternate'; inUse: boolean }[] = [{ host: primary, role: 'primary', inUse: !onAlternate || !server.alternate }];
   if (server.alternate) rows.push({ host: `${server.alternate.host}:${server.alternate.port}`, role: 'alternate', inUse: onAlternate });
   return rows;
 }

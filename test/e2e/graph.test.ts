@@ -126,6 +126,14 @@ describe('Microsoft Graph: drafts, upload sessions, Sent Items, shared mailboxes
     expect(g.requests.map((q) => q.step)).toEqual(['draft', 'patch', 'send']);
   });
 
+  it('Retry-After is honoured on the draft path too: the throttled step is sent again', async () => {
+    const { g, r } = await setup({ throttleNext: 1 }, { server: '    save_to_sent_items: false\n' });
+    const sent = await swaks({ server: '127.0.0.1', port: r.port, from: 'support@contoso.example', to: 'customer@example.net', data: message({ From: 'support@contoso.example', To: 'customer@example.net', Subject: 'throttled' }) });
+    expect(sent.finalCode).toBe(250);
+    expect(g.requests.map((q) => `${q.step} ${q.status}`)).toEqual(['draft 429', 'draft 201', 'patch 200', 'send 202']);
+    expect(g.openDrafts()).toBe(0);
+  });
+
   it('the default keeps a copy in Sent Items: a small message is one sendMail', async () => {
     const { g, r } = await setup();
     const sent = await swaks({ server: '127.0.0.1', port: r.port, from: 'support@contoso.example', to: 'customer@example.net', data: message({ From: 'support@contoso.example', To: 'customer@example.net', Subject: 'copy' }) });
