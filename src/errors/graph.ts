@@ -4,8 +4,12 @@ import { RelayError } from './relay-error.js';
  * Microsoft Graph's answers (sendMail, and the draft path's steps), classified here like SMTP replies are in the rule table:
  * Graph speaks HTTP, so its rows are status codes. `where` names the mailbox and the server.
  */
-export function graphFailure(status: number, reply: string, where: string, mailbox: string): RelayError {
+export function graphFailure(status: number, reply: string, where: string, mailbox: string, draftPath = false): RelayError {
   const opts = { upstreamReply: reply };
+  if (status === 403 && draftPath) {
+    // drafts and upload sessions are written into the mailbox: Mail.Send alone does not cover them
+    return new RelayError('sender', { code: 550, enhanced: '5.7.1' }, `${where} refused: ${reply}; a large message goes as a draft, which needs the app's Mail.ReadWrite permission besides Mail.Send, for ${mailbox}`, opts);
+  }
   if (status === 401) return new RelayError('auth', { code: 451, enhanced: '4.7.0' }, `${where} refused the app token: ${reply}; check the app's Mail.Send permission and admin consent`, opts);
   if (status === 403) return new RelayError('sender', { code: 550, enhanced: '5.7.1' }, `${where} refused: ${reply}; the app may not send as ${mailbox} (application access policy?)`, opts);
   if (status === 413) return new RelayError('size', { code: 552, enhanced: '5.3.4' }, `${where} refused the message as too large: ${reply}`, opts);

@@ -63,7 +63,8 @@ export class GraphRequests {
         }
         throw graphThrottled(wait, reply, this.where);
       }
-      throw graphFailure(response.status, reply, step === 'sendMail' ? this.where : `${this.where}, ${step},`, this.mailbox);
+      const sendMail = step === 'sendMail';
+      throw graphFailure(response.status, reply, sendMail ? this.where : `${this.where}, ${step},`, this.mailbox, !sendMail);
     }
   }
 }

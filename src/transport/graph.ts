@@ -32,9 +32,9 @@ export interface GraphSendOptions {
 
 /**
  * sendMail takes the message as base64 MIME, and Graph refuses a request over 4 MB: base64 makes
- * 3 bytes 4, so 3 MiB of MIME is the most one request carries.
+ * 3 bytes 4, so 3 MB of MIME is the most one request carries (whether Graph's MB is 10^6 or 2^20).
  */
-export const GRAPH_MIME_LIMIT = 3 * 1024 * 1024;
+export const GRAPH_MIME_LIMIT = 3_000_000;
 /** Microsoft: an attachment under 3 MB is one POST; from 3 MB to 150 MB it needs an upload session. */
 export const GRAPH_POST_ATTACHMENT_LIMIT = 3_000_000;
 export const GRAPH_MAX_ATTACHMENT = 150_000_000;
@@ -50,7 +50,7 @@ const DELETE_AFTER_SUBMIT = { id: 'Boolean 0x0E01', value: 'true' };
  * AUTH off. It goes as MIME, so every header the relay set (From, Reply-To, Message-ID, X-…)
  * reaches Exchange as written; Exchange builds the message from it as it does for SMTP.
  *
- * - Up to 3 MiB (GRAPH_MIME_LIMIT), with Sent Items kept: one sendMail request.
+ * - Up to 3 MB (GRAPH_MIME_LIMIT), with Sent Items kept: one sendMail request.
  * - Larger, or with `save_to_sent_items: false`: a draft created from the MIME without its
  *   largest attachments (POST /users/{mailbox}/messages), each of those added on its own
  *   (a POST under 3 MB, an upload session in chunks of 3.75 MiB from 3 MB to 150 MB), then
@@ -97,7 +97,7 @@ export async function sendViaGraph(tokens: TokenProvider, account: Account, enve
 async function sendAsDraft(api: GraphRequests, base: string, open: () => Readable, saveToSentItems: boolean, where: string): Promise<number> {
   const surveyed = await survey(open());
   const detach = partsToDetach(surveyed, GRAPH_MIME_LIMIT);
-  if (!detach) throw graphTooLarge(where, `its text parts alone are larger than the ${GRAPH_MIME_LIMIT / 1024 / 1024} MiB of MIME a Graph request takes`);
+  if (!detach) throw graphTooLarge(where, `its text parts alone are larger than the 3 MB of MIME a Graph request takes`);
   const huge = detach.find((p) => p.decodedBytes > GRAPH_MAX_ATTACHMENT);
   if (huge) throw graphTooLarge(where, `attachment ${nameOf(huge)} has ${huge.decodedBytes} bytes; Graph takes at most 150 MB per attachment`);
   const detached = new Set(detach.map((p) => p.index));

@@ -156,6 +156,14 @@ describe('Microsoft Graph: drafts, upload sessions, Sent Items, shared mailboxes
     expect(g.messages).toHaveLength(0);
   }, 60_000);
 
+  it('a 403 on the draft path names the missing Mail.ReadWrite', async () => {
+    const { g, r } = await setup({ failOn: ({ step }) => (step === 'draft' ? { status: 403, code: 'ErrorAccessDenied', message: 'Access is denied. Check credentials and try again.' } : undefined) }, { server: '    save_to_sent_items: false\n' });
+    const sent = await swaks({ server: '127.0.0.1', port: r.port, from: 'support@contoso.example', to: 'customer@example.net', data: message({ From: 'support@contoso.example', To: 'customer@example.net', Subject: 'x' }) });
+    expect(sent.finalCode).toBe(550);
+    expect(sent.finalReply).toMatch(/^550 5\.7\.1 Microsoft Graph \(graph, .*\) for mailbox support@contoso\.example, creating the draft, refused: 403 ErrorAccessDenied: .*needs the app's Mail\.ReadWrite permission besides Mail\.Send/);
+    expect(g.messages).toHaveLength(0);
+  });
+
   it('shared mailbox Send As: the app sends as the shared mailbox itself (/users/{shared}), whoever the override names', async () => {
     // the app's access policy covers the shared mailbox, not the agent who works it
     const { g, r } = await setup(
