@@ -71,9 +71,11 @@ export async function sendViaGraph(tokens: TokenProvider, account: Account, enve
   const base = `${account.server.graphUrl.replace(/\/+$/, '')}/v1.0/users/${encodeURIComponent(mailbox)}`;
   const where = `Microsoft Graph (${account.server.name}, ${new URL(base).host}) for mailbox ${mailbox}`;
   const api = new GraphRequests(tokens, account, where, mailbox, opts.maxThrottleWaitMs ?? 30_000);
-  const withBcc = (raw: Readable) => {
+  const withBcc = (raw: Readable, ours = false) => {
     const rewritten = raw.pipe(new HeaderRewriteStream({ maxHeaderBytes: 1024 * 1024, onHeaders: (h) => addEnvelopeBcc(h, envelope.to) }));
     raw.on('error', (err) => rewritten.destroy(err));
+    // a pass that stops early destroys what it reads: a file it opened must close too
+    if (ours) rewritten.on('close', () => raw.destroy());
     return rewritten;
   };
   const accepted = { accepted: [...envelope.to] };
@@ -184,13 +186,13 @@ async function readHead(stream: Readable, limit: number): Promise<Head> {
 }
 
 /** The message, readable from the start as often as the draft path needs. */
-async function replayable(head: Head, message: Readable, withBcc: (raw: Readable) => Readable, opts: GraphSendOptions): Promise<{ open: () => Readable; dispose: () => Promise<void> }> {
+async function replayable(head: Head, message: Readable, withBcc: (raw: Readable, ours: boolean) => Readable, opts: GraphSendOptions): Promise<{ open: () => Readable; dispose: () => Promise<void> }> {
   if (head.complete) return { open: () => Readable.from([head.bytes]), dispose: async () => undefined };
   if (opts.reopen) {
     const reopen = opts.reopen;
     head.stream.destroy();
     message.destroy();
-    return { open: () => withBcc(reopen()), dispose: async () => undefined };
+    return { open: () => withBcc(reopen(), true), dispose: async () => undefined };
   }
   // the client's own stream (passthrough) can be read once: spool it, the file is read three times
   const root = opts.spoolDir ?? tmpdir();
