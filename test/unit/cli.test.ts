@@ -145,7 +145,7 @@ describe.concurrent('sendas check', () => {
       `  ${BROKEN}:3:21 listen.max_message_size: "25XB" is not a size: write a number of bytes or a number with KB, MB or GB (e.g. 25MB)`,
       `  ${BROKEN}:5:3 servers: no server is the default: set \`default: true\` on exactly one server`,
       `  ${BROKEN}:5:5 servers[0]: auth is login but no password is set: add \`password:\` (a string, {env: NAME} or {file: PATH})`,
-      `  ${BROKEN}:7:5 servers[0].securty: unknown key "securty" (did you mean "security"?); known keys here: name, default, type, preset, host, port, security, auth, username, password, address, oauth, tls, allow_plaintext_auth, proxy, graph_url, alternate, max_recipients, rate`,
+      `  ${BROKEN}:7:5 servers[0].securty: unknown key "securty" (did you mean "security"?); known keys here: name, default, type, preset, host, port, security, auth, username, password, address, oauth, tls, allow_plaintext_auth, proxy, graph_url, save_to_sent_items, alternate, max_recipients, rate`,
       `  ${BROKEN}:9:5 servers[1]: needs \`address:\` (the mailbox messages are sent from) when it has no username`,
       `  ${BROKEN}:14:13 channels[0].server: unknown server "nowhere"; servers are: main, backup`,
       `  ${BROKEN}:16:11 agents[0].name: duplicate name "support" (already used by channels[0]; channels and agents share one set of names)`,
