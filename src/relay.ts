@@ -11,7 +11,7 @@ import { ListenerGuard } from './listener/guard.js';
 import { Listener } from './listener/server.js';
 import type { Logger } from './log.js';
 import { RelayMetrics } from './ops/metrics.js';
-import { accountStatus, relayStatus, type AccountStatus, type RelayStatus } from './ops/status.js';
+import { accountStatus, relayStatus, serverRoutes, type AccountStatus, type RelayStatus } from './ops/status.js';
 import { Reception } from './reception/reception.js';
 import { Transport } from './transport/transport.js';
 
@@ -41,6 +41,7 @@ export class Relay {
   private readonly listeners: readonly Listener[];
   /** Every upstream account's budgets, hold and health: the queue's lanes and passthrough share it. */
   private readonly accounts: AccountBook;
+  private readonly startedAt = new Date();
 
   constructor(opts: RelayOptions) {
     this.config = new ConfigHolder(opts.snapshot);
@@ -55,6 +56,10 @@ export class Relay {
       queueStats: () => this.queue?.runner.stats() ?? { depth: 0, oldestAgeSeconds: 0 },
       upstreamConnections: () => this.transport.openConnections(),
       accountBudgets: () => this.accountStatus().flatMap((a) => a.budgets.map((b) => ({ account: a.account, budget: b.budget, used: b.used, limit: b.limit }))),
+      serverRoutes: () => {
+        const routes = this.queue?.runner.routes() ?? {};
+        return this.config.current.servers.flatMap((server) => serverRoutes(server, routes[server.name]).map((r) => ({ server: server.name, ...r })));
+      },
     });
     this.metrics.setConfigVersion(first.version);
     if (first.delivery === 'queue') {
@@ -145,7 +150,15 @@ export class Relay {
   /** /status: what ops want to see at a glance. */
   status(): RelayStatus {
     const { current, loadedAt, lastReloadError } = this.config;
-    return relayStatus({ snapshot: current, loadedAt, lastReloadError, queue: this.queue?.runner.stats(), accounts: this.accountStatus() });
+    return relayStatus({
+      snapshot: current,
+      loadedAt,
+      lastReloadError,
+      queue: this.queue?.runner.stats(),
+      accounts: this.accountStatus(),
+      startedAt: this.startedAt,
+      routes: this.queue?.runner.routes(),
+    });
   }
 
   /** Every account the config can send with (and any other with use kept in state_dir), with its limits as configured now. */

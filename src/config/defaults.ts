@@ -46,6 +46,8 @@ export const DEFAULTS = {
     alternateCooldownMs: 60_000,
     /** Concurrent upstream transactions per account where no preset says otherwise. */
     connections: 5,
+    /** type graph: a copy in the mailbox's Sent Items, as Graph's sendMail does by default. */
+    saveToSentItems: true,
   },
 } as const;
 

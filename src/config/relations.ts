@@ -58,6 +58,10 @@ export function checkRelations(raw: Record<string, unknown>, at: ReportIssue): C
     if (PASSWORD_METHODS.has(auth) && s.password === undefined) {
       at(['servers', i], `auth is ${auth} but no password is set: add \`password:\` (a string, {env: NAME} or {file: PATH})`);
     }
+    if (type !== 'graph' && s.save_to_sent_items !== undefined) {
+      // over SMTP the mailbox's own settings decide; nothing in the submission can say it
+      at(['servers', i, 'save_to_sent_items'], 'applies to type graph only (over SMTP, Exchange and Gmail keep their own copy as the mailbox is set up)');
+    }
     if ((auth === 'xoauth2' || type === 'graph') && !oauth) {
       at(['servers', i], `${type === 'graph' ? 'type graph' : 'auth xoauth2'} needs \`oauth:\` (client_id, client_secret, grant; token_url or preset office365 with tenant)`);
     }

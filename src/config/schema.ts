@@ -184,6 +184,7 @@ const server = z.strictObject({
     .regex(/^(socks5?|socks4a?|socks5h|http):\/\/[^\s/]+(:\d+)?\/?$/i, { error: 'must be socks5://host:port or http://host:port' })
     .optional(),
   graph_url: z.string().regex(/^https?:\/\/\S+$/, { error: 'must be an http(s) URL' }).optional(),
+  save_to_sent_items: z.boolean().optional(),
   alternate: alternate.optional(),
   max_recipients: limit.optional(),
   rate: offAs(rate.optional(), undefined),

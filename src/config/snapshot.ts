@@ -67,6 +67,7 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env }: Snap
       allowPlaintextAuth: s.allow_plaintext_auth,
       proxy: s.proxy,
       graphUrl: s.graph_url ?? MICROSOFT_GRAPH_URL,
+      saveToSentItems: s.save_to_sent_items ?? DEFAULTS.server.saveToSentItems,
       // the alternate is the same service on another host: it defaults to the primary's port
       alternate: s.alternate ? Object.freeze({ host: s.alternate.host, port: s.alternate.port ?? port, cooldownMs: s.alternate.cooldown }) : undefined,
       maxRecipients: s.max_recipients || undefined,

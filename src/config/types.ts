@@ -146,6 +146,8 @@ export interface ServerConfig {
   readonly proxy: string | undefined;
   /** Graph API base URL (type: graph). */
   readonly graphUrl: string;
+  /** type graph: keep a copy in the mailbox's Sent Items (transport/graph.ts says how false is honoured). */
+  readonly saveToSentItems: boolean;
   /** Same accounts, another host: used while the primary can't be reached. */
   readonly alternate: AlternateConfig | undefined;
   /** Larger recipient lists go upstream in batches of this size. */

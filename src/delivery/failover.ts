@@ -28,6 +28,8 @@ export class FailoverState {
   private failedOver = false;
   /** No send goes to the primary before this, and only sends begun from then on count. */
   private nextProbeAt = 0;
+  /** When traffic last moved (to the alternate or back); undefined while it never has. */
+  private switchedAt: number | undefined;
 
   constructor(private readonly server: ServerConfig) {}
 
@@ -66,22 +68,34 @@ export class FailoverState {
       this.primaryFailed(now);
       return 'use-alternate';
     }
-    return this.primaryWorked(startedAt) ? 'back-to-primary' : undefined;
+    return this.primaryWorked(startedAt, now) ? 'back-to-primary' : undefined;
   }
 
   /** The primary could not be reached: use the alternate until the cool-down has passed. */
   primaryFailed(now: number): void {
     const alternate = this.server.alternate;
     if (!alternate) return; // nowhere to go: every send keeps trying the primary
+    // a failed probe after the cool-down confirms the failover: it does not start a new one
+    if (!this.failedOver) this.switchedAt = now;
     this.failedOver = true;
     this.nextProbeAt = now + alternate.cooldownMs;
   }
 
-  /** The primary took a send begun at `startedAt`. Returns true if this ends a failover. */
-  primaryWorked(startedAt: number): boolean {
+  /** The primary took a send begun at `startedAt` (and ended at `now`). Returns true if this ends a failover. */
+  primaryWorked(startedAt: number, now = startedAt): boolean {
     if (!this.failedOver || startedAt < this.nextProbeAt) return false;
     this.failedOver = false;
+    this.switchedAt = now;
     return true;
+  }
+
+  /**
+   * The host traffic is on, for /status and the route metric: the alternate from the failover
+   * until the primary has taken a send again (sends after the cool-down probe the primary, but
+   * only a success moves traffic back), and since when (undefined: never moved).
+   */
+  inUse(): { route: Route; since: number | undefined } {
+    return { route: (this.failedOver && this.alternate()) || this.primary(), since: this.switchedAt };
   }
 }
 

@@ -102,4 +102,10 @@ export class FailoverRegistry {
     if (!entry || entry.fingerprint !== fingerprint) this.states.set(server.name, (entry = { fingerprint, state: new FailoverState(server) }));
     return entry.state;
   }
+
+  /** The state of a server as configured now, if any send has asked for it (a reload that moved its hosts starts it afresh). */
+  peek(server: ServerConfig): FailoverState | undefined {
+    const entry = this.states.get(server.name);
+    return entry?.fingerprint === failoverFingerprint(server) ? entry.state : undefined;
+  }
 }

@@ -14,6 +14,7 @@ import { DueHeap } from './due-heap.js';
 import type { Route } from './failover.js';
 import { FailoverRegistry, Lane } from './lane.js';
 import type { RelayMetrics } from '../ops/metrics.js';
+import type { ServerRoute } from '../ops/status.js';
 
 /** Builds the failure notice for an entry; returns undefined when none is due. */
 export type NoticeWriter = (meta: QueueEntryMeta, failed: RecipientState[], gaveUpAfter: string | undefined) => Promise<void>;
@@ -135,6 +136,17 @@ export class QueueRunner {
       entry.oldestAgeSeconds = Math.max(entry.oldestAgeSeconds, Math.round((now - received) / 1000));
     }
     return { depth: this.tracked.size, oldestAgeSeconds: Math.round((now - oldest) / 1000), byServer };
+  }
+
+  /** Per server of the current config that has sent since its hosts were last configured: the host in use and since when (for /status and the route metric). */
+  routes(): Record<string, ServerRoute> {
+    const routes: Record<string, ServerRoute> = {};
+    for (const server of this.opts.getSnapshot().servers) {
+      const state = this.failovers.peek(server)?.inUse();
+      if (!state) continue;
+      routes[server.name] = { host: state.route.host, port: state.route.port, role: state.route.alternate ? 'alternate' : 'primary', since: state.since };
+    }
+    return routes;
   }
 
   /** Stops starting attempts; waits up to `graceMs` for running ones. Unfinished entries stay queued on disk. */

@@ -17,7 +17,8 @@ export function queueTransport(store: QueueStore, transport: Transport): QueueTr
       let message: Readable | undefined;
       try {
         message = store.messageStream(meta);
-        return await transport.send(account, envelope, message, via);
+        // Graph's draft path reads a large message more than once: from its file again, never from memory
+        return await transport.send(account, envelope, message, via, () => store.messageStream(meta));
       } finally {
         // a transaction that failed before DATA never read the file: release it
         message?.destroy();

@@ -73,6 +73,8 @@ export class RelayMetrics {
     upstreamConnections: () => number;
     /** Each account's use of each of its daily budgets. */
     accountBudgets?: () => { account: string; budget: string; used: number; limit: number }[];
+    /** Each server's hosts, the one in use marked (see serverRoutes in status.ts). */
+    serverRoutes?: () => { server: string; host: string; role: 'primary' | 'alternate'; inUse: boolean }[];
   }) {
     new Gauge({
       name: 'sendas_account_budget_used',
@@ -92,6 +94,17 @@ export class RelayMetrics {
       collect() {
         this.reset();
         for (const b of sources.accountBudgets?.() ?? []) this.set({ account: b.account, budget: b.budget }, b.limit);
+      },
+    });
+    new Gauge({
+      name: 'sendas_server_route',
+      help: 'The host each server sends through: 1 for the one in use (primary, or alternate after a failover), 0 for the other',
+      labelNames: ['server', 'host', 'role'] as const,
+      registers: [this.registry],
+      collect() {
+        // a reload can drop a server or move a host: only the current rows are shown
+        this.reset();
+        for (const r of sources.serverRoutes?.() ?? []) this.set({ server: r.server, host: r.host, role: r.role }, r.inUse ? 1 : 0);
       },
     });
     new Gauge({

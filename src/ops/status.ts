@@ -2,6 +2,15 @@ import type { ConfigIssue } from '../config/load.js';
 import type { ConfigSnapshot } from '../config/types.js';
 import { usedBy } from '../config/used-by.js';
 
+/** The host a server's messages go to now (delivery's failover state, as plain values). */
+export interface ServerRoute {
+  readonly host: string;
+  readonly port: number;
+  readonly role: 'primary' | 'alternate';
+  /** ms since epoch of the last move between primary and alternate; undefined: never moved. */
+  readonly since: number | undefined;
+}
+
 export interface RelayStatus {
   config: {
     file: string;
@@ -19,6 +28,8 @@ export interface RelayStatus {
     security: string;
     account: string;
     alternate?: string;
+    /** The host in use: the primary unless failed over; `since` is the move to it, or the relay's start. */
+    route: { host: string; role: 'primary' | 'alternate'; since: string };
     usedBy: { channels: string[]; agents: string[] };
     queue: { queued: number; oldestAgeSeconds: number };
   }[];
@@ -78,6 +89,10 @@ export function relayStatus(input: {
   lastReloadError: { at: Date; issues: readonly ConfigIssue[] } | undefined;
   queue: { depth: number; oldestAgeSeconds: number; byServer: Record<string, { queued: number; oldestAgeSeconds: number }> } | undefined;
   accounts?: AccountStatus[];
+  /** The relay's start: a server that never moved has used its primary since then. */
+  startedAt?: Date;
+  /** By server name; a server missing here uses its primary (passthrough has no failover). */
+  routes?: Readonly<Record<string, ServerRoute>>;
 }): RelayStatus {
   const { snapshot } = input;
   return {
@@ -98,6 +113,7 @@ export function relayStatus(input: {
         security: server.security,
         account: server.address,
         ...(server.alternate ? { alternate: `${server.alternate.host}:${server.alternate.port}` } : {}),
+        route: routeOf(server, input.routes?.[server.name], input.startedAt ?? input.loadedAt),
         usedBy: { channels: users.channels.map((i) => i.name), agents: users.agents.map((i) => i.name) },
         queue: input.queue?.byServer[server.name] ?? { queued: 0, oldestAgeSeconds: 0 },
       };
@@ -105,4 +121,19 @@ export function relayStatus(input: {
     ...(input.queue ? { queue: { depth: input.queue.depth, oldestAgeSeconds: input.queue.oldestAgeSeconds } } : {}),
     accounts: input.accounts ?? [],
   };
+}
+
+/** The route rows of a server (the primary, and the alternate if configured) with the one in use marked, for /status and the metric. */
+export function serverRoutes(server: ConfigSnapshot['servers'][number], route: ServerRoute | undefined): { host: string; role: 'primary' | 'alternate'; inUse: boolean }[] {
+  const onAlternate = route?.role === 'alternate';
+  // a Graph server has no SMTP host: its endpoint is the one in use
+  const primary = server.type === 'graph' ? new URL(server.graphUrl).host : `${server.host}:${server.port}`;
+  const rows: { host: string; role: 'primary' | 'alternate'; inUse: boolean }[] = [{ host: primary, role: 'primary', inUse: !onAlternate || !server.alternate }];
+  if (server.alternate) rows.push({ host: `${server.alternate.host}:${server.alternate.port}`, role: 'alternate', inUse: onAlternate });
+  return rows;
+}
+
+function routeOf(server: ConfigSnapshot['servers'][number], route: ServerRoute | undefined, startedAt: Date): { host: string; role: 'primary' | 'alternate'; since: string } {
+  const inUse = serverRoutes(server, route).find((r) => r.inUse)!;
+  return { host: inUse.host, role: inUse.role, since: new Date(route?.since ?? startedAt.getTime()).toISOString() };
 }

@@ -4,7 +4,7 @@ import type SMTPPool from 'nodemailer/lib/smtp-pool';
 import type { Account } from '../config/account.js';
 import type { UpstreamEnvelope } from '../mail/envelope.js';
 import type { TokenProvider } from '../oauth/tokens.js';
-import { sendViaGraph, type GraphOutcome } from './graph.js';
+import { sendViaGraph, type GraphOutcome, type GraphSendOptions } from './graph.js';
 import { createPool, openConnections, retire, sendRaw, type Pool } from '../mail/nodemailer-adapter.js';
 import { poolOptions, type TransportTuning } from './options.js';
 
@@ -98,6 +98,8 @@ export class TransportPools {
   constructor(
     private readonly tuning: TransportTuning,
     private readonly tokens?: TokenProvider,
+    /** Where Graph spools a large passthrough message (the state_dir's graph-spool). */
+    private readonly spoolDir?: () => string,
   ) {}
 
   /** The pool for an account, on its server's primary host or on the given route (the alternate). */
@@ -115,9 +117,10 @@ export class TransportPools {
   }
 
   /** Microsoft Graph servers (type: graph) send with the app token instead of a pool. */
-  graph(account: Account, envelope: UpstreamEnvelope, message: Readable): Promise<GraphOutcome> {
+  graph(account: Account, envelope: UpstreamEnvelope, message: Readable, reopen?: () => Readable): Promise<GraphOutcome> {
     if (!this.tokens) throw new Error('Graph needs a token provider');
-    return sendViaGraph(this.tokens, account, envelope, message);
+    const opts: GraphSendOptions = { ...(reopen ? { reopen } : {}), ...(this.spoolDir ? { spoolDir: this.spoolDir() } : {}) };
+    return sendViaGraph(this.tokens, account, envelope, message, opts);
   }
 
   get size(): number {

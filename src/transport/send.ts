@@ -47,12 +47,12 @@ export function credentialPath(account: Account): string {
  * Sends one message through the account's pool (or Graph): while the client waits (delivery:
  * passthrough), or for a queue entry's attempt. `route` is the alternate host, if used.
  */
-export async function deliverNow(pools: TransportPools, account: Account, envelope: UpstreamEnvelope, message: Readable, route?: { host: string; port: number }): Promise<SendOutcome> {
+export async function deliverNow(pools: TransportPools, account: Account, envelope: UpstreamEnvelope, message: Readable, route?: { host: string; port: number }, reopen?: () => Readable): Promise<SendOutcome> {
   const ctx = upstreamContext(account, route);
   if (account.server.type === 'graph') {
     // Graph is one HTTP call for all recipients
     try {
-      const sent = await pools.graph(account, envelope, message);
+      const sent = await pools.graph(account, envelope, message, reopen);
       return { ok: true, accepted: sent.accepted, refused: [], upstreamReply: sent.upstreamReply };
     } catch (err) {
       return { ok: false, error: classifyUpstreamError(err, ctx) };

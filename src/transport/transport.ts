@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Account } from '../config/account.js';
 import { accountFor } from '../config/account.js';
@@ -33,7 +34,7 @@ export class Transport {
   constructor(opts: TransportOptions) {
     const tuning = { ...DEFAULT_TUNING, helo: opts.helo };
     const tokens = new TokenProvider({ stateDir: opts.stateDir, logger: opts.logger, loginHint: opts.loginHint });
-    this.pools = new TransportPools(tuning, tokens);
+    this.pools = new TransportPools(tuning, tokens, () => join(opts.stateDir(), 'graph-spool'));
     this.thread = new UpstreamThread(this.pools, tuning);
   }
 
@@ -46,9 +47,12 @@ export class Transport {
     return this.thread.handles(account);
   }
 
-  /** One upstream transaction; `route` is the alternate host when failover uses it. */
-  send(account: Account, envelope: UpstreamEnvelope, message: Buffer | Readable, route?: { host: string; port: number }): Promise<SendOutcome> {
-    if (!Buffer.isBuffer(message)) return deliverNow(this.pools, account, envelope, message, route);
+  /**
+   * One upstream transaction; `route` is the alternate host when failover uses it. `reopen` reads
+   * the message again from the start (the queue's file): Graph's draft path reads it more than once.
+   */
+  send(account: Account, envelope: UpstreamEnvelope, message: Buffer | Readable, route?: { host: string; port: number }, reopen?: () => Readable): Promise<SendOutcome> {
+    if (!Buffer.isBuffer(message)) return deliverNow(this.pools, account, envelope, message, route, reopen);
     if (this.thread.handles(account)) return deliverInThread(this.thread, account, envelope, message, route);
     return deliverNow(this.pools, account, envelope, Readable.from([message], { objectMode: false }), route);
   }

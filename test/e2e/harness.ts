@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { parseConfig } from '../../src/config/load.js';
+import { OpsServer } from '../../src/ops/http.js';
 import { Relay } from '../../src/relay.js';
 
 export interface RunningRelay {
@@ -23,11 +24,13 @@ export interface RunningRelay {
   reload(): void;
   /** The /metrics text. */
   metrics(): Promise<string>;
+  /** With `ops: true`: GETs a monitoring path (/status, /metrics) from the relay's real ops server. */
+  ops(path: string): Promise<{ status: number; text: string }>;
   stop(): Promise<void>;
 }
 
 /** Starts the real Relay object with the given YAML, every listener on a free loopback port. */
-export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; shutdownGraceMs?: number } = {}): Promise<RunningRelay> {
+export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; shutdownGraceMs?: number; ops?: boolean } = {}): Promise<RunningRelay> {
   const dir = mkdtempSync(join(tmpdir(), 'sendas-e2e-'));
   const file = join(dir, 'relay.yaml');
   writeFileSync(file, yaml);
@@ -58,6 +61,8 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
   const logger = pino({ level: 'debug', base: { service: 'sendas' } }, sink);
   const relay = new Relay({ snapshot, logger, hostname: 'relay.test', ...(opts.shutdownGraceMs !== undefined ? { shutdownGraceMs: opts.shutdownGraceMs } : {}) });
   const address = await relay.start({ host: '127.0.0.1', port: 0 });
+  const ops = opts.ops ? new OpsServer({ ready: () => relay.ready(), status: () => relay.status(), registry: relay.metrics.registry, logger }) : undefined;
+  const opsPort = ops ? (await ops.listen('127.0.0.1', 0)).port : undefined;
   return {
     port: address.port,
     ports: relay.addresses.map((a) => a.port),
@@ -77,7 +82,15 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
     },
     reload: () => void relay.reloadFromFile('test'),
     metrics: () => relay.metrics.registry.metrics(),
-    stop: () => relay.stop(),
+    ops: async (path) => {
+      if (opsPort === undefined) throw new Error('startRelay without ops: true');
+      const res = await fetch(`http://127.0.0.1:${opsPort}${path}`);
+      return { status: res.status, text: await res.text() };
+    },
+    stop: async () => {
+      await ops?.close();
+      await relay.stop();
+    },
   };
 }
 

@@ -46,7 +46,7 @@ describe('delivery: queue', () => {
     upstreams.push(u);
     return u;
   };
-  const relay = async (port: number, queueYaml: string, serverExtra = '', opts: { shutdownGraceMs?: number } = {}) => {
+  const relay = async (port: number, queueYaml: string, serverExtra = '', opts: { shutdownGraceMs?: number; ops?: boolean } = {}) => {
     const r = await startRelay(relayYaml(port, queueYaml, serverExtra, 'queue'), opts);
     relays.push(r);
     return r;
@@ -230,13 +230,30 @@ describe('delivery: queue', () => {
     const alternate = await upstream({ onData: (m) => (headerValues(split(m.raw).head, 'Subject')[0] === 'three' ? { code: 451, message: '4.3.0 try again later' } : undefined) });
     // the cool-down must outlast sending message two even on a loaded CI machine
     const cooldownMs = 3_000;
-    const r = await relay(primaryPort, 'queue:\n  retry: [300ms]\n', `    alternate: {host: 127.0.0.1, port: ${alternate.port}, cooldown: ${cooldownMs}ms}\n`);
+    const r = await relay(primaryPort, 'queue:\n  retry: [300ms]\n', `    alternate: {host: 127.0.0.1, port: ${alternate.port}, cooldown: ${cooldownMs}ms}\n`, { ops: true });
+    const primaryHost = `127.0.0.1:${primaryPort}`;
+    const alternateHost = `127.0.0.1:${alternate.port}`;
+    // ops see the host in use in /status and in the route metric, not only in the log
+    const route = async () => (JSON.parse((await r.ops('/status')).text) as { servers: { name: string; route: { host: string; role: string; since: string } }[] }).servers[0]!.route;
+    const routeMetric = async () => (await r.ops('/metrics')).text.split('\n').filter((l) => l.startsWith('sendas_server_route{')).sort();
+    const metricRows = (inUse: 'primary' | 'alternate') => [
+      `sendas_server_route{server="main",host="${alternateHost}",role="alternate"} ${inUse === 'alternate' ? 1 : 0}`,
+      `sendas_server_route{server="main",host="${primaryHost}",role="primary"} ${inUse === 'primary' ? 1 : 0}`,
+    ].sort();
+    expect(await route()).toMatchObject({ host: primaryHost, role: 'primary' });
+    expect(await routeMetric()).toEqual(metricRows('primary'));
+
     expect((await send(r, { subject: 'one' })).finalCode).toBe(250);
     const first = await alternate.nextMessage();
     expect(first.login).toBe('support@acme.example');
     const failedOver = await r.waitForLog((l) => l.msg === 'primary unreachable: using the alternate');
     expect(failedOver).toMatchObject({ server: 'main', kind: 'network' });
     const failedOverAt = typeof failedOver.time === 'number' ? failedOver.time : Date.parse(String(failedOver.time));
+    const onAlternate = await route();
+    expect(onAlternate).toMatchObject({ host: alternateHost, role: 'alternate' });
+    // since: the moment of the failover (the log line is written just after it)
+    expect(Math.abs(Date.parse(onAlternate.since) - failedOverAt)).toBeLessThan(1_000);
+    expect(await routeMetric()).toEqual(metricRows('alternate'));
 
     const primary = await upstream({ port: primaryPort });
     // within the cool-down the alternate keeps the traffic
@@ -251,6 +268,10 @@ describe('delivery: queue', () => {
     expect(Date.now()).toBeGreaterThanOrEqual(failedOverAt + cooldownMs);
     expect(alternate.rejected.map((x) => headerValues(split(x.msg.raw).head, 'Subject')[0])).toContain('three');
     await r.waitForLog((l) => l.msg === 'primary reachable again: back from the alternate');
+    const back = await route();
+    expect(back).toMatchObject({ host: primaryHost, role: 'primary' });
+    expect(Date.parse(back.since)).toBeGreaterThanOrEqual(failedOverAt + cooldownMs);
+    expect(await routeMetric()).toEqual(metricRows('primary'));
   });
 
   it.each(['closes', 'resets'] as const)('a connection the primary %s mid-DATA is "connection lost", deferred, and no reason to fail over', async (how) => {

@@ -2,7 +2,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startTestUpstream, TEST_TLS, type TestUpstream, type TestUpstreamOptions } from '../support/upstream.js';
 import { swaks } from '../support/swaks.js';
-import { ACCOUNTS, SECRETS, message, relayYaml, startRelay, type RunningRelay } from './harness.js';
+import { ACCOUNTS, SECRETS, headerValues, message, relayYaml, split, startRelay, type RunningRelay } from './harness.js';
 
 /** Upstream answers come back to the client as 4xx/5xx with the upstream's words; our own failures are classified. */
 describe('upstream answers and failures (delivery: passthrough)', () => {
@@ -139,4 +139,48 @@ describe('upstream security and sign-in methods', () => {
       expect(upstream.authAttempts).toEqual([{ username: 'support@acme.example', ok: true }]);
     });
   }
+});
+
+describe('shared mailbox Send As over SMTP', () => {
+  let upstream: TestUpstream | undefined;
+  let relay: RunningRelay | undefined;
+  afterEach(async () => {
+    await relay?.stop();
+    await upstream?.close();
+    relay = undefined;
+    upstream = undefined;
+  });
+
+  // the helpdesk is a shared mailbox (no sign-in of its own); alice signs in and has Send As on it
+  const helpdesk = `  - name: helpdesk
+    address: helpdesk@acme.example
+    display_name: Acme Helpdesk
+    override:
+      username: alice@acme.example
+      password: alice-secret-3
+`;
+  const start = async (sendAs: Record<string, string[]>) => {
+    upstream = await startTestUpstream({ accounts: ACCOUNTS, requireSenderMatchesLogin: true, sendAs });
+    relay = await startRelay(relayYaml(upstream.port).replace('agents:\n', `${helpdesk}agents:\n`));
+    return swaks({ server: '127.0.0.1', port: relay.port, from: 'helpdesk@acme.example', to: 'c@example.net', data: message({ From: 'helpdesk@acme.example', Subject: 'shared', Sender: 'crm@acme.example' }) });
+  };
+
+  it('the delegate signs in; envelope and From are the shared mailbox; a Sender naming someone else is dropped', async () => {
+    const r = await start({ 'alice@acme.example': ['helpdesk@acme.example'] });
+    expect(r.finalCode).toBe(250);
+    const got = await upstream!.nextMessage();
+    expect(got.login).toBe('alice@acme.example');
+    expect(got.mailFrom).toBe('helpdesk@acme.example');
+    const { head } = split(got.raw);
+    expect(headerValues(head, 'From')).toEqual(['Acme Helpdesk <helpdesk@acme.example>']);
+    expect(headerValues(head, 'Sender')).toEqual([]);
+  });
+
+  it('without the Send As grant the upstream refuses, and the reply says so', async () => {
+    const r = await start({});
+    expect(r.finalCode).toBe(550);
+    // names the delegate's login, whose grant is missing, and passes Exchange's words on
+    expect(r.finalReply).toMatch(/^550 5\.7\.60 upstream main .* alice@acme\.example.*SendAsDenied; alice@acme\.example not allowed to send as helpdesk@acme\.example/);
+    expect(upstream!.messages).toHaveLength(0);
+  });
 });

@@ -47,7 +47,7 @@ describe('startGraphServer', () => {
     const msg = await next;
     expect(msg).toMatchObject({ mailbox: 'support@contoso.example', token: 'app-token', appOnly: true });
     expect(msg.mime.equals(MIME)).toBe(true);
-    expect(g.requests).toEqual([{ status: 202, mailbox: 'support@contoso.example', at: expect.any(Number) }]);
+    expect(g.requests).toEqual([{ step: 'sendMail', status: 202, mailbox: 'support@contoso.example', at: expect.any(Number) }]);
     await expect(g.nextMessage(100)).rejects.toThrow(/no message within 100 ms/);
   });
 
@@ -142,7 +142,8 @@ describe('startGraphServer', () => {
     const g = await graph({ maxRequestBytes: 1000 });
     const big = Buffer.concat([MIME, Buffer.alloc(2000, 0x61)]).toString('base64');
     expect((await sendMail(g, 'support@contoso.example', 'app-token', big)).status).toBe(413);
-    expect((await fetch(`${g.url}/v1.0/users/x@y.example/messages`)).status).toBe(404);
+    expect((await fetch(`${g.url}/v1.0/users/x@y.example/mailFolders`)).status).toBe(404);
+    expect((await fetch(`${g.url}/v1.0/users/x@y.example/messages`)).status).toBe(405);
     expect((await fetch(`${g.url}/v1.0/users/x@y.example/sendMail`)).status).toBe(405);
   });
 
@@ -169,5 +170,93 @@ describe('startGraphServer', () => {
     } finally {
       await oauth.close();
     }
+  });
+
+  describe('the draft path', () => {
+    const KIB = 1024;
+    const call = async (g: GraphServer, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
+      const isText = typeof body === 'string';
+      const res = await fetch(path.startsWith('http') ? path : g.url + path, {
+        method,
+        headers: { Authorization: 'Bearer app-token', ...(body === undefined ? {} : { 'Content-Type': isText ? 'text/plain' : 'application/json' }), ...headers },
+        body: body === undefined ? undefined : isText ? body : JSON.stringify(body),
+      });
+      const text = await res.text();
+      return { status: res.status, headers: res.headers, json: text ? (JSON.parse(text) as Record<string, unknown> & { error?: { code: string } }) : undefined };
+    };
+    const put = (url: string, bytes: Buffer, range: string, headers: Record<string, string> = {}) =>
+      fetch(url, { method: 'PUT', headers: { 'Content-Type': 'application/octet-stream', 'Content-Range': range, ...headers }, body: new Uint8Array(bytes) }).then(async (r) => ({ status: r.status, headers: r.headers, text: await r.text() }));
+    const box = '/v1.0/users/support@contoso.example';
+
+    it('a draft from MIME, an upload session in 320 KiB multiples, send: recorded with its attachment and ranges', async () => {
+      const g = await graph();
+      const draft = await call(g, 'POST', `${box}/messages`, MIME.toString('base64'));
+      expect(draft.status).toBe(201);
+      const id = draft.json!.id as string;
+      const size = 3_100_000;
+      const file = Buffer.alloc(size, 9);
+      const session = await call(g, 'POST', `${box}/messages/${id}/attachments/createUploadSession`, { AttachmentItem: { attachmentType: 'file', name: 'big.bin', size, contentType: 'application/pdf' } });
+      expect(session.status).toBe(201);
+      const uploadUrl = session.json!.uploadUrl as string;
+      expect(session.json!.nextExpectedRanges).toEqual(['0-']);
+      const first = 9 * 320 * KIB;
+      const r1 = await put(uploadUrl, file.subarray(0, first), `bytes 0-${first - 1}/${size}`);
+      expect(r1.status).toBe(200);
+      expect((JSON.parse(r1.text) as { nextExpectedRanges: string[] }).nextExpectedRanges).toEqual([String(first)]);
+      const r2 = await put(uploadUrl, file.subarray(first), `bytes ${first}-${size - 1}/${size}`);
+      expect(r2.status).toBe(201);
+      expect(r2.headers.get('location')).toContain(`/messages('${id}')/attachments('`);
+      expect((await call(g, 'PATCH', `${box}/messages/${id}`, { singleValueExtendedProperties: [{ id: 'Boolean 0x0E01', value: 'true' }] })).status).toBe(200);
+      expect((await call(g, 'POST', `${box}/messages/${id}/send`)).status).toBe(202);
+      const msg = await g.nextMessage();
+      expect(msg).toMatchObject({ via: 'draft', savedToSentItems: false, mailbox: 'support@contoso.example' });
+      expect(msg.mime.equals(MIME)).toBe(true);
+      expect(msg.attachments).toEqual([
+        expect.objectContaining({ name: 'big.bin', contentType: 'application/pdf', via: 'upload', ranges: [{ start: 0, end: first - 1, total: size }, { start: first, end: size - 1, total: size }] }),
+      ]);
+      expect(msg.attachments[0]!.bytes.equals(file)).toBe(true);
+      expect(g.openDrafts()).toBe(0);
+    });
+
+    it('checks each PUT: where it starts, the total, the body length, 320 KiB multiples, at most 4 MiB, no Authorization', async () => {
+      const g = await graph();
+      const id = (await call(g, 'POST', `${box}/messages`, MIME.toString('base64'))).json!.id as string;
+      const size = 9_000_000;
+      const url = (await call(g, 'POST', `${box}/messages/${id}/attachments/createUploadSession`, { AttachmentItem: { attachmentType: 'file', name: 'x', size } })).json!.uploadUrl as string;
+      const chunk = Buffer.alloc(320 * KIB);
+      expect((await put(url, chunk, `bytes 100-${100 + chunk.length - 1}/${size}`)).status).toBe(416);
+      expect((await put(url, chunk, `bytes 0-${chunk.length - 1}/${size + 1}`)).status).toBe(416);
+      expect((await put(url, chunk, `bytes 0-${chunk.length}/${size}`)).status).toBe(416);
+      expect((await put(url, chunk.subarray(1000), `bytes 0-${chunk.length - 1001}/${size}`)).text).toContain('InvalidChunkSize');
+      const over = Buffer.alloc(4 * 1024 * KIB + 320 * KIB);
+      expect((await put(url, over, `bytes 0-${over.length - 1}/${size}`)).status).toBe(413);
+      expect((await put(url, chunk, `bytes 0-${chunk.length - 1}/${size}`, { Authorization: 'Bearer app-token' })).status).toBe(400);
+      expect((await put(url, chunk, 'bytes */9000000')).status).toBe(400);
+      expect((await put(url, chunk, `bytes 0-${chunk.length - 1}/${size}`)).status).toBe(200);
+    });
+
+    it('createUploadSession only for 3 MB to 150 MB; drafts are per mailbox; DELETE removes one', async () => {
+      const g = await graph();
+      const id = (await call(g, 'POST', `${box}/messages`, MIME.toString('base64'))).json!.id as string;
+      const small = await call(g, 'POST', `${box}/messages/${id}/attachments/createUploadSession`, { AttachmentItem: { attachmentType: 'file', name: 'x', size: 2_999_999 } });
+      expect([small.status, small.json?.error?.code]).toEqual([400, 'ErrorAttachmentSizeShouldNotBeLessThanMinimumSize']);
+      const huge = await call(g, 'POST', `${box}/messages/${id}/attachments/createUploadSession`, { AttachmentItem: { attachmentType: 'file', name: 'x', size: 150_000_001 } });
+      expect([huge.status, huge.json?.error?.code]).toEqual([413, 'ErrorMessageSizeExceeded']);
+      const posted = await call(g, 'POST', `${box}/messages/${id}/attachments`, { '@odata.type': '#microsoft.graph.fileAttachment', name: 'a.txt', contentBytes: Buffer.from('hi').toString('base64') });
+      expect(posted.status).toBe(201);
+      expect((await call(g, 'POST', `/v1.0/users/other@contoso.example/messages/${id}/send`)).status).toBe(404);
+      expect((await call(g, 'DELETE', `${box}/messages/${id}`)).status).toBe(204);
+      expect(g.deletedDrafts).toEqual([id]);
+      expect((await call(g, 'POST', `${box}/messages/${id}/send`)).status).toBe(404);
+      expect(g.requests.map((r) => r.step)).toEqual(['draft', 'createUploadSession', 'createUploadSession', 'attachment', 'send', 'delete', 'send']);
+    });
+
+    it('failOn answers a chosen step with a chosen error', async () => {
+      const g = await graph({ failOn: ({ step }) => (step === 'send' ? { status: 503, code: 'ServiceUnavailable', message: 'try later' } : undefined) });
+      const id = (await call(g, 'POST', `${box}/messages`, MIME.toString('base64'))).json!.id as string;
+      const r = await call(g, 'POST', `${box}/messages/${id}/send`);
+      expect([r.status, r.json?.error?.code]).toEqual([503, 'ServiceUnavailable']);
+      expect(g.messages).toHaveLength(0);
+    });
   });
 });

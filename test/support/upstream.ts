@@ -68,6 +68,8 @@ export interface TestUpstreamOptions {
   onData?: (msg: ReceivedMessage) => SmtpReply | undefined;
   /** like Microsoft 365: MAIL FROM must equal the login (case-insensitive), else 550 5.7.60 SendAsDenied at MAIL FROM; the null sender <> is allowed */
   requireSenderMatchesLogin?: boolean;
+  /** with requireSenderMatchesLogin: the Send As grants, login → the (shared) mailboxes it may also send as */
+  sendAs?: Record<string, string[]>;
   /** with 'starttls': refuse AUTH before STARTTLS ("538 Error: Must issue a STARTTLS command first"), like most real submission servers; default false */
   requireTlsForAuth?: boolean;
   /**
@@ -315,7 +317,8 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
         callback(smtpError(refusal));
         return;
       }
-      if (opts.requireSenderMatchesLogin && address.address !== '' && (login === null || login.toLowerCase() !== address.address.toLowerCase())) {
+      const granted = (opts.sendAs?.[login ?? ''] ?? []).some((m) => m.toLowerCase() === address.address.toLowerCase());
+      if (opts.requireSenderMatchesLogin && address.address !== '' && !granted && (login === null || login.toLowerCase() !== address.address.toLowerCase())) {
         callback(
           smtpError({
             code: 550,

@@ -151,7 +151,7 @@ describe.concurrent('sendas check', () => {
       `  ${BROKEN}:3:21 listen.max_message_size: "25XB" is not a size: write a number of bytes or a number with KB, MB or GB (e.g. 25MB)`,
       `  ${BROKEN}:5:3 servers: no server is the default: set \`default: true\` on exactly one server`,
       `  ${BROKEN}:5:5 servers[0]: auth is login but no password is set: add \`password:\` (a string, {env: NAME} or {file: PATH})`,
-      `  ${BROKEN}:7:5 servers[0].securty: unknown key "securty" (did you mean "security"?); known keys here: name, default, type, preset, host, port, security, auth, username, password, address, oauth, tls, allow_plaintext_auth, proxy, graph_url, alternate, max_recipients, rate, connections, daily`,
+      `  ${BROKEN}:7:5 servers[0].securty: unknown key "securty" (did you mean "security"?); known keys here: name, default, type, preset, host, port, security, auth, username, password, address, oauth, tls, allow_plaintext_auth, proxy, graph_url, save_to_sent_items, alternate, max_recipients, rate, connections, daily`,
       `  ${BROKEN}:14:13 channels[0].server: unknown server "nowhere"; servers are: main, backup`,
       `  ${BROKEN}:16:5 agents[0]: agent "support" sends with server "backup"'s own account, and that server has none: give agent "support" an \`override:\` with its own account, or set \`address:\` (and the sign-in) on servers[1]`,
       `  ${BROKEN}:16:11 agents[0].name: duplicate name "support" (already used by channels[0]; channels and agents share one set of names)`,

@@ -121,6 +121,7 @@ describe('a valid configuration', () => {
           allowPlaintextAuth: false,
           proxy: undefined,
           graphUrl: 'https://graph.microsoft.com',
+          saveToSentItems: true,
           alternate: { host: 'smtp2.acme.example', port: 587, cooldownMs: 60_000 },
           maxRecipients: 100,
           rate: { count: 30, windowMs: 60_000 },
@@ -159,6 +160,7 @@ describe('a valid configuration', () => {
           rate: { count: 30, windowMs: 60_000 },
           connections: 3,
           daily: { messages: undefined, recipients: 10_000 },
+          saveToSentItems: true,
           path: 'servers[1]',
         },
       ],
@@ -557,8 +559,15 @@ channels:
         path: 'servers[0].flavour',
         line: 6,
         col: 5,
-        message: 'unknown key "flavour"; known keys here: name, default, type, preset, host, port, security, auth, username, password, address, oauth, tls, allow_plaintext_auth, proxy, graph_url, alternate, max_recipients, rate, connections, daily',
+        message: 'unknown key "flavour"; known keys here: name, default, type, preset, host, port, security, auth, username, password, address, oauth, tls, allow_plaintext_auth, proxy, graph_url, save_to_sent_items, alternate, max_recipients, rate, connections, daily',
       },
+    ]);
+  });
+
+  it('save_to_sent_items is for type graph: over SMTP the mailbox decides', () => {
+    const err = configError(`${ONE_SERVER}    save_to_sent_items: false\n`);
+    expect(err.issues.map((i) => `${i.path}: ${i.message}`)).toEqual([
+      'servers[0].save_to_sent_items: applies to type graph only (over SMTP, Exchange and Gmail keep their own copy as the mailbox is set up)',
     ]);
   });
 

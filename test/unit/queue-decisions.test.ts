@@ -398,6 +398,7 @@ function server(alternate: ServerConfig['alternate']): ServerConfig {
     allowPlaintextAuth: false,
     proxy: undefined,
     graphUrl: 'https://graph.microsoft.com',
+    saveToSentItems: true,
     alternate,
     maxRecipients: undefined,
     rate: undefined,
@@ -460,6 +461,18 @@ describe('FailoverState', () => {
     f.primaryFailed(T0 + HOUR);
     expect(f.shouldTryPrimary(T0 + HOUR + 29 * SEC)).toBe(false);
     expect(f.shouldTryPrimary(T0 + HOUR + 30 * SEC)).toBe(true);
+  });
+
+  it('inUse(): the alternate from the failover until the primary takes a send again, since the move', () => {
+    const f = withAlt();
+    expect(f.inUse()).toEqual({ route: f.primary(), since: undefined });
+    f.primaryFailed(T0);
+    expect(f.inUse()).toEqual({ route: f.alternate(), since: T0 });
+    // past the cool-down sends probe the primary, but traffic is on the alternate until one succeeds
+    f.primaryFailed(T0 + 30 * SEC);
+    expect(f.inUse()).toEqual({ route: f.alternate(), since: T0 });
+    f.primaryWorked(T0 + 60 * SEC, T0 + 61 * SEC);
+    expect(f.inUse()).toEqual({ route: f.primary(), since: T0 + 61 * SEC });
   });
 
   it('without an alternate there is nowhere to fail over to: every send tries the primary', () => {
