@@ -6,7 +6,16 @@ import type { Security } from './types.js';
  * describe them for users.
  */
 export const DEFAULTS = {
-  listen: { host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 25 * 1024 * 1024 },
+  listen: {
+    host: '127.0.0.1',
+    port: 2525,
+    allow: ['127.0.0.0/8', '::1'],
+    maxMessageSize: 25 * 1024 * 1024,
+    /** Postfix 3.9's default: legacy software writing bare LF keeps working, and what leaves is CRLF only either way. */
+    bareNewline: 'normalize',
+    /** Off: only max_message_size limits an attachment. */
+    maxAttachmentSize: undefined,
+  },
   delivery: 'queue',
   queue: {
     /** Relative to the YAML file; SENDAS_QUEUE_DIR (set by the Docker image) wins over it. */

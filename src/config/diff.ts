@@ -30,6 +30,9 @@ export function diffSnapshots(before: ConfigSnapshot, after: ConfigSnapshot): Co
   if (before.listen.port !== after.listen.port) needsRestart.push('listen.port');
   if (differ(before.listen.allow, after.listen.allow)) settings.push('listen.allow');
   if (before.listen.maxMessageSize !== after.listen.maxMessageSize) settings.push('listen.max_message_size');
+  // both apply to sessions opened after the reload: a session keeps the snapshot it started with
+  if (before.listen.bareNewline !== after.listen.bareNewline) settings.push('listen.bare_newline');
+  if (before.listen.maxAttachmentSize !== after.listen.maxAttachmentSize) settings.push('listen.max_attachment_size');
   if (before.delivery !== after.delivery) needsRestart.push('delivery');
   if (before.queue.dir !== after.queue.dir) needsRestart.push('queue.dir');
   if (differ(before.queue.retryMs, after.queue.retryMs)) settings.push('queue.retry');

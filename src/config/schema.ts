@@ -87,6 +87,9 @@ const listen = z.strictObject({
   port: port.default(DEFAULTS.listen.port),
   allow: z.array(cidr).default([...DEFAULTS.listen.allow]),
   max_message_size: size.default(DEFAULTS.listen.maxMessageSize),
+  bare_newline: lowerEnum(['reject', 'normalize'] as const).default(DEFAULTS.listen.bareNewline),
+  // no default: without it, attachments are limited only by max_message_size
+  max_attachment_size: size.optional(),
 });
 
 const client = z.strictObject({

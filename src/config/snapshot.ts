@@ -104,6 +104,8 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env }: Snap
       port: data.listen.port,
       allow: Object.freeze([...data.listen.allow]),
       maxMessageSize: data.listen.max_message_size,
+      bareNewline: data.listen.bare_newline,
+      maxAttachmentSize: data.listen.max_attachment_size ?? DEFAULTS.listen.maxAttachmentSize,
     }),
     delivery: data.delivery,
     queue: Object.freeze({

@@ -28,6 +28,10 @@ export interface ListenConfig {
   readonly allow: readonly string[];
   /** Bytes; advertised with SIZE. */
   readonly maxMessageSize: number;
+  /** A bare CR or LF in DATA: refused (550 5.5.2), or made CRLF line ends (README "Smuggling and bare newlines"). */
+  readonly bareNewline: 'reject' | 'normalize';
+  /** Bytes one attachment may have (decoded); undefined: no limit beyond maxMessageSize. */
+  readonly maxAttachmentSize: number | undefined;
 }
 
 export interface ClientConfig {
