@@ -18,6 +18,8 @@ export interface RunningRelay {
   /** Resolves with the first log line (already written or still to come) that matches. */
   waitForLog(match: (line: Record<string, unknown>) => boolean, opts?: { after?: number; timeoutMs?: number }): Promise<Record<string, unknown>>;
   stop(): Promise<void>;
+  /** The Relay object itself, e.g. for /readyz through an OpsServer. */
+  readonly relay: Relay;
 }
 
 /** Starts the real Relay object on a free loopback port with the given YAML. */
@@ -69,6 +71,7 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
       });
     },
     stop: () => relay.stop(),
+    relay,
   };
 }
 

@@ -79,6 +79,8 @@ export interface TestUpstreamOptions {
   xoauth2?: (user: string, accessToken: string) => boolean | Promise<boolean>;
   /** scope named in the XOAUTH2 failure challenge (default 'https://mail.google.com/') */
   xoauth2Scope?: string;
+  /** keep every byte clients send, per connection, in `wire` (for checking what is on the wire, e.g. dot-stuffing); plain connections only */
+  recordWire?: boolean;
 }
 
 export interface TestUpstream {
@@ -94,6 +96,8 @@ export interface TestUpstream {
   xoauth2Attempts: { username: string; accessToken: string; ok: boolean }[];
   /** TCP connections accepted so far */
   connections: number;
+  /** with recordWire: the bytes each connection's client sent, as they came (before dot-unstuffing) */
+  wire: Buffer[][];
   /** resolves with the next accepted message not yet returned by nextMessage (default timeout 10 s) */
   nextMessage(timeoutMs?: number): Promise<ReceivedMessage>;
   /** stops listening and closes open client connections */
@@ -317,6 +321,7 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
     authAttempts,
     xoauth2Attempts,
     connections: 0,
+    wire: [],
     nextMessage(timeoutMs = DEFAULT_NEXT_MESSAGE_TIMEOUT_MS) {
       if (consumed < messages.length && waiters.length === 0) {
         return Promise.resolve(messages[consumed++]!);
@@ -364,6 +369,11 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
   server.server.on('connection', (socket: Socket) => {
     upstream.connections++;
     sockets.add(socket);
+    if (opts.recordWire) {
+      const bytes: Buffer[] = [];
+      upstream.wire.push(bytes);
+      socket.on('data', (chunk: Buffer) => bytes.push(chunk));
+    }
     socket.once('close', () => sockets.delete(socket));
   });
 
