@@ -11,6 +11,8 @@ interface Part {
   sent: number;
   /** Line breaks in it (CRLF: the line-end guard ran before). */
   lines: number;
+  /** base64: the "=" padding at the end so far. */
+  padding: number;
 }
 
 /**
@@ -66,13 +68,16 @@ export class AttachmentGuard extends Transform {
   private onChunk(chunk: SplitterChunk): void {
     if (chunk.type === 'node') {
       this.closePart();
-      this.part = isAttachment(chunk) ? { label: labelOf(chunk), base64: chunk.encoding === 'base64', sent: 0, lines: 0 } : undefined;
+      this.part = isAttachment(chunk) ? { label: labelOf(chunk), base64: chunk.encoding === 'base64', sent: 0, lines: 0, padding: 0 } : undefined;
       return;
     }
     const part = this.part;
     if (chunk.type !== 'body' || !part) return;
     part.sent += chunk.value.length;
-    if (part.base64) part.lines += countLf(chunk.value);
+    if (part.base64) {
+      part.lines += countLf(chunk.value);
+      part.padding = trailingPadding(chunk.value);
+    }
     if (!this.over && decodedSize(part) > this.limit) this.over = part;
   }
 
@@ -103,7 +108,16 @@ function labelOf(node: MimeNode): string {
 }
 
 function decodedSize(part: Part): number {
-  return part.base64 ? Math.floor(((part.sent - 2 * part.lines) * 3) / 4) : part.sent;
+  return part.base64 ? Math.floor(((part.sent - 2 * part.lines) * 3) / 4) - part.padding : part.sent;
+}
+
+/** The "=" at the end of a base64 chunk, line breaks after them aside. */
+function trailingPadding(buf: Buffer): number {
+  let i = buf.length - 1;
+  while (i >= 0 && (buf[i] === LF || buf[i] === 0x0d)) i--;
+  let n = 0;
+  while (i >= 0 && buf[i] === 0x3d && n < 2) (i--, n++);
+  return n;
 }
 
 function countLf(buf: Buffer): number {
