@@ -96,7 +96,7 @@ export class LineEnds {
     if (this.inHeader) from = this.header(chunk, from, out);
     if (!this.inHeader && from < chunk.length) this.body(chunk, from, out);
     this.prev = chunk[chunk.length - 1]!;
-    return out.length <= 1 ? out[0] : Buffer.concat(out);
+    return out.length <= 1 ? out[0] : joined(out, chunk);
   }
 
   /** The held CR and the chunk's first byte; returns where the chunk's own scan starts. */
@@ -239,6 +239,17 @@ function writesCrlf(head: Buffer): boolean | undefined {
   if (crlf >= 0 && (blank < 0 || crlf < blank)) return true;
   if (blank >= 0) return false;
   return undefined;
+}
+
+/** The pieces as one buffer: a view of the chunk when they are its bytes, back to back (the header and body of one chunk, unchanged), else a copy. */
+function joined(out: Buffer[], chunk: Buffer): Buffer {
+  let end = chunk.byteOffset;
+  for (const piece of out) {
+    if (piece.buffer !== chunk.buffer || piece.byteOffset !== end) return Buffer.concat(out);
+    end += piece.length;
+  }
+  if (end > chunk.byteOffset + chunk.length) return Buffer.concat(out);
+  return chunk.subarray(0, end - chunk.byteOffset);
 }
 
 function countLf(chunk: Buffer, from: number, to: number): number {
