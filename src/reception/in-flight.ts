@@ -40,7 +40,7 @@ export class MessageInFlight {
     let decide!: (d: MessageDecision) => void;
     const decided = new Promise<MessageDecision>((resolve) => (decide = resolve));
     const listener = listenerOf(msg);
-    this.guard = new SizeGuard(msg.stream, snapshot.listen.maxMessageSize, new LineEnds(listener.bareNewline));
+    this.guard = new SizeGuard(msg.stream, listener.maxMessageSize, new LineEnds(listener.bareNewline));
     // every check before the header stream: it parses only what the line-end guard let through
     const checks: Transform[] = [this.guard];
     if (listener.maxAttachmentSize !== undefined) checks.push(new AttachmentGuard(listener.maxAttachmentSize));
@@ -144,7 +144,7 @@ function decisionFields({ resolution, plan, headerFrom }: MessageDecision): Reco
  * The settings of the listener the client's session came in on, read here only: the session's
  * snapshot's `listen`.
  */
-function listenerOf(msg: IncomingMessage): Pick<ListenConfig, 'bareNewline' | 'maxAttachmentSize'> {
+function listenerOf(msg: IncomingMessage): Pick<ListenConfig, 'maxMessageSize' | 'bareNewline' | 'maxAttachmentSize'> {
   return msg.snapshot.listen;
 }
 
