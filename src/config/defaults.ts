@@ -14,6 +14,10 @@ export const DEFAULTS = {
     tls: 'none',
     // RFC 8996 deprecated TLS 1.0/1.1, and Node's own minimum is 1.2; smtp-server's default (TLSv1) is not used
     minTlsVersion: 'TLSv1.2',
+    /** Postfix 3.9's default: legacy software writing bare LF keeps working, and what leaves is CRLF only either way. */
+    bareNewline: 'normalize',
+    /** Off: only max_message_size limits an attachment. */
+    maxAttachmentSize: undefined,
   },
   /** Guessing, flooding and slow-client limits of every listener; README "Security" compares each with Postfix. */
   limits: {

@@ -69,6 +69,9 @@ function diffListeners(before: readonly ListenConfig[], after: readonly ListenCo
     if (JSON.stringify(a.allow) !== JSON.stringify(b.allow)) settings.push(`${b.path}.allow`);
     if (a.maxMessageSize !== b.maxMessageSize) settings.push(`${b.path}.max_message_size`);
     if (a.allowPlaintextAuth !== b.allowPlaintextAuth) settings.push(`${b.path}.allow_plaintext_auth`);
+    // both apply to sessions opened after the reload: a session keeps the listener settings it started with
+    if (a.bareNewline !== b.bareNewline) settings.push(`${b.path}.bare_newline`);
+    if (a.maxAttachmentSize !== b.maxAttachmentSize) settings.push(`${b.path}.max_attachment_size`);
     if (a.minTlsVersion !== b.minTlsVersion) settings.push(`${b.path}.min_tls_version`);
     if (!sameSecret(a.cert, b.cert)) settings.push(`${b.path}.cert`);
     if (!sameSecret(a.key, b.key)) settings.push(`${b.path}.key`);

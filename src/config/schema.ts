@@ -107,6 +107,9 @@ const listen = z.strictObject({
   key: secretRef.optional(),
   min_tls_version: z.enum(['TLSv1.2', 'TLSv1.3'], { error: 'must be TLSv1.2 or TLSv1.3' }).default(DEFAULTS.listen.minTlsVersion),
   allow_plaintext_auth: z.boolean().default(false),
+  bare_newline: lowerEnum(['reject', 'normalize'] as const).default(DEFAULTS.listen.bareNewline),
+  // no default: without it, attachments are limited only by max_message_size
+  max_attachment_size: size.optional(),
 });
 
 /** One listener as a mapping (the form of the first releases), or a list of them. */

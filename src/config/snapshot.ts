@@ -123,6 +123,8 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env }: Snap
           key: secret(`${path}.key`),
           minTlsVersion: l.min_tls_version,
           allowPlaintextAuth: l.allow_plaintext_auth,
+          bareNewline: l.bare_newline,
+          maxAttachmentSize: l.max_attachment_size ?? DEFAULTS.listen.maxAttachmentSize,
           path,
         }),
       ),

@@ -38,6 +38,10 @@ export interface ListenConfig {
   readonly minTlsVersion: 'TLSv1.2' | 'TLSv1.3';
   /** AUTH over a connection without TLS from any client, not only from `allow`. */
   readonly allowPlaintextAuth: boolean;
+  /** A bare CR or LF in DATA: refused (550 5.5.2), or made CRLF line ends (README "Smuggling and bare newlines"). */
+  readonly bareNewline: 'reject' | 'normalize';
+  /** Bytes one attachment may have (decoded); undefined: no limit beyond maxMessageSize. */
+  readonly maxAttachmentSize: number | undefined;
   /** Key path in the YAML: "listen" for the single mapping, "listen[1]" in the list form. */
   readonly path: string;
 }

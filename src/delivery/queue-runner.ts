@@ -11,6 +11,8 @@ import { AccountBook } from './accounts.js';
 import { backoffAfter, batchSize, holdAfterQuota } from './budget.js';
 import { applyBatchOutcome, applyQuotaWait, applyUnusableAccount, concludeAt, concludeAttempt, type Conclusion } from './decide.js';
 import { DueHeap } from './due-heap.js';
+import { retryDelay } from './schedule.js';
+import { formatAge } from '../config/duration.js';
 import type { Route } from './failover.js';
 import { FailoverRegistry, Lane } from './lane.js';
 import type { RelayMetrics } from '../ops/metrics.js';
@@ -220,8 +222,12 @@ export class QueueRunner {
         t.state = 'running';
         const attempt = this.attempt(t, lane)
           .catch((err: unknown) => {
-            this.opts.logger.error({ id, err: { message: (err as Error).message } }, 'queue attempt failed unexpectedly; retrying in 1 minute');
-            t.dueAt = this.clock.now() + 60_000;
+            // most often the entry's new state could not be written (a full disk): the next attempt
+            // follows queue.retry like any deferral, so a queue of thousands does not retry every minute
+            const delay = retryDelay(t.meta.attempts, this.opts.getSnapshot().queue.retryMs);
+            const code = (err as NodeJS.ErrnoException).code;
+            this.opts.logger.error({ id, err: { message: (err as Error).message, code }, retryInMs: delay }, `queue attempt failed unexpectedly; retrying in ${formatAge(delay)}`);
+            t.dueAt = this.clock.now() + delay;
           })
           .finally(() => {
             lane.running--;

@@ -65,10 +65,11 @@ export class QueueStage {
   async problems(): Promise<string[]> {
     try {
       for (const area of ['tmp', 'journal'] as const) await access(this.store.areaDir(area), constants.W_OK);
-      return [];
     } catch {
       return [`the queue directory ${this.store.dir} is not writable`];
     }
+    const problem = await this.store.health.problem();
+    return problem ? [`${problem} (${this.store.dir})`] : [];
   }
 
   /** Running deliveries get `graceMs` to finish; the rest stays queued for the next start. */

@@ -6,6 +6,10 @@ import { Headers } from '@zone-eu/mailsplit';
  * `onHeaders` (which may edit it, or throw to refuse the message), then emits the rebuilt
  * header section followed by the body bytes exactly as they came.
  *
+ * A bare LF ends a header line here (mailsplit's Headers splits on it too), so the relay puts
+ * reception's line-end guard (line-ends.ts) in front: by then every line ends in CRLF, and a bare
+ * LF inside a field was made a space rather than a line of its own.
+ *
  * Only the header section is held in memory (at most `maxHeaderBytes`); the body streams
  * through chunk by chunk. mailsplit's Splitter would parse every MIME part of the body too, which
  * costs CPU on large attachments and is not needed: only the top-level header changes.

@@ -57,10 +57,12 @@ function decodeName(name: string): string {
 
 /**
  * A mailbox as a header value: `Name <addr>`, with the name quoted when it has specials and
- * encoded as RFC 2047 words when it isn't ASCII, so the header is valid for any upstream.
+ * encoded as RFC 2047 words when it isn't ASCII, so the header is valid for any upstream. Control
+ * characters (CR, LF, NUL, tab …) become spaces first: a display name the client wrote, or one
+ * decoded from an encoded word (=?utf-8?Q?x=0ABcc:_evil@x?=), can never start a header line.
  */
 export function formatMailbox(mailbox: Mailbox): string {
-  const name = mailbox.name.replace(/[\r\n\t]+/g, ' ').trim();
+  const name = mailbox.name.replace(/[\x00-\x1f\x7f]+/g, ' ').trim();
   if (!name) return mailbox.address;
   return `${formatPhrase(name)} <${mailbox.address}>`;
 }

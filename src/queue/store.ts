@@ -9,6 +9,7 @@ import { DirSync } from './dir-sync.js';
 import { fileWorker } from './file-worker.js';
 import { writeAll } from './file-write.js';
 import { Journal } from './journal.js';
+import { WriteHealth } from './write-health.js';
 
 // file descriptors rather than FileHandles where a file is written or read in pieces (a large
 // message, a footer): writev and positioned reads on the descriptor, no handle object to close
@@ -49,12 +50,15 @@ export class QueueStore {
   private readonly journal: Journal;
   /** Per entry, the end of the operations queued on it (see exclusive). */
   private readonly busy = new Map<string, Promise<unknown>>();
+  /** Whether the last write went through: /readyz. */
+  readonly health: WriteHealth;
 
   constructor(dir: string, options: { journalSegmentBytes?: number } = {}) {
     this.dir = dir;
     this.syncs = { active: new DirSync(this.areaDir('active')), failed: new DirSync(this.areaDir('failed')) };
     this.journal = new Journal(this.areaDir('journal'), options.journalSegmentBytes);
     this.journal.crowded = (ids) => this.evict(ids);
+    this.health = new WriteHealth(this.areaDir('tmp'));
   }
 
   /** Runs the operations on one entry one after the other: a journaled entry may be moved out of the journal while the queue runner updates or removes it. */
@@ -133,7 +137,11 @@ export class QueueStore {
    * Writes the message with its metadata durably; `makeMeta` gets the message's size. Resolves
    * with the metadata only when the entry is on disk.
    */
-  async accept(id: string, message: Readable, makeMeta: (size: number) => QueueEntryMeta): Promise<QueueEntryMeta> {
+  accept(id: string, message: Readable, makeMeta: (size: number) => QueueEntryMeta): Promise<QueueEntryMeta> {
+    return this.health.track(this.write(id, message, makeMeta));
+  }
+
+  private async write(id: string, message: Readable, makeMeta: (size: number) => QueueEntryMeta): Promise<QueueEntryMeta> {
     const tmp = join(this.areaDir('tmp'), `${id}.eml`);
     let fd: number | undefined;
     let size = 0;
@@ -178,10 +186,12 @@ export class QueueStore {
 
   /** Replaces an entry's metadata atomically (write, fsync, rename, fsync the directory). */
   async update(meta: QueueEntryMeta, area: QueueArea = 'active'): Promise<void> {
-    await this.exclusive(meta.id, async () => {
-      if (await this.journaled(meta.id, area)) await this.extract(meta, area);
-      else await this.writeMeta(meta, area);
-    });
+    await this.health.track(
+      this.exclusive(meta.id, async () => {
+        if (await this.journaled(meta.id, area)) await this.extract(meta, area);
+        else await this.writeMeta(meta, area);
+      }),
+    );
   }
 
   /**
@@ -220,7 +230,7 @@ export class QueueStore {
 
   /** Moves an entry to the failed area, kept for inspection. */
   async moveToFailed(meta: QueueEntryMeta): Promise<void> {
-    await this.move(meta, 'active', 'failed');
+    await this.health.track(this.move(meta, 'active', 'failed'));
   }
 
   /** Puts a failed entry back into the active queue (sendas queue retry). */

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import type { Readable, Transform } from 'node:stream';
 import { receptionError } from '../errors/local.js';
 import { RelayError } from '../errors/relay-error.js';
 import { HeaderRewriteStream } from '../mail/header-stream.js';
@@ -6,6 +6,8 @@ import type { IncomingMessage } from './incoming.js';
 import type { OutcomeLog } from './outcome-log.js';
 import { processHeaders, type MessageDecision } from './process.js';
 import { SizeGuard } from './size-guard.js';
+import { LineEnds } from './line-ends.js';
+import { AttachmentGuard } from './attachment-guard.js';
 
 /** The largest header section accepted; the body is never held in memory, the header is. */
 const MAX_HEADER_BYTES = 1024 * 1024;
@@ -36,7 +38,11 @@ export class MessageInFlight {
     const { snapshot } = msg;
     let decide!: (d: MessageDecision) => void;
     const decided = new Promise<MessageDecision>((resolve) => (decide = resolve));
-    this.guard = new SizeGuard(msg.stream, msg.listener.maxMessageSize);
+    const listener = msg.listener;
+    this.guard = new SizeGuard(msg.stream, listener.maxMessageSize, new LineEnds(listener.bareNewline));
+    // every check before the header stream: it parses only what the line-end guard let through
+    const checks: Transform[] = [this.guard];
+    if (listener.maxAttachmentSize !== undefined) checks.push(new AttachmentGuard(listener.maxAttachmentSize));
     this.body = new HeaderRewriteStream({
       maxHeaderBytes: MAX_HEADER_BYTES,
       onHeaders: (headers) => {
@@ -61,10 +67,12 @@ export class MessageInFlight {
     });
     this.clientDone = drainedOrEnded(msg.stream);
     this.failed = new Promise<never>((_, reject) => {
-      this.guard.once('error', (err) => {
-        this.body.destroy(err);
-        reject(err);
-      });
+      for (const check of checks) {
+        check.once('error', (err) => {
+          this.body.destroy(err);
+          reject(err);
+        });
+      }
       this.body.once('error', reject);
     });
     this.failed.catch(() => undefined);
@@ -77,7 +85,10 @@ export class MessageInFlight {
         this.guard.destroy(new RelayError('client', { code: 421, enhanced: '4.4.2' }, 'The client disconnected before the end of the message; nothing was relayed'));
       }
     });
-    msg.stream.pipe(this.guard).pipe(this.body);
+    let tail: Transform = checks[0]!;
+    msg.stream.pipe(tail);
+    for (const check of checks.slice(1)) tail = tail.pipe(check);
+    tail.pipe(this.body);
   }
 
   /** Stops reading into the pipeline; the client's data is still read to its end (it gets one reply). */
@@ -127,6 +138,7 @@ function decisionFields({ resolution, plan, headerFrom }: MessageDecision): Reco
     envelopeAfter: plan.envelopeFrom || '<>',
   };
 }
+
 
 function drainedOrEnded(stream: Readable): Promise<void> {
   if (stream.readableEnded) return Promise.resolve();

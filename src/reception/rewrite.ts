@@ -64,7 +64,8 @@ export function addTraceHeaders(headers: Headers, trace: TraceInfo): void {
 export function receivedValue(t: TraceInfo): string {
   // RFC 3848 protocol names: the A says the client logged in, the S that it used TLS
   const protocol = `ESMTP${t.secure ? 'S' : ''}${t.authenticated ? 'A' : ''}`;
-  const client = `${t.clientHostname ?? 'unknown'} [${t.clientAddress}]`;
+  // the client's name comes from its PTR record: DNS names can carry any byte, a header line can't
+  const client = `${(t.clientHostname && sanitizeHelo(t.clientHostname)) || 'unknown'} [${t.clientAddress}]`;
   // name the recipient only when there is one, as Postfix does: a list would leak Bcc addresses
   const forClause = t.recipients.length === 1 ? ` for <${t.recipients[0]}>` : '';
   return `from ${sanitizeHelo(t.clientHelo)} (${client}) by ${t.relayHostname} (sendas) with ${protocol} id ${t.queueId}${forClause}; ${rfc5322Date(t.receivedAt)}`;

@@ -27,6 +27,8 @@ export interface RunningRelay {
   /** With `ops: true`: GETs a monitoring path (/status, /metrics) from the relay's real ops server. */
   ops(path: string): Promise<{ status: number; text: string }>;
   stop(): Promise<void>;
+  /** The Relay object itself, e.g. for /readyz through an OpsServer. */
+  readonly relay: Relay;
 }
 
 /** Starts the real Relay object with the given YAML, every listener on a free loopback port. */
@@ -91,6 +93,7 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
       await ops?.close();
       await relay.stop();
     },
+    relay,
   };
 }
 

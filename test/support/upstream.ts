@@ -99,6 +99,8 @@ export interface TestUpstreamOptions {
    * recorded in authAttempts as not ok
    */
   refuseAuth?: (username: string, method: string) => SmtpReply | undefined;
+  /** keep every byte clients send, per connection, in `wire` (for checking what is on the wire, e.g. dot-stuffing); plain connections only */
+  recordWire?: boolean;
 }
 
 export interface TestUpstream {
@@ -122,6 +124,8 @@ export interface TestUpstream {
   recipientsUsed: Map<string | null, number>;
   /** starts a new recipients window: every login's count back to 0 */
   resetRecipientWindow(): void;
+  /** with recordWire: the bytes each connection's client sent, as they came (before dot-unstuffing) */
+  wire: Buffer[][];
   /** resolves with the next accepted message not yet returned by nextMessage (default timeout 10 s) */
   nextMessage(timeoutMs?: number): Promise<ReceivedMessage>;
   /** stops listening and closes open client connections */
@@ -407,6 +411,7 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
     resetRecipientWindow() {
       recipientsUsed.clear();
     },
+    wire: [],
     nextMessage(timeoutMs = DEFAULT_NEXT_MESSAGE_TIMEOUT_MS) {
       if (consumed < messages.length && waiters.length === 0) {
         return Promise.resolve(messages[consumed++]!);
@@ -454,6 +459,11 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
   server.server.on('connection', (socket: Socket) => {
     upstream.connections++;
     sockets.add(socket);
+    if (opts.recordWire) {
+      const bytes: Buffer[] = [];
+      upstream.wire.push(bytes);
+      socket.on('data', (chunk: Buffer) => bytes.push(chunk));
+    }
     socket.once('close', () => sockets.delete(socket));
   });
 

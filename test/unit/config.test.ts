@@ -84,7 +84,7 @@ describe('a valid configuration', () => {
     expect(plain(snapshot)).toEqual({
       version: expect.stringMatching(/^[0-9a-f]{12}$/),
       file,
-      listeners: [{ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 26214400, tls: 'none', cert: undefined, key: undefined, minTlsVersion: 'TLSv1.2', allowPlaintextAuth: false, path: 'listen' }],
+      listeners: [{ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 26214400, tls: 'none', cert: undefined, key: undefined, minTlsVersion: 'TLSv1.2', allowPlaintextAuth: false, bareNewline: 'normalize', maxAttachmentSize: undefined, path: 'listen' }],
       limits: {
         connections: 500,
         connectionsPerAddress: 50,
@@ -211,7 +211,7 @@ describe('a valid configuration', () => {
 
   it('fills in listen, delivery and policy defaults when the file only lists servers', () => {
     const s = parseConfig(ONE_SERVER, FILE, { env: {} });
-    expect(s.listeners).toEqual([{ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 26214400, tls: 'none', cert: undefined, key: undefined, minTlsVersion: 'TLSv1.2', allowPlaintextAuth: false, path: 'listen' }]);
+    expect(s.listeners).toEqual([{ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 26214400, tls: 'none', cert: undefined, key: undefined, minTlsVersion: 'TLSv1.2', allowPlaintextAuth: false, bareNewline: 'normalize', maxAttachmentSize: undefined, path: 'listen' }]);
     expect(s.delivery).toBe('queue');
     expect(s.queue).toEqual({ dir: join(dirname(FILE), 'var/queue'), retryMs: [60_000, 300_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000], maxAgeMs: 172_800_000, notify: undefined });
     expect(s.policy).toEqual({ from: 'rewrite', unknownSender: 'reject' });
@@ -227,6 +227,14 @@ describe('a valid configuration', () => {
     expect(size('512KB')).toBe(524288);
     expect(size('1GB')).toBe(1073741824);
     expect(size('1048576')).toBe(1048576);
+  });
+
+  it('reads listen.bare_newline and listen.max_attachment_size, and names the key of a wrong value', () => {
+    const listen = (yaml: string) => parseConfig(`listen:\n${yaml}${ONE_SERVER}`, FILE, { env: {} }).listeners[0];
+    expect(listen('  bare_newline: Reject\n  max_attachment_size: 10MB\n')).toMatchObject({ bareNewline: 'reject', maxAttachmentSize: 10485760 });
+    const err = configError(`listen:\n  bare_newline: strip\n  max_attachment_size: lots\n${ONE_SERVER}`);
+    expect(err.issues.map((i) => `${i.line}:${i.col} ${i.path}`)).toEqual(['2:17 listen.bare_newline', '3:24 listen.max_attachment_size']);
+    expect(err.issues[1]!.message).toMatch(/"lots" is not a size/);
   });
 
   it('derives port from security, auth from username, address from username, and default from being alone', () => {

@@ -123,7 +123,7 @@ describe('decisions on an entry (decide.ts)', () => {
 });
 
 /** A QueueRunner on a manual clock, with an in-memory store and a scripted transport. */
-function harness(yamlExtra: string, script: (meta: QueueEntryMeta, route: Route, n: number) => Promise<SendOutcome> | SendOutcome, yaml = BASE_YAML) {
+function harness(yamlExtra: string, script: (meta: QueueEntryMeta, route: Route, n: number) => Promise<SendOutcome> | SendOutcome, yaml = BASE_YAML, storeOverrides: Partial<QueueStore> = {}) {
   const clock = new ManualClock(T0);
   const snapshot = snapshotOf(yaml, yamlExtra);
   const lines: Record<string, unknown>[] = [];
@@ -131,7 +131,7 @@ function harness(yamlExtra: string, script: (meta: QueueEntryMeta, route: Route,
   const sends: { id: string; route: Route; at: number }[] = [];
   /** The servers whose primary pools the runner told the transport to renew. */
   const renewed: string[] = [];
-  const store = { list: async () => [], update: async () => undefined, remove: async () => undefined, moveToFailed: async () => undefined, takeMessage: () => undefined } as unknown as QueueStore;
+  const store = { list: async () => [], update: async () => undefined, remove: async () => undefined, moveToFailed: async () => undefined, takeMessage: () => undefined, ...storeOverrides } as unknown as QueueStore;
   const runner = new QueueRunner({
     store,
     getSnapshot: () => snapshot,
@@ -165,6 +165,24 @@ describe('QueueRunner on an injected clock (no real sleeps)', () => {
       ['deferred', 2],
       ['delivered', 3],
     ]);
+    expect(h.runner.size).toBe(0);
+  });
+
+  it('an entry whose new state could not be written (disk full) is tried again on queue.retry, not in a fixed minute', async () => {
+    const greylisted = failed({ code: 'EMESSAGE', command: 'DATA', responseCode: 451, response: '451 4.3.0 Greylisted, try again' });
+    let writes = 0;
+    const update = async () => {
+      if (++writes === 1) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    };
+    const h = harness('queue:\n  retry: [300ms, 600ms]\n', (_m, _r, n) => (n === 1 ? greylisted : sent()), BASE_YAML, { update });
+    await h.runner.start();
+    h.runner.enqueue(entry('W1'));
+    await h.clock.advance(0);
+    expect(h.lines.find((l) => l.msg?.toString().startsWith('queue attempt failed unexpectedly'))).toMatchObject({ retryInMs: 300, err: { code: 'ENOSPC' } });
+    await h.clock.advance(299);
+    expect(h.sends.map((s) => s.at - T0)).toEqual([0]);
+    await h.clock.advance(1);
+    expect(h.sends.map((s) => s.at - T0)).toEqual([0, 300]);
     expect(h.runner.size).toBe(0);
   });
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { simpleParser } from 'mailparser';
 import { RelayError } from '../../src/errors/relay-error.js';
 import { header, rewrite, snapshotOf, BASE_YAML } from './helpers.js';
+import { LineEnds } from '../../src/reception/line-ends.js';
 
 const msg = (headers: string[], body = 'Hello,\r\nthanks for your mail.\r\n') => `${headers.join('\r\n')}\r\n\r\n${body}`;
 
@@ -130,6 +131,30 @@ describe('From alignment (policy.from: rewrite)', () => {
     const r = await rewrite(msg(['From: support@acme.example', 'Subject: x']), { snapshot });
     expect(r.head).not.toMatch(/^Bcc:/m);
     expect(header(r.head, 'From')).toHaveLength(1);
+  });
+});
+
+describe('no CR, LF or NUL survives in a display name', () => {
+  it('an encoded word that decodes to LF or NUL is written back without them: no Bcc line', async () => {
+    for (const encoded of ['=?utf-8?Q?x=0ABcc:_evil@x?=', '=?utf-8?B?eA0KQmNjOiBldmlsQHg=?=', '=?utf-8?Q?x=00=0D=0A.=0D=0A?=']) {
+      const r = await rewrite(msg([`From: ${encoded} <sales@acme.example>`, 'Subject: x']));
+      expect(r.decision.plan.writeFrom).toBe(true);
+      expect(r.head).not.toMatch(/^Bcc:/im);
+      expect(r.head).not.toMatch(/\x00|\r(?!\n)|(?<!\r)\n|\r\n\.\r\n/);
+      expect(header(r.head, 'From')).toHaveLength(1);
+      const parsed = await simpleParser(r.output);
+      expect(parsed.from?.value[0]?.address).toBe('relay@acme.example');
+      expect(parsed.from?.value[0]?.name).not.toMatch(/[\x00-\x1f]/);
+    }
+  });
+
+  it('a bare LF inside a quoted display name, after the line-end guard (normalize), stays inside From', async () => {
+    const raw = Buffer.from('From: "x\nBcc: evil@x" <sales@acme.example>\r\nTo: c@example.net\r\nSubject: s\r\n\r\nbody\r\n');
+    const normalized = new LineEnds('normalize').push(raw)!;
+    const r = await rewrite(normalized);
+    expect(r.head).not.toMatch(/^Bcc:/im);
+    expect(header(r.head, 'From')).toEqual(['"x Bcc: evil@x" <relay@acme.example>']);
+    expect(header(r.head, 'Reply-To')).toEqual(['"x Bcc: evil@x" <sales@acme.example>']);
   });
 });
 

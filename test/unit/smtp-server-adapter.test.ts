@@ -4,6 +4,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { afterEach, describe, expect, it } from 'vitest';
+import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { installSmtpServerPatches, observeConnections, setAuthNeedsTls, warnAboutFailedPatches, type ConnectionHandle } from '../../src/listener/smtp-server-adapter.js';
 
 /**
@@ -310,5 +311,36 @@ describe('smtp-server adapter: a guard that fails', () => {
     const { logger, lines } = capture();
     warnAboutFailedPatches(logger, installSmtpServerPatches());
     expect(lines).toEqual([]);
+  });
+});
+
+/**
+ * Not a patch but a promise sendas's smuggling defence rests on (README "Smuggling and bare
+ * newlines"): smtp-server's DATA parser ends the data at CRLF.CRLF and at nothing else.
+ */
+describe("smtp-server's end of data", () => {
+  const VARIANTS = ['\n.\n', '\n.\r\n', '\r.\r', '\r.\n', '\r\n.\r', '\r.\r\n', '\r\n\x00.\r\n', '\r\n.\r\r\n', '\r\r\n.\r\r\n'];
+
+  it.each(VARIANTS.map((v) => [JSON.stringify(v), v]))('%s is message text, however the bytes are cut; only CRLF.CRLF ends the data', async (_shown, variant) => {
+    const text = `Subject: s\r\n\r\ntext${variant}MAIL FROM:<x@example.net>\r\n`;
+    const input = Buffer.from(`${text}.\r\nQUIT\r\n`, 'latin1');
+    for (let cut = 1; cut < input.length; cut++) {
+      const parser = new SMTPStream();
+      const commands: string[] = [];
+      parser.oncommand = (line: Buffer, next?: () => void) => {
+        commands.push(line.toString());
+        next?.();
+      };
+      const data = parser.startDataMode();
+      const chunks: Buffer[] = [];
+      data.on('data', (c: Buffer) => chunks.push(c));
+      const ended = new Promise<void>((resolve) => data.once('end', () => (parser.continue(), resolve())));
+      parser.write(input.subarray(0, cut));
+      parser.write(input.subarray(cut));
+      await ended;
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(Buffer.concat(chunks).toString('latin1'), `cut at ${cut}`).toBe(text);
+      expect(commands).toEqual(['QUIT']);
+    }
   });
 });
