@@ -89,7 +89,7 @@ export class Listener {
         if (snapshot.clients.length === 0) disabled.push('AUTH');
         (session as SMTPServerSession & { disabledCommands?: string[] }).disabledCommands = disabled;
         // Postfix's smtpd_tls_auth_only for clients outside `allow`: their password never crosses the network in clear
-        setAuthNeedsTls(session, !listen.allowPlaintextAuth && !this.allowListOf(listen).allows(session.remoteAddress));
+        if (!listen.allowPlaintextAuth && !this.allowListOf(listen).allows(session.remoteAddress)) setAuthNeedsTls(session, true);
         cb();
       },
       onClose: (session) => {
