@@ -2,11 +2,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestUpstream, type TestUpstream } from '../support/upstream.js';
 import { swaks } from '../support/swaks.js';
+import { rawSmtp, type RawSmtpClient } from '../support/raw-smtp.js';
 import { ACCOUNTS, SECRETS, message, relayYaml, startRelay, type RunningRelay } from './harness.js';
 
 /**
@@ -15,64 +15,14 @@ import { ACCOUNTS, SECRETS, message, relayYaml, startRelay, type RunningRelay } 
  * Limits are short in these configs, so each case takes about a second, not minutes.
  */
 
-interface Raw {
-  /** The next complete reply ("250 ..." with continuation lines joined by "\n") and when it arrived. */
-  reply(timeoutMs?: number): Promise<{ text: string; at: number }>;
-  send(line: string): void;
-  write(bytes: string): void;
-  /** performance.now() when the relay closed the connection. */
-  readonly closed: Promise<number>;
-  end(): void;
-}
+type Raw = RawSmtpClient;
 
-function raw(port: number, localAddress = '127.0.0.1'): Promise<Raw> {
-  return new Promise((resolve, reject) => {
-    const socket: Socket = connect({ port, host: '127.0.0.1', localAddress });
-    let buffer = '';
-    const lines: { line: string; at: number }[] = [];
-    let wake: (() => void) | undefined;
-    const closed = new Promise<number>((res) => socket.once('close', () => res(performance.now())));
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      let i: number;
-      while ((i = buffer.indexOf('\r\n')) >= 0) {
-        lines.push({ line: buffer.slice(0, i), at: performance.now() });
-        buffer = buffer.slice(i + 2);
-      }
-      wake?.();
-    });
-    socket.on('error', () => {});
-    socket.once('connect', () =>
-      resolve({
-        reply: (timeoutMs = 5_000) =>
-          new Promise((res, rej) => {
-            const timer = setTimeout(() => rej(new Error(`no reply within ${timeoutMs} ms; got ${JSON.stringify(lines)}`)), timeoutMs);
-            const check = () => {
-              const end = lines.findIndex((l) => /^\d{3} /.test(l.line));
-              if (end < 0) return;
-              const taken = lines.splice(0, end + 1);
-              wake = undefined;
-              clearTimeout(timer);
-              res({ text: taken.map((l) => l.line).join('\n'), at: taken.at(-1)!.at });
-            };
-            wake = check;
-            check();
-          }),
-        send: (line) => socket.write(`${line}\r\n`),
-        write: (bytes) => socket.write(bytes),
-        closed,
-        end: () => socket.end(),
-      }),
-    );
-    socket.once('error', reject);
-  });
-}
+const raw = (port: number, localAddress = '127.0.0.1'): Promise<Raw> => rawSmtp(port, { localAddress });
 
 async function greeted(port: number, localAddress?: string): Promise<Raw> {
   const c = await raw(port, localAddress);
   expect((await c.reply()).text).toMatch(/^220 /);
-  c.send('EHLO legacy.example');
+  c.write('EHLO legacy.example');
   expect((await c.reply()).text).toMatch(/^250[ -]/);
   return c;
 }
@@ -130,7 +80,7 @@ describe('limits: guessing', () => {
     const waits: number[] = [];
     for (let i = 1; i <= 10; i++) {
       const sent = performance.now();
-      c.send(`AUTH PLAIN ${plain('crm', `wrong-guess-${i}`)}`);
+      c.write(`AUTH PLAIN ${plain('crm', `wrong-guess-${i}`)}`);
       const r = await c.reply();
       expect(r.text).toMatch(/^535 5\.7\.8 /);
       waits.push(r.at - sent);
@@ -139,7 +89,7 @@ describe('limits: guessing', () => {
     expect(waits[0]).toBeLessThan(100);
     for (const w of waits.slice(3)) expect(w).toBeGreaterThanOrEqual(95);
 
-    c.send(`AUTH PLAIN ${plain('crm', 'crm-secret-4')}`);
+    c.write(`AUTH PLAIN ${plain('crm', 'crm-secret-4')}`);
     expect((await c.reply()).text).toMatch(/^454 4\.7\.0 Too many failed logins from this address \(limits\.auth\.failures_per_address\); try again in 1 minute$/);
     c.end();
 
@@ -177,7 +127,7 @@ describe('limits: guessing', () => {
     for (const from of ['127.0.0.3', '127.0.0.4', '127.0.0.8']) {
       const c = await greeted(relay.port, from);
       for (let i = 0; i < 4; i++) {
-        c.send(`AUTH PLAIN ${plain('alice-desk', `wrong-guess-${from}-${i}`)}`);
+        c.write(`AUTH PLAIN ${plain('alice-desk', `wrong-guess-${from}-${i}`)}`);
         expect((await c.reply()).text).toMatch(/^535 /);
       }
       c.end();
@@ -218,7 +168,7 @@ describe('limits: flooding and slow clients', () => {
     expect((await sixth.reply()).text).toBe('421 4.7.0 Too many connections to this relay (limits.connections: 5); try again later');
     await sixth.closed;
     for (const c of [...open, ...other]) {
-      c.send('QUIT');
+      c.write('QUIT');
       await c.closed;
     }
     expect(await relay.metrics()).toMatch(/^sendas_client_limits_total\{limit="connections_per_address"\} 1$/m);
@@ -230,7 +180,7 @@ describe('limits: flooding and slow clients', () => {
     const line = 'MAIL FROM:<crm@crm.local>';
     const started = performance.now();
     let i = 0;
-    const feeder = setInterval(() => c.write(line[i++ % line.length]!), 200);
+    const feeder = setInterval(() => c.writeRaw(line[i++ % line.length]!), 200);
     try {
       const r = await c.reply(5_000);
       expect(r.text).toBe('421 4.4.2 Command timeout: the command line did not end within 1s (limits.command_timeout); closing the connection');
@@ -255,16 +205,16 @@ describe('limits: flooding and slow clients', () => {
   it('cuts a message that keeps trickling in at the data deadline, and relays nothing of it', async () => {
     const before = upstream.messages.length;
     const c = await greeted(relay.port, '127.0.0.6');
-    c.send('MAIL FROM:<crm@crm.local>');
+    c.write('MAIL FROM:<crm@crm.local>');
     expect((await c.reply()).text).toMatch(/^250 /);
-    c.send('RCPT TO:<customer@example.net>');
+    c.write('RCPT TO:<customer@example.net>');
     expect((await c.reply()).text).toMatch(/^250 /);
-    c.send('DATA');
+    c.write('DATA');
     const dataAt = (await c.reply()).at;
-    c.send('From: support@acme.example');
-    c.send('Subject: slow');
-    c.send('');
-    const feeder = setInterval(() => c.send('a line of the body, one every 300 ms'), 300);
+    c.write('From: support@acme.example');
+    c.write('Subject: slow');
+    c.write('');
+    const feeder = setInterval(() => c.write('a line of the body, one every 300 ms'), 300);
     try {
       const r = await c.reply(5_000);
       expect(r.text).toBe('421 4.4.2 Data timeout: the message did not end within 2s (limits.data_timeout); closing the connection');
@@ -279,10 +229,10 @@ describe('limits: flooding and slow clients', () => {
   it('closes the session with 421 4.7.0 on the command after the last allowed error', async () => {
     const c = await greeted(relay.port, '127.0.0.7');
     for (let i = 0; i < 3; i++) {
-      c.send('RCPT TO:<customer@example.net>');
+      c.write('RCPT TO:<customer@example.net>');
       expect((await c.reply()).text).toMatch(/^503 /);
     }
-    c.send('NOOP');
+    c.write('NOOP');
     expect((await c.reply()).text).toBe('421 4.7.0 Too many errors in this session (limits.errors_per_session: 3); closing the connection');
     await c.closed;
   });

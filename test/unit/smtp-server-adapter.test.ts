@@ -1,10 +1,10 @@
-import { connect, type AddressInfo, type Socket } from 'node:net';
-import { performance } from 'node:perf_hooks';
+import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+import { rawSmtp, type RawSmtpClient } from '../support/raw-smtp.js';
 import { installSmtpServerPatches, observeConnections, setAuthNeedsTls, warnAboutFailedPatches, type ConnectionHandle } from '../../src/listener/smtp-server-adapter.js';
 
 /**
@@ -15,58 +15,9 @@ import { installSmtpServerPatches, observeConnections, setAuthNeedsTls, warnAbou
 
 const REPLY_TIMEOUT_MS = 2_000;
 
-interface RawClient {
-  readonly connectedAt: number;
-  /** The next complete reply (multi-line replies joined), with the time its last line arrived. */
-  reply(): Promise<{ text: string; at: number }>;
-  write(line: string): void;
-  /** Bytes as they are, no CRLF added. */
-  writeRaw(bytes: string): void;
-  end(): void;
-}
+type RawClient = RawSmtpClient;
 
-function rawClient(port: number): Promise<RawClient> {
-  return new Promise((resolve, reject) => {
-    const socket: Socket = connect(port, '127.0.0.1');
-    let buffer = '';
-    const lines: { line: string; at: number }[] = [];
-    let wake: (() => void) | undefined;
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      let i: number;
-      while ((i = buffer.indexOf('\r\n')) >= 0) {
-        lines.push({ line: buffer.slice(0, i), at: performance.now() });
-        buffer = buffer.slice(i + 2);
-      }
-      wake?.();
-    });
-    socket.once('error', reject);
-    socket.once('connect', () => {
-      const connectedAt = performance.now();
-      resolve({
-        connectedAt,
-        reply: () =>
-          new Promise((res, rej) => {
-            const timer = setTimeout(() => rej(new Error(`no reply within ${REPLY_TIMEOUT_MS} ms; got ${JSON.stringify(lines)}`)), REPLY_TIMEOUT_MS);
-            const check = () => {
-              const end = lines.findIndex((l) => /^\d{3} /.test(l.line));
-              if (end < 0) return;
-              const taken = lines.splice(0, end + 1);
-              wake = undefined;
-              clearTimeout(timer);
-              res({ text: taken.map((l) => l.line).join('\n'), at: taken.at(-1)!.at });
-            };
-            wake = check;
-            check();
-          }),
-        write: (line) => socket.write(`${line}\r\n`),
-        writeRaw: (bytes) => socket.write(bytes),
-        end: () => socket.destroy(),
-      });
-    });
-  });
-}
+const rawClient = (port: number): Promise<RawClient> => rawSmtp(port, { replyTimeoutMs: REPLY_TIMEOUT_MS, end: 'destroy' });
 
 describe('smtp-server adapter: the contract with the pinned smtp-server', () => {
   const servers: SMTPServer[] = [];
