@@ -123,6 +123,10 @@ export class SessionTracker implements ConnectionEvents {
     }
     if (code === 421) return this.stop();
     if (code >= 400) this.errors++;
+    // a reply only moves the idle deadline later, and the data deadline it may start is no earlier
+    // unless data_timeout is the shorter: an armed timer still comes first and looks again when it
+    // fires, so most replies skip the verdict (one per reply was measurable at a connection per message)
+    if (this.timer !== undefined && !(code === 354 && this.limits.dataTimeoutMs < this.limits.idleTimeoutMs)) return;
     this.schedule();
   }
 
