@@ -27,6 +27,8 @@ export interface ListenerOptions {
 interface SessionConfig {
   readonly snapshot: ConfigSnapshot;
   readonly listen: ListenConfig;
+  /** The client's address is in the listener's `allow`: looked up once per session. */
+  readonly allowed: boolean;
 }
 
 /**
@@ -83,13 +85,14 @@ export class Listener {
         const refusal = guard.admit(session.id, session.remoteAddress, snapshot.limits);
         if (refusal) return cb(refusal.toSmtpServerError());
         const listen = this.listenOf(snapshot);
-        this.sessions.set(session.id, { snapshot, listen });
+        const allowed = this.allowListOf(listen).allows(session.remoteAddress);
+        this.sessions.set(session.id, { snapshot, listen, allowed });
         const disabled = listen.tls === 'starttls' ? [] : ['STARTTLS'];
         // AUTH is offered only while there are client logins; decided per session, so a reload that adds the first one applies at once
         if (snapshot.clients.length === 0) disabled.push('AUTH');
         (session as SMTPServerSession & { disabledCommands?: string[] }).disabledCommands = disabled;
         // Postfix's smtpd_tls_auth_only for clients outside `allow`: their password never crosses the network in clear
-        if (!listen.allowPlaintextAuth && !this.allowListOf(listen).allows(session.remoteAddress)) setAuthNeedsTls(session, true);
+        if (!listen.allowPlaintextAuth && !allowed) setAuthNeedsTls(session, true);
         cb();
       },
       onClose: (session) => {
@@ -171,7 +174,8 @@ export class Listener {
     const known = this.sessions.get(session.id);
     if (known) return known;
     const snapshot = this.opts.getSnapshot();
-    return { snapshot, listen: this.listenOf(snapshot) };
+    const listen = this.listenOf(snapshot);
+    return { snapshot, listen, allowed: this.allowListOf(listen).allows(session.remoteAddress) };
   }
 
   private snapshotOf(session: SMTPServerSession): ConfigSnapshot {
@@ -209,8 +213,8 @@ export class Listener {
 
   private onMailFrom(_address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     if (session.user) return cb();
-    const { snapshot, listen } = this.sessionConfig(session);
-    if (this.allowListOf(listen).allows(session.remoteAddress)) return cb();
+    const { snapshot, allowed } = this.sessionConfig(session);
+    if (allowed) return cb();
     this.opts.logger.warn({ client: session.remoteAddress }, 'relaying refused: client neither logged in nor in listen.allow');
     const how = snapshot.clients.length > 0 ? 'log in with one of the relay client accounts, or connect' : 'connect';
     cb(new RelayError('access', { code: 530, enhanced: '5.7.0' }, `Authentication required: ${how} from an address in listen.allow`).toSmtpServerError());
