@@ -75,7 +75,7 @@ function servers(status: RelayStatus, now: number): Html {
 <tbody>${status.servers.map(
     (s) => html`<tr data-server="${s.name}">
 <td>${s.name}${s.default ? html`<span class="badge default" title="identities that name no server use it">Default</span>` : ''}</td>
-<td><code>${s.host}:${s.port}</code> <span class="muted">${s.security}</span></td>
+<td><code>${s.host}:${s.port}</code><br><span class="muted">security ${s.security}</span></td>
 <td>${s.alternate ? html`<code>${s.alternate}</code>` : html`<span class="muted">none</span>`}</td>
 <td class="in-use"><code>${s.route.host}</code>${s.route.role === 'alternate' ? html`<span class="badge alternate">alternate</span>` : html`<span class="muted"> primary</span>`}<br><span class="muted">since ${when(s.route.since, now)}</span></td>
 <td>${s.account || html`<span class="muted">none (identities override)</span>`}</td>
@@ -141,7 +141,7 @@ ${
 <thead><tr><th>When</th><th>Queue id</th><th>Result</th><th>Recipients</th><th>Sent as</th><th>Reason and fix</th></tr></thead>
 <tbody>${list.map(
         (f) => html`<tr class="failure" data-queue-id="${f.queueId}">
-<td>${when(f.at, now)}</td><td><a href="/?q=${encodeURIComponent(f.queueId)}"><code>${f.queueId}</code></a></td>
+<td>${when(f.at, now)}</td><td><a class="id" href="/?q=${encodeURIComponent(f.queueId)}"><code>${f.queueId}</code></a></td>
 <td>${f.result}<br><span class="muted">${f.kind} ${f.code} ${f.enhanced}</span></td>
 <td>${f.recipients.join(', ')}</td>
 <td>${f.identity}<br><span class="muted">${f.account ?? f.server}${f.host ? ` via ${f.host}` : ''}</span></td>

@@ -20,6 +20,7 @@ form { margin: 1rem 0; display: flex; gap: .5rem; } input[type=search] { flex: 1
 dl.stats { display: flex; flex-wrap: wrap; gap: .4rem 2rem; margin: .4rem 0; } dl.stats div { min-width: 8rem; }
 dl.stats dt { color: var(--muted); } dl.stats dd { margin: 0; font-size: 1.3rem; font-variant-numeric: tabular-nums; }
 details summary { cursor: pointer; }
+a.id code { white-space: nowrap; } #deferred-by-reason { width: auto; min-width: 20rem; }
 `;
 
 export const STYLE_HASH = `sha256-${createHash('sha256').update(STYLE).digest('base64')}`;
