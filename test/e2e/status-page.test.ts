@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Secret } from '../../src/config/secret.js';
 import type { TraceLookup } from '../../src/history/types.js';
 import { OpsServer } from '../../src/ops/http.js';
+import type { RelayStatus } from '../../src/ops/status.js';
 import { swaks } from '../support/swaks.js';
 import { freePort, startTestUpstream, type TestUpstream } from '../support/upstream.js';
 import { ACCOUNTS, message, SECRETS, startRelay, type RunningRelay } from './harness.js';
@@ -110,6 +111,16 @@ describe('status page in a browser', () => {
     expect(await get('/status', basic)).toEqual({ status: 401, challenge: 'Bearer realm="sendas"' });
     expect(await get('/status', `Bearer ${TOKEN}`)).toEqual({ status: 200, challenge: null });
     expect(await get('/healthz')).toEqual({ status: 200, challenge: null });
+
+    // what the page shows is in the JSON too
+    const json = (await (await fetch(`${base}/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as RelayStatus;
+    expect(json.queue).toMatchObject({ depth: 1, failed: 1, deferred: { refused: 1 } });
+    expect(json.failures?.map((f) => [f.result, f.kind, f.identity])).toEqual([
+      ['deferred', 'refused', 'channel:sales'],
+      ['failed', 'sender', 'agent:alice'],
+    ]);
+    expect(json.failures?.[1]?.fix).toMatch(/^grant alice@acme\.example Send As on alice@acme\.example/);
+    expect(json.identities?.find((i) => i.name === 'carol')).toMatchObject({ kind: 'agent', server: 'backup', via: 'server', account: 'backup/backup@acme.example', sendsAs: 'backup@acme.example' });
   });
 
   it('shows the alternate in use, the default server, used-by counts, the queue and a failure with its fix', async () => {
