@@ -75,7 +75,7 @@ function servers(status: RelayStatus, now: number): Html {
 <tbody>${status.servers.map(
     (s) => html`<tr data-server="${s.name}">
 <td>${s.name}${s.default ? html`<span class="badge default" title="identities that name no server use it">Default</span>` : ''}</td>
-<td><code>${s.host}:${s.port}</code><br><span class="muted">security ${s.security}</span></td>
+<td>${s.host ? html`<code>${s.host}:${s.port}</code><br><span class="muted">security ${s.security}</span>` : html`<code>${s.route.host}</code><br><span class="muted">Microsoft Graph</span>`}</td>
 <td>${s.alternate ? html`<code>${s.alternate}</code>` : html`<span class="muted">none</span>`}</td>
 <td class="in-use"><code>${s.route.host}</code>${s.route.role === 'alternate' ? html`<span class="badge alternate">alternate</span>` : html`<span class="muted"> primary</span>`}<br><span class="muted">since ${when(s.route.since, now)}</span></td>
 <td>${s.account || html`<span class="muted">none (identities override)</span>`}</td>

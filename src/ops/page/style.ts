@@ -10,7 +10,7 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; vertical-align: top; padding: .3rem .6rem; border-bottom: 1px solid var(--line); }
 th { font-weight: 600; white-space: nowrap; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-code { font: 12.5px/1.3 ui-monospace, monospace; overflow-wrap: anywhere; }
+code { font: 12.5px/1.3 ui-monospace, monospace; overflow-wrap: break-word; }
 .banner { border: 2px solid var(--warn); border-left-width: .5rem; padding: .6rem .9rem; margin: .8rem 0; }
 .banner.bad { border-color: var(--bad); }
 .badge { display: inline-block; font-size: 11px; font-weight: 700; padding: 0 .4rem; border-radius: .6rem; border: 1px solid currentColor; margin-left: .3rem; }
