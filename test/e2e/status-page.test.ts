@@ -48,7 +48,8 @@ describe('status page in a browser', () => {
     const endpoints = { ready: () => r.relay.ready(), status: () => r.relay.status(), registry: r.relay.metrics.registry, logger: pino({ level: 'silent' }), token: () => new Secret(TOKEN, 'inline') };
     // NEEDS the trace branch: Relay's delivery history lookup (TraceLookup), as cli/main.ts wires it;
     // until it is merged this is undefined and the search test below fails
-    const trace = (r.relay as unknown as { trace?: TraceLookup }).trace;
+    const withHistory = r.relay as unknown as { trace?: TraceLookup };
+    const trace: TraceLookup | undefined = withHistory.trace ? (q, limit) => withHistory.trace!.call(r.relay, q, limit) : undefined;
     ops = new OpsServer({ ...endpoints, ...(trace ? { trace } : {}) });
     base = `http://127.0.0.1:${(await ops.listen('127.0.0.1', 0)).port}`;
     opsNoHistory = new OpsServer(endpoints);
