@@ -142,11 +142,12 @@ export class QueueRunner {
     return { depth: this.tracked.size, oldestAgeSeconds: Math.round((now - oldest) / 1000), byServer };
   }
 
-  /** What waits after a failed attempt, by its reason, and the failed area's size: for /status. */
+  /** What waits after a failed attempt or for its account's quota, by that reason, and the failed area's size: for /status. */
   detail(): QueueDetail {
     const deferred: Record<string, number> = {};
     for (const { meta } of this.tracked.values()) {
-      if (meta.attempts > 0 && meta.lastError) deferred[meta.lastError.kind] = (deferred[meta.lastError.kind] ?? 0) + 1;
+      // a quota wait is no attempt, yet it is why the entry waits
+      if (meta.lastError) deferred[meta.lastError.kind] = (deferred[meta.lastError.kind] ?? 0) + 1;
     }
     return { deferred, failed: this.opts.store.failedCount };
   }

@@ -46,7 +46,7 @@ export interface RelayStatus {
 
 /** What waits and what gave up: entries deferred by the reason of their last attempt, and the failed area's size. */
 export interface QueueDetail {
-  /** By classification (errors/ ErrorKind): entries waiting for another attempt after a failed one. */
+  /** By classification (errors/ ErrorKind): entries waiting for another attempt after a failed one, or for their account's quota. */
   deferred: Record<string, number>;
   /** Entries in the failed area (kept for `sendas queue`; `retry` puts one back). */
   failed: number;
