@@ -155,6 +155,7 @@ export class Relay {
       loadedAt,
       lastReloadError,
       queue: this.queue?.runner.stats(),
+      ...(this.queue ? { queueDetail: this.queue.runner.detail(), failures: this.queue.runner.recentFailures() } : {}),
       accounts: this.accountStatus(),
       startedAt: this.startedAt,
       routes: this.queue?.runner.routes(),

@@ -158,7 +158,7 @@ async function serve(file: string): Promise<number> {
         token: () => (relay.currentSnapshot.http ? relay.currentSnapshot.http.token : undefined),
       });
       const at = await ops.listen(snapshot.http.host, snapshot.http.port);
-      logger.info({ host: at.address, port: at.port }, `monitoring on http://${at.address}:${at.port} (/healthz /readyz /metrics /status${snapshot.http.token ? '; /metrics and /status need the bearer token' : ''})`);
+      logger.info({ host: at.address, port: at.port }, `monitoring on http://${at.address}:${at.port} (/ the status page, /healthz /readyz /metrics /status${snapshot.http.token ? '; the page, /metrics and /status need the token' : ''})`);
     }
   } catch (err) {
     const e = err as NodeJS.ErrnoException;

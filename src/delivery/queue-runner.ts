@@ -16,7 +16,8 @@ import { formatAge } from '../config/duration.js';
 import type { Route } from './failover.js';
 import { FailoverRegistry, Lane } from './lane.js';
 import type { RelayMetrics } from '../ops/metrics.js';
-import type { ServerRoute } from '../ops/status.js';
+import type { FailureStatus, QueueDetail, ServerRoute } from '../ops/status.js';
+import { RecentFailures } from './recent-failures.js';
 
 /** Builds the failure notice for an entry; returns undefined when none is due. */
 export type NoticeWriter = (meta: QueueEntryMeta, failed: RecipientState[], gaveUpAfter: string | undefined) => Promise<void>;
@@ -71,6 +72,7 @@ export class QueueRunner {
   private readonly clock: Clock;
   private readonly transport: QueueTransport;
   readonly accounts: AccountBook;
+  private readonly failures = new RecentFailures();
 
   constructor(private readonly opts: QueueRunnerOptions) {
     this.clock = opts.clock ?? systemClock;
@@ -138,6 +140,21 @@ export class QueueRunner {
       entry.oldestAgeSeconds = Math.max(entry.oldestAgeSeconds, Math.round((now - received) / 1000));
     }
     return { depth: this.tracked.size, oldestAgeSeconds: Math.round((now - oldest) / 1000), byServer };
+  }
+
+  /** What waits after a failed attempt or for its account's quota, by that reason, and the failed area's size: for /status. */
+  detail(): QueueDetail {
+    const deferred: Record<string, number> = {};
+    for (const { meta } of this.tracked.values()) {
+      // a quota wait is no attempt, yet it is why the entry waits
+      if (meta.lastError) deferred[meta.lastError.kind] = (deferred[meta.lastError.kind] ?? 0) + 1;
+    }
+    return { deferred, failed: this.opts.store.failedCount };
+  }
+
+  /** The last failed or deferred attempts, newest first (for /status). */
+  recentFailures(): FailureStatus[] {
+    return this.failures.list();
   }
 
   /** Per server of the current config that has sent since its hosts were last configured: the host in use and since when (for /status and the route metric). */
@@ -284,6 +301,7 @@ export class QueueRunner {
       const deferred = applyUnusableAccount(meta, account, this.clock.now());
       this.opts.metrics?.failed.inc({ reason: deferred.kind, server: meta.serverName, outcome: 'deferred' });
       this.logAttempt(meta, undefined, undefined, 'deferred', started, { ...deferred.toLog() });
+      if (meta.lastError) this.failures.record({ queueId: meta.id, result: 'deferred', recipients: pendingRecipients(meta).map((r) => r.address), identity: identityLabel(meta), server: meta.serverName }, meta.lastError);
       await this.conclude(t, snapshot);
       return;
     }
@@ -400,6 +418,14 @@ export class QueueRunner {
 
     const result = applyBatchOutcome(meta, batch, outcome, route.host, this.clock.now());
     const server = account.server.name;
+    const noted = { queueId: meta.id, identity: identityLabel(meta), server, account: account.key };
+    if (!outcome.ok && meta.lastError) this.failures.record({ ...noted, result: result === 'failed' ? 'failed' : 'deferred', recipients: batch.map((r) => r.address) }, meta.lastError);
+    else if (outcome.ok) {
+      for (const x of outcome.refused) {
+        const r = batch.find((b) => b.address.toLowerCase() === x.recipient.toLowerCase());
+        if (r?.lastError) this.failures.record({ ...noted, result: r.status === 'failed' ? 'failed' : 'deferred', recipients: [r.address] }, r.lastError);
+      }
+    }
     if (!outcome.ok) {
       const { error } = outcome;
       this.opts.metrics?.failed.inc({ reason: error.kind, server, outcome: result });

@@ -4,14 +4,20 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Secret } from '../config/secret.js';
 import type { Logger } from '../log.js';
+import type { TraceLookup } from '../history/types.js';
+import { PAGE_CHALLENGE, pageAuthorized } from './page/access.js';
+import { PAGE_HEADERS, statusPage } from './page/serve.js';
+import type { RelayStatus } from './status.js';
 
 export interface OpsEndpoints {
   readonly ready: () => Promise<{ ready: boolean; problems: string[] }>;
-  readonly status: () => unknown;
+  readonly status: () => RelayStatus;
   readonly registry: Registry;
   readonly logger: Logger;
   /** The bearer token /status and /metrics need, read per request so a reload rotates it; undefined: open. */
   readonly token?: () => Secret | undefined;
+  /** The delivery history's search (`GET /trace?q=`, the status page's search box); undefined: the history is off. */
+  readonly trace?: TraceLookup;
 }
 
 /** Health answers orchestrators and load balancers, which carry no token; the rest tells about the traffic. */
@@ -34,7 +40,12 @@ export class OpsServer {
       };
       if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'GET only\n');
       const token = this.endpoints.token?.();
-      if (token && path !== undefined && !OPEN_PATHS.has(path) && !bearerMatches(req.headers.authorization, token)) {
+      // the page, for browsers: Basic with the token as password (page/access.ts)
+      if (token && path === '/' && !pageAuthorized(req.headers.authorization, token)) {
+        res.writeHead(401, { 'content-type': 'text/plain', 'cache-control': 'no-store', 'www-authenticate': PAGE_CHALLENGE });
+        return res.end(req.method === 'HEAD' ? undefined : 'unauthorized: sign in with any user name and http.token as the password\n');
+      }
+      if (token && path !== undefined && path !== '/' && !OPEN_PATHS.has(path) && !bearerMatches(req.headers.authorization, token)) {
         // the header says which scheme; what was sent is never logged nor echoed
         res.writeHead(401, { 'content-type': 'text/plain', 'cache-control': 'no-store', 'www-authenticate': 'Bearer realm="sendas"' });
         return res.end(req.method === 'HEAD' ? undefined : 'unauthorized: send Authorization: Bearer <http.token>\n');
@@ -49,10 +60,15 @@ export class OpsServer {
           }
           case '/metrics':
             return send(200, this.endpoints.registry.contentType, await this.endpoints.registry.metrics());
+          case '/': {
+            const page = await statusPage(this.endpoints.status(), this.endpoints.trace, new URLSearchParams((req.url ?? '').split('?')[1] ?? ''));
+            res.writeHead(200, PAGE_HEADERS);
+            return res.end(req.method === 'HEAD' ? undefined : page);
+          }
           case '/status':
             return send(200, 'application/json', `${JSON.stringify(this.endpoints.status(), null, 2)}\n`);
           default:
-            return send(404, 'text/plain', 'not found: try /healthz, /readyz, /metrics or /status\n');
+            return send(404, 'text/plain', 'not found: try / (the status page), /healthz, /readyz, /metrics or /status\n');
         }
       };
       handle().catch((err: unknown) => {

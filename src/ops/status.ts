@@ -1,6 +1,8 @@
 import type { ConfigIssue } from '../config/load.js';
 import type { ConfigSnapshot } from '../config/types.js';
 import { usedBy } from '../config/used-by.js';
+import { accountFor } from '../config/account.js';
+import { isRelayError } from '../errors/relay-error.js';
 
 /** The host a server's messages go to now (delivery's failover state, as plain values). */
 export interface ServerRoute {
@@ -33,9 +35,56 @@ export interface RelayStatus {
     usedBy: { channels: string[]; agents: string[] };
     queue: { queued: number; oldestAgeSeconds: number };
   }[];
-  queue?: { depth: number; oldestAgeSeconds: number };
+  queue?: { depth: number; oldestAgeSeconds: number } & Partial<QueueDetail>;
   /** Each upstream account seen since the start (or with budget use kept in state_dir). */
   accounts: AccountStatus[];
+  /** Every channel and agent with the server and account it sends as now. */
+  identities?: IdentityStatus[];
+  /** The last failed or deferred attempts since the start, newest first (delivery: queue). */
+  failures?: FailureStatus[];
+}
+
+/** What waits and what gave up: entries deferred by the reason of their last attempt, and the failed area's size. */
+export interface QueueDetail {
+  /** By classification (errors/ ErrorKind): entries waiting for another attempt after a failed one, or for their account's quota. */
+  deferred: Record<string, number>;
+  /** Entries in the failed area (kept for `sendas queue`; `retry` puts one back). */
+  failed: number;
+}
+
+/** A channel or agent as admin consoles list it: the mailbox, the server and the account it sends as. */
+export interface IdentityStatus {
+  kind: 'channel' | 'agent';
+  name: string;
+  address: string;
+  displayName?: string;
+  server: string;
+  /** `override`: its own login; `server`: the server's account. */
+  via: 'override' | 'server';
+  /** The account's key (as in `accounts[]`) and the mailbox it sends as; absent when it can't send. */
+  account?: string;
+  sendsAs?: string;
+  /** Why it can't send now (an override without a password): the sentence for ops. */
+  problem?: string;
+}
+
+/** One failed or deferred attempt, with the classification's fix. */
+export interface FailureStatus {
+  at: string;
+  queueId: string;
+  result: 'deferred' | 'failed';
+  recipients: string[];
+  /** `channel:NAME`, `agent:NAME` or `(default account)` */
+  identity: string;
+  server: string;
+  account?: string;
+  host?: string;
+  kind: string;
+  code: number;
+  enhanced: string;
+  reason: string;
+  upstreamReply?: string;
+  fix?: string;
 }
 
 /** One account as ops see it: its budgets' use, its connections, its hold or backoff, its last outcomes. */
@@ -88,6 +137,9 @@ export function relayStatus(input: {
   loadedAt: Date;
   lastReloadError: { at: Date; issues: readonly ConfigIssue[] } | undefined;
   queue: { depth: number; oldestAgeSeconds: number; byServer: Record<string, { queued: number; oldestAgeSeconds: number }> } | undefined;
+  /** delivery: queue: deferred by reason and the failed area's size. */
+  queueDetail?: QueueDetail;
+  failures?: FailureStatus[];
   accounts?: AccountStatus[];
   /** The relay's start: a server that never moved has used its primary since then. */
   startedAt?: Date;
@@ -118,9 +170,28 @@ export function relayStatus(input: {
         queue: input.queue?.byServer[server.name] ?? { queued: 0, oldestAgeSeconds: 0 },
       };
     }),
-    ...(input.queue ? { queue: { depth: input.queue.depth, oldestAgeSeconds: input.queue.oldestAgeSeconds } } : {}),
+    ...(input.queue ? { queue: { depth: input.queue.depth, oldestAgeSeconds: input.queue.oldestAgeSeconds, ...input.queueDetail } } : {}),
     accounts: input.accounts ?? [],
+    identities: identityStatus(snapshot),
+    ...(input.failures ? { failures: input.failures } : {}),
   };
+}
+
+/** The channels and agents with what each sends as under this snapshot. Pure; names and addresses only. */
+export function identityStatus(snapshot: ConfigSnapshot): IdentityStatus[] {
+  return snapshot.identities.map((identity) => {
+    const account = accountFor(snapshot, identity);
+    const server = isRelayError(account) ? (identity.serverName ?? snapshot.defaultServer.name) : account.server.name;
+    return {
+      kind: identity.kind,
+      name: identity.name,
+      address: identity.address,
+      ...(identity.displayName ? { displayName: identity.displayName } : {}),
+      server,
+      via: identity.override ? 'override' : 'server',
+      ...(isRelayError(account) ? { problem: account.message } : { account: account.key, sendsAs: account.address }),
+    };
+  });
 }
 
 /** The route rows of a server (the primary, and the alternate if configured) with the one in use marked, for /status and the metric. */

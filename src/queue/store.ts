@@ -52,6 +52,8 @@ export class QueueStore {
   private readonly busy = new Map<string, Promise<unknown>>();
   /** Whether the last write went through: /readyz. */
   readonly health: WriteHealth;
+  /** The ids in the failed area, as this store saw it from init() on: its size for /status. */
+  private readonly failedIds = new Set<string>();
 
   constructor(dir: string, options: { journalSegmentBytes?: number } = {}) {
     this.dir = dir;
@@ -111,6 +113,7 @@ export class QueueStore {
         // a bare message without metadata: accepted by an older sendas that died before writing its .json (no 250 was sent)
         if (!(await this.readFooter(id, area))) await rm(join(this.areaDir(area), name), { force: true });
       }
+      if (area === 'failed') for (const name of await readdir(this.areaDir(area))) if (name.endsWith('.eml')) this.failedIds.add(name.slice(0, -4));
       await this.syncs[area].sync();
     }
     await this.journal.load((id) => this.hasOwnFile(id), true);
@@ -253,6 +256,13 @@ export class QueueStore {
       this.footerOnly.delete(key(meta.id, from));
       await this.syncs[from].sync();
     });
+    if (to === 'failed') this.failedIds.add(meta.id);
+    else this.failedIds.delete(meta.id);
+  }
+
+  /** How many entries the failed area holds (counted at init(), kept since). */
+  get failedCount(): number {
+    return this.failedIds.size;
   }
 
   /**
@@ -271,6 +281,7 @@ export class QueueStore {
       if (this.footerOnly.delete(key(id, area))) return;
       await unlinkIfPresent(this.path(id, 'json', area));
     });
+    if (area === 'failed') this.failedIds.delete(id);
   }
 
   async read(id: string, area: QueueArea = 'active'): Promise<QueueEntryMeta | undefined> {
