@@ -276,6 +276,149 @@ describe.skipIf(!CAN_UNSHARE)('the image as the Dockerfile builds it, run as REA
   });
 });
 
-void existsSync;
-void dirname;
-void parseYaml;
+describe('compose.yaml', () => {
+  const compose = parseYaml(read('compose.yaml')) as {
+    services: Record<string, { build?: string; image?: string; ports?: string[]; volumes?: string[]; environment?: Record<string, string> }>;
+    volumes?: Record<string, unknown>;
+  };
+  const sendas = compose.services.sendas!;
+  const configDir = posix.dirname(IMAGE_ENV.SENDAS_CONFIG!);
+  const mount = (sendas.volumes ?? []).map((v) => v.split(':')).find(([, target]) => target === configDir);
+  const configFile = join(REPO, mount?.[0] ?? 'missing', posix.basename(IMAGE_ENV.SENDAS_CONFIG!));
+  const configText = readFileSync(configFile, 'utf8');
+
+  it('builds this image and mounts a config directory read-only where SENDAS_CONFIG points', () => {
+    expect(sendas.build).toBe('.');
+    expect(sendas.image).toBe(RUN.image);
+    expect(mount?.[2]).toBe('ro');
+  });
+
+  it('gives each of the image\'s volumes a named volume, declared at the top', () => {
+    for (const dir of jsonArray(last(stage, 'VOLUME')!)) {
+      const v = (sendas.volumes ?? []).map((x) => x.split(':')).find(([, target]) => target === dir);
+      expect(v, dir).toBeDefined();
+      expect(Object.keys(compose.volumes ?? {})).toContain(v![0]);
+    }
+  });
+
+  it('sets exactly the variables its config reads, and the config loads with them', () => {
+    const env = sendas.environment ?? {};
+    expect(Object.keys(env).sort()).toEqual(envReferences(configText));
+    const s = parseConfig(configText, configFile, { env: { ...IMAGE_ENV, ...env } });
+    expect(s.queue.dir).toBe(IMAGE_ENV.SENDAS_QUEUE_DIR);
+    expect(s.stateDir).toBe(IMAGE_ENV.SENDAS_STATE_DIR);
+    const ports = [...s.listeners.map((l) => l.port), ...(s.http ? [s.http.port] : [])].sort();
+    const published = (sendas.ports ?? []).map((p) => Number(p.split(':').at(-1)));
+    expect(published.sort()).toEqual(ports);
+    for (const p of published) expect(last(stage, 'EXPOSE')!.split(/\s+/).map(Number)).toContain(p);
+    // published on the host's loopback only: a try-it setup
+    for (const p of sendas.ports ?? []) expect(p.startsWith('127.0.0.1:')).toBe(true);
+    for (const l of s.listeners) expect(l.host).toBe('0.0.0.0');
+    expect(s.http && s.http.token).toBeDefined();
+    // the upstream is the compose service Mailpit, on the port Mailpit's image listens on for SMTP
+    const upstream = s.defaultServer;
+    expect(Object.keys(compose.services)).toContain(upstream.host);
+    expect(compose.services[upstream.host]!.image).toBe('axllent/mailpit');
+    expect(upstream.port).toBe(1025);
+  });
+});
+
+/** better-sqlite3's compiled addon as a prebuild-install archive: what its download would have been. */
+function localPrebuild(dir: string): string {
+  const pkg = join(realpathSync(join(REPO, 'node_modules')), 'better-sqlite3');
+  const version = (JSON.parse(readFileSync(join(pkg, 'package.json'), 'utf8')) as { version: string }).version;
+  const name = `better-sqlite3-v${version}-node-v${process.versions.modules}-${process.platform}-${process.arch}.tar.gz`;
+  mkdirSync(dir, { recursive: true });
+  const r = spawnSync('tar', ['-czf', join(dir, name), '-C', pkg, 'build/Release/better_sqlite3.node']);
+  expect(r.status).toBe(0);
+  return join(pkg, 'build/Release/better_sqlite3.node');
+}
+
+describe('installing without the repository: npm pack, npm install -g', () => {
+  let work: string;
+  let prefix: string;
+  const env = Object.fromEntries(envReferences(EXAMPLE).map((n) => [n, testValue(n)]));
+  let example: string;
+  beforeAll(() => {
+    work = mkdtempSync(join(tmpdir(), 'sendas-install-'));
+    prefix = join(work, 'prefix');
+    writeFileSync(join(work, 'support'), 'test-support-mailbox-password');
+    example = join(work, 'relay.yaml');
+    writeFileSync(example, EXAMPLE.replace('/run/secrets/support', join(work, 'support')));
+  });
+  afterAll(() => {
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('the packed tarball installs globally (better-sqlite3 from a local prebuild) and runs sendas', () => {
+    // dist/ is built before the tests (npm test); packing from a checkout runs "prepare" (tsc) itself
+    const pack = spawnSync('npm', ['pack', '--ignore-scripts', '--pack-destination', work, '--json'], { cwd: REPO, encoding: 'utf8' });
+    expect(pack.status, pack.stderr).toBe(0);
+    const [{ filename, files }] = JSON.parse(pack.stdout) as [{ filename: string; files: { path: string }[] }];
+    expect(filename).toBe('sendas-relay-0.1.0.tgz');
+    expect(files.map((f) => f.path)).toEqual(expect.arrayContaining(['dist/cli/main.js', 'config/relay.example.yaml', 'README.md']));
+    expect(files.some((f) => f.path.startsWith('test/') || f.path.startsWith('src/'))).toBe(false);
+
+    const addon = localPrebuild(join(work, 'prebuilds'));
+    const install = spawnSync('npm', ['install', '-g', '--prefix', prefix, join(work, filename), '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], {
+      encoding: 'utf8',
+      // prebuild-install looks here before downloading (npm_config_<package>_local_prebuilds)
+      env: { ...process.env, npm_config_better_sqlite3_local_prebuilds: join(work, 'prebuilds') },
+      timeout: 150_000,
+    });
+    expect(install.status, install.stderr).toBe(0);
+    const installed = join(prefix, 'lib/node_modules/sendas-relay');
+    // the prebuild was used: nothing compiled, the same addon
+    expect(readFileSync(join(installed, 'node_modules/better-sqlite3/build/Release/better_sqlite3.node')).equals(readFileSync(addon))).toBe(true);
+    const sqlite = spawnSync(process.execPath, ['-e', `const D = require(${JSON.stringify(join(installed, 'node_modules/better-sqlite3'))}); console.log(new D(':memory:').prepare('select 41 + 1 as n').get().n)`], { encoding: 'utf8' });
+    expect(sqlite.stdout.trim()).toBe('42');
+
+    const bin = join(prefix, 'bin/sendas');
+    const check = spawnSync(bin, ['check', '--config', example], { encoding: 'utf8', env: { PATH: process.env.PATH, ...env }, cwd: work });
+    expect(check.stderr).toBe('');
+    expect(check.status).toBe(0);
+    expect(check.stdout).toContain(`${example}: OK`);
+    for (const v of Object.values(env)) expect(check.stdout).not.toContain(v);
+    // the example as shipped in the package is the same file
+    expect(readFileSync(join(installed, 'config/relay.example.yaml'), 'utf8')).toBe(EXAMPLE);
+  }, 180_000);
+
+  it('README never runs `npx sendas` (outside a checkout it fetches an unrelated package)', () => {
+    expect(README).not.toMatch(/npx\s+sendas/);
+    const install = section(README, '### Installing without Docker');
+    const cmds = shellCommands(install).map(words);
+    expect(cmds).toContainEqual(['npm', 'pack']);
+    expect(cmds.some((w) => w.join(' ').includes('npm install -g --prefix /usr/local ./sendas-relay-0.1.0.tgz'))).toBe(true);
+  });
+
+  it('the systemd unit verifies (systemd-analyze verify) with the installed sendas, and is hardened', () => {
+    const unit = read('deploy/systemd/sendas.service');
+    const keys = new Map<string, string[]>();
+    for (const line of unit.split('\n')) {
+      const m = /^([A-Za-z]+)=(.*)$/.exec(line);
+      if (m) keys.set(m[1]!, [...(keys.get(m[1]!) ?? []), m[2]!]);
+    }
+    const one = (k: string) => keys.get(k)?.at(-1);
+    expect(one('User')).toBe('sendas');
+    for (const [k, v] of [['ProtectSystem', 'strict'], ['ProtectHome', 'yes'], ['PrivateTmp', 'yes'], ['NoNewPrivileges', 'yes'], ['Restart', 'on-failure'], ['ConfigurationDirectory', 'sendas'], ['ExecReload', 'kill -HUP $MAINPID'], ['CapabilityBoundingSet', '']] as const) {
+      expect(one(k), k).toBe(v);
+    }
+    expect(keys.has('AmbientCapabilities')).toBe(false);
+    expect(one('StateDirectory')!.split(' ')).toEqual(expect.arrayContaining(['sendas']));
+    // the same directories as the image, under the StateDirectory
+    const unitEnv = Object.fromEntries(keys.get('Environment')!.map((e) => e.split('=') as [string, string]));
+    for (const k of ['SENDAS_CONFIG', 'SENDAS_QUEUE_DIR', 'SENDAS_STATE_DIR']) expect(unitEnv[k], k).toBe(IMAGE_ENV[k]);
+    for (const k of ['SENDAS_QUEUE_DIR', 'SENDAS_STATE_DIR']) expect(unitEnv[k]!.startsWith('/var/lib/sendas/')).toBe(true);
+    // the ports it listens on need no capability
+    const s = parseConfig(EXAMPLE.replace('/run/secrets/support', join(REPO, 'package.json')), join(REPO, 'config/relay.yaml'), { env });
+    for (const l of s.listeners) expect(l.port).toBeGreaterThanOrEqual(1024);
+
+    const bin = join(prefix, 'bin/sendas');
+    expect(existsSync(bin), 'the install test ran first').toBe(true);
+    const copy = join(work, 'sendas.service');
+    writeFileSync(copy, unit.replaceAll('/usr/local/bin/sendas', bin));
+    const r = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8', cwd: work });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+  });
+});
