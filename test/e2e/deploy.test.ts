@@ -253,6 +253,10 @@ describe.skipIf(!CAN_UNSHARE)('the image as the Dockerfile builds it, run as REA
     expect(r.status).toBe(0);
     const out = r.stdout.split('\n');
     expect(out[0]).toMatch(new RegExp(`^${IMAGE_ENV.SENDAS_CONFIG}: OK`));
+    // README's sample output is what the example prints here, line for line (the version aside)
+    const sample = /```\n(\/etc\/sendas\/relay\.yaml: OK[^\n]*\n[\s\S]*?)```/.exec(DOCKER_SECTION)![1]!.trimEnd().split('\n');
+    expect(out[0]).toMatch(/^\/etc\/sendas\/relay\.yaml: OK \(version [0-9a-f]{12}\)$/);
+    for (const line of sample.slice(1)) expect(out).toContain(line);
     for (const line of ['queue /var/lib/sendas/queue (from SENDAS_QUEUE_DIR)', 'state /var/lib/sendas/state (from SENDAS_STATE_DIR)']) {
       expect(DOCKER_SECTION).toContain(line);
       expect(r.stdout).toContain(line);
@@ -360,7 +364,13 @@ describe('installing without the repository: npm pack, npm install -g', () => {
     expect(files.some((f) => f.path.startsWith('test/') || f.path.startsWith('src/'))).toBe(false);
 
     const addon = localPrebuild(join(work, 'prebuilds'));
-    const install = spawnSync('npm', ['install', '-g', '--prefix', prefix, join(work, filename), '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], {
+    // README's command, into a prefix of the test's own (and from npm's cache where it can)
+    const readmeInstall = shellCommands(section(README, '## Installing without Docker'))
+      .map(words)
+      .find((w) => w.includes('npm') && w.includes('install'))!;
+    const args = readmeInstall.slice(readmeInstall.indexOf('npm') + 1).map((a, i, all) => (all[i - 1] === '--prefix' ? prefix : a === `./${filename}` ? join(work, filename) : a));
+    expect(args).toContain(join(work, filename));
+    const install = spawnSync('npm', [...args, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], {
       encoding: 'utf8',
       // prebuild-install looks here before downloading (npm_config_<package>_local_prebuilds)
       env: { ...process.env, npm_config_better_sqlite3_local_prebuilds: join(work, 'prebuilds') },
@@ -374,6 +384,7 @@ describe('installing without the repository: npm pack, npm install -g', () => {
     expect(sqlite.stdout.trim()).toBe('42');
 
     const bin = join(prefix, 'bin/sendas');
+    expect(spawnSync(bin, ['help'], { encoding: 'utf8' }).stdout).toContain('usage: sendas <command>');
     const check = spawnSync(bin, ['check', '--config', example], { encoding: 'utf8', env: { PATH: process.env.PATH, ...env }, cwd: work });
     expect(check.stderr).toBe('');
     expect(check.status).toBe(0);
@@ -385,10 +396,14 @@ describe('installing without the repository: npm pack, npm install -g', () => {
 
   it('README never runs `npx sendas` (outside a checkout it fetches an unrelated package)', () => {
     expect(README).not.toMatch(/npx\s+sendas/);
-    const install = section(README, '### Installing without Docker');
+    const install = section(README, '## Installing without Docker');
     const cmds = shellCommands(install).map(words);
     expect(cmds).toContainEqual(['npm', 'pack']);
     expect(cmds.some((w) => w.join(' ').includes('npm install -g --prefix /usr/local ./sendas-relay-0.1.0.tgz'))).toBe(true);
+    // the unit's steps: its user, the unit copied where systemd looks, enabled and started
+    expect(cmds.some((w) => w.includes('useradd') && w.at(-1) === 'sendas')).toBe(true);
+    expect(cmds.some((w) => w.includes('deploy/systemd/sendas.service') && w.at(-1) === '/etc/systemd/system/sendas.service')).toBe(true);
+    expect(cmds.some((w) => w.join(' ').endsWith('systemctl enable --now sendas'))).toBe(true);
   });
 
   it('the systemd unit verifies (systemd-analyze verify) with the installed sendas, and is hardened', () => {
