@@ -325,6 +325,14 @@ describe('compose.yaml', () => {
     expect(compose.services[upstream.host]!.image).toBe('axllent/mailpit');
     expect(upstream.port).toBe(1025);
   });
+
+  it("README's try-it commands use the compose file's ports and token", () => {
+    const tryIt = shellCommands(section(README, '### Trying it with Docker Compose'));
+    expect(tryIt).toContain('docker compose up -d --build');
+    const env = sendas.environment ?? {};
+    expect(tryIt.find((c) => c.startsWith('curl'))).toBe(`curl -H "Authorization: Bearer ${env.OPS_TOKEN}" http://${sendas.ports![1]!.split(':').slice(0, 2).join(':')}/status`);
+    expect(tryIt.find((c) => c.startsWith('swaks'))).toContain(`--server ${sendas.ports![0]!.split(':').slice(0, 2).join(':')}`);
+  });
 });
 
 /** better-sqlite3's compiled addon as a prebuild-install archive: what its download would have been. */
