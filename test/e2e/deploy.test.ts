@@ -443,5 +443,9 @@ describe('installing without the repository: npm pack, npm install -g', () => {
     const r = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8', cwd: work });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
+    // systemd's own measure of what the service could still do (0 = nothing, 10 = everything)
+    const security = spawnSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', copy], { encoding: 'utf8', cwd: work });
+    const level = /Overall exposure level for sendas\.service: ([\d.]+)/.exec(security.stdout)?.[1];
+    expect(Number(level), security.stdout + security.stderr).toBeLessThanOrEqual(2);
   });
 });
