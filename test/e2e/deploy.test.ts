@@ -367,7 +367,9 @@ describe('installing without the repository: npm pack, npm install -g', () => {
     const pack = spawnSync('npm', ['pack', '--ignore-scripts', '--pack-destination', work, '--json'], { cwd: REPO, encoding: 'utf8' });
     expect(pack.status, pack.stderr).toBe(0);
     const [{ filename, files }] = JSON.parse(pack.stdout) as [{ filename: string; files: { path: string }[] }];
-    expect(filename).toBe('sendas-relay-0.1.0.tgz');
+    const pkg = JSON.parse(read('package.json')) as { name: string; version: string; bin: Record<string, string> };
+    expect(pkg.bin).toEqual({ sendas: 'dist/cli/main.js' });
+    expect(filename).toBe(`${pkg.name}-${pkg.version}.tgz`);
     expect(files.map((f) => f.path)).toEqual(expect.arrayContaining(['dist/cli/main.js', 'config/relay.example.yaml', 'README.md']));
     expect(files.some((f) => f.path.startsWith('test/') || f.path.startsWith('src/'))).toBe(false);
 
@@ -407,7 +409,8 @@ describe('installing without the repository: npm pack, npm install -g', () => {
     const install = section(README, '## Installing without Docker');
     const cmds = shellCommands(install).map(words);
     expect(cmds).toContainEqual(['npm', 'pack']);
-    expect(cmds.some((w) => w.join(' ').includes('npm install -g --prefix /usr/local ./sendas-relay-0.1.0.tgz'))).toBe(true);
+    const { version } = JSON.parse(read('package.json')) as { version: string };
+    expect(cmds.some((w) => w.join(' ').includes(`npm install -g --prefix /usr/local ./sendas-relay-${version}.tgz`))).toBe(true);
     // the unit's steps: its user, the unit copied where systemd looks, enabled and started
     expect(cmds.some((w) => w.includes('useradd') && w.at(-1) === 'sendas')).toBe(true);
     expect(cmds.some((w) => w.includes('deploy/systemd/sendas.service') && w.at(-1) === '/etc/systemd/system/sendas.service')).toBe(true);
