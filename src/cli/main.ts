@@ -8,6 +8,7 @@ import { OpsServer } from '../ops/http.js';
 import { ConfigWatcher } from '../config/watch.js';
 import { explain } from './explain.js';
 import { checkReport } from './report.js';
+import { dirOrigins } from '../config/dir-origin.js';
 import { QUEUE_USAGE, queueCommand } from './queue.js';
 import { TEST_USAGE, testCommand } from './test-send.js';
 import { OAUTH_USAGE, oauthCommand } from './oauth-login.js';
@@ -144,6 +145,10 @@ async function serve(file: string): Promise<number> {
     throw err;
   }
   const logger = createLogger({ level: snapshot.log.level });
+  // which directories won (the config's keys, the image's or unit's environment, the default): a
+  // queue outside its volume is lost with the container
+  const dirs = dirOrigins(snapshot, process.env);
+  logger[dirs.queue.overridesEnv || dirs.state.overridesEnv ? 'warn' : 'info']({ queueDir: dirs.queue.dir, stateDir: dirs.state.dir }, `queue ${dirs.queue.dir} (${dirs.queue.origin}), state ${dirs.state.dir} (${dirs.state.origin})`);
   const relay = new Relay({ snapshot, logger });
   let ops: OpsServer | undefined;
   try {
@@ -162,7 +167,8 @@ async function serve(file: string): Promise<number> {
     }
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
+    // EACCES is also a queue or state directory the user may not write: only a bind is "cannot listen"
+    if (e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL' || (e.code === 'EACCES' && (e.syscall === 'listen' || e.syscall === 'bind'))) {
       logger.fatal({ code: e.code }, `cannot listen: ${e.message}`);
     } else {
       logger.fatal({ code: e.code }, `cannot start: ${e.message}`);

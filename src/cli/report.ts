@@ -4,8 +4,10 @@ import { usedBy } from '../config/used-by.js';
 import { formatSize } from '../config/size.js';
 import { formatDuration } from '../config/duration.js';
 import { hasOwnAccount } from '../config/account.js';
+import { dirOrigins } from '../config/dir-origin.js';
 
-export function checkReport(snapshot: ConfigSnapshot): string {
+export function checkReport(snapshot: ConfigSnapshot, env: NodeJS.ProcessEnv = process.env): string {
+  const dirs = dirOrigins(snapshot, env);
   const out: string[] = [];
   out.push(`${snapshot.file}: OK (version ${snapshot.version})`);
   for (const l of snapshot.listeners) {
@@ -17,8 +19,9 @@ export function checkReport(snapshot: ConfigSnapshot): string {
   out.push(`delivery ${snapshot.delivery}`);
   if (snapshot.delivery === 'queue') {
     const q = snapshot.queue;
-    out.push(`queue ${q.dir}: retry after ${q.retryMs.map(formatDuration).join(', ')} (the last repeats), give up after ${formatDuration(q.maxAgeMs)}${q.notify ? `, copy of failure notices to ${q.notify}` : ''}`);
+    out.push(`queue ${q.dir} (${dirs.queue.origin}): retry after ${q.retryMs.map(formatDuration).join(', ')} (the last repeats), give up after ${formatDuration(q.maxAgeMs)}${q.notify ? `, copy of failure notices to ${q.notify}` : ''}`);
   }
+  out.push(`state ${dirs.state.dir} (${dirs.state.origin})`);
   out.push(`clients: ${snapshot.clients.length === 0 ? '(none: only listen.allow may relay)' : snapshot.clients.map((c) => `${c.username}${c.sendAs ? ` (send as ${c.sendAs.join(', ')})` : ' (send as anyone)'}`).join(', ')}`);
   out.push(`policy: from ${snapshot.policy.from}, unknown sender ${snapshot.policy.unknownSender}`);
   out.push('servers:');

@@ -1,4 +1,5 @@
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { fsyncDirHandle, openDirForSync, type DirFsyncDeps } from './dir-fsync.js';
 
 /**
  * fsync of a directory, shared between callers: a rename is durable once a directory fsync that
@@ -10,9 +11,14 @@ export class DirSync {
   private next: Promise<void> | undefined;
   /** How many fsyncs actually ran (for tests and the benchmark). */
   count = 0;
-  private fd: Promise<FileHandle> | undefined;
+  private fd: Promise<FileHandle | undefined> | undefined;
+  /** Set once the platform or file system refused a directory fsync: later syncs are no-ops. */
+  private unsupported = false;
 
-  constructor(private readonly dir: string) {}
+  constructor(
+    private readonly dir: string,
+    private readonly deps?: DirFsyncDeps,
+  ) {}
 
   sync(): Promise<void> {
     if (this.next) return this.next;
@@ -37,15 +43,17 @@ export class DirSync {
   }
 
   private async fsync(): Promise<void> {
+    if (this.unsupported) return;
     this.count++;
     // the directory stays open: an fsync is then one call to the thread pool, not three (open, fsync, close)
-    this.fd ??= open(this.dir, 'r');
+    this.fd ??= openDirForSync(this.dir, this.deps);
     const opened = this.fd;
     try {
-      await (await opened).sync();
+      const fh = await opened;
+      if (!fh || !(await fsyncDirHandle(fh))) this.unsupported = true;
     } catch (err) {
       if (this.fd === opened) this.fd = undefined;
-      void opened.then((fh) => fh.close()).catch(() => undefined);
+      void opened.then((fh) => fh?.close()).catch(() => undefined);
       throw err;
     }
   }

@@ -14,6 +14,7 @@ import type { Request } from '../threads/protocol.js';
 import type { FileProtocol } from './file-protocol.js';
 import { segmentPath } from './file-names.js';
 import { writeAllSync } from './file-write.js';
+import { fsyncDirSync } from './dir-fsync.js';
 
 type FileRequest = Request<FileProtocol>;
 type OpRequest<K extends FileRequest['op']> = Extract<FileRequest, { op: K }>;
@@ -41,12 +42,7 @@ const journals = new Map<string, { segment: number; fd: number | undefined; size
 const doneFiles = new Map<string, { fd: number; inDir: boolean }>();
 
 function syncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  fsyncDirSync(dir);
 }
 
 function currentSegment(m: OpRequest<'append'>['body']) {

@@ -79,7 +79,7 @@ describe.concurrent('sendas check', () => {
     expect(lines).toContain('listen 127.0.0.1:2525 no TLS, AUTH only from allow, relaying without login from 127.0.0.0/8, ::1, max message size 10MB');
     expect(lines).toContain('delivery queue');
     // the queue directory is relative to the config file when not absolute
-    expect(lines).toContain(`queue ${dirname(GOOD)}/var/queue: retry after 1m, 5m, 15m, 30m, 1h, 2h, 4h (the last repeats), give up after 2d`);
+    expect(lines).toContain(`queue ${dirname(GOOD)}/var/queue (default: ./var/queue beside the config file): retry after 1m, 5m, 15m, 30m, 1h, 2h, 4h (the last repeats), give up after 2d`);
     expect(lines).toContain('clients: crm (send as sales, billing), helpdesk (send as anyone)');
     expect(lines).toContain('policy: from rewrite, unknown sender reject');
     expect(serversSection(r.stdout)).toEqual([

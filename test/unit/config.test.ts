@@ -78,13 +78,13 @@ describe('a valid configuration', () => {
     expect(text).toContain('/run/secrets/support');
     const file = join(tmp, 'example/relay.yaml');
     const snapshot = parseConfig(text.replace('/run/secrets/support', secretFile), file, {
-      env: { CRM_RELAY_PASSWORD: 'crm-env-pw', MAIN_SMTP_PASSWORD: 'main-env-pw', ALICE_PASSWORD: 'alice-env-pw', M365_CLIENT_SECRET: 'm365-env-secret' },
+      env: { CRM_RELAY_PASSWORD: 'crm-env-pw', MAIN_SMTP_PASSWORD: 'main-env-pw', ALICE_PASSWORD: 'alice-env-pw', M365_CLIENT_SECRET: 'm365-env-secret', OPS_TOKEN: 'ops-env-token' },
     });
 
     expect(plain(snapshot)).toEqual({
       version: expect.stringMatching(/^[0-9a-f]{12}$/),
       file,
-      listeners: [{ host: '127.0.0.1', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 26214400, tls: 'none', cert: undefined, key: undefined, minTlsVersion: 'TLSv1.2', allowPlaintextAuth: false, bareNewline: 'normalize', maxAttachmentSize: undefined, path: 'listen' }],
+      listeners: [{ host: '0.0.0.0', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 26214400, tls: 'none', cert: undefined, key: undefined, minTlsVersion: 'TLSv1.2', allowPlaintextAuth: false, bareNewline: 'normalize', maxAttachmentSize: undefined, path: 'listen' }],
       limits: {
         connections: 500,
         connectionsPerAddress: 50,
@@ -196,7 +196,7 @@ describe('a valid configuration', () => {
       ],
       policy: { from: 'rewrite', unknownSender: 'reject' },
       log: { level: 'info' },
-      http: { host: '127.0.0.1', port: 9025, token: undefined },
+      http: { host: '0.0.0.0', port: 9025, token: 'secret(ops-env-token, env OPS_TOKEN)' },
       stateDir: join(tmp, 'example/var/state'),
       warnings: [],
       secretFiles: [secretFile],
