@@ -143,7 +143,7 @@ async function serve(file: string): Promise<number> {
     }
     throw err;
   }
-  const logger = createLogger({ level: snapshot.log.level });
+  const logger = createLogger({ level: snapshot.log.level, ...(snapshot.log.format ? { format: snapshot.log.format } : {}) });
   const relay = new Relay({ snapshot, logger });
   let ops: OpsServer | undefined;
   try {
