@@ -139,6 +139,7 @@ export class Relay {
       this.metrics.seed(event.snapshot);
     }
     this.metrics.reloads.inc({ result: event.type === 'failed' ? 'failed' : 'ok' });
+    this.metrics.reloadFailing.set(event.type === 'failed' ? 1 : 0);
     logConfigEvent(this.logger, event, closedPools);
   }
 

@@ -69,6 +69,12 @@ export class RelayMetrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  /** What an alert on a broken config file reads: the counter alone can't tell "failed, then fixed" from "still failing". */
+  readonly reloadFailing = new Gauge({
+    name: 'sendas_config_reload_failing',
+    help: 'Whether the last reload of the config file failed (1: the relay serves an older version than the file; 0: the file is the one loaded)',
+    registers: [this.registry],
+  });
   readonly configInfo = new Gauge({
     name: 'sendas_config_info',
     help: 'The loaded configuration version (1 for the current one)',
