@@ -155,6 +155,8 @@ export class RelayMetrics {
    * servers added since; a removed server's series stay until restart (counters never go back).
    * Kept to what the config names: servers × kinds × outcome, never addresses or accounts.
    */
+  private readonly latencySeeded = new Set<string>();
+
   seed(snapshot: Pick<ConfigSnapshot, 'servers' | 'delivery'>): void {
     const servers = snapshot.servers.map((s) => s.name);
     // passthrough hands the upstream's refusal to the client: every kind can be a refusal then
@@ -162,7 +164,9 @@ export class RelayMetrics {
     for (const server of servers) {
       this.received.inc({ server }, 0);
       this.relayed.inc({ server }, 0);
-      this.deliveryLatency.zero({ server });
+      // zero() would wipe a histogram's counts: only for a server not seen before
+      if (!this.latencySeeded.has(server)) this.deliveryLatency.zero({ server });
+      this.latencySeeded.add(server);
       if (snapshot.delivery === 'queue') {
         for (const reason of DELIVERY_KINDS) for (const outcome of ['deferred', 'failed']) this.failed.inc({ reason, server, outcome }, 0);
       }
