@@ -63,18 +63,23 @@ const KEY_OF: Readonly<Partial<Record<keyof typeof KNOWN_KEYS, string>>> = { lim
  * "did you mean", or undefined when nowhere near has it.
  */
 function belongsElsewhere(key: string, path: Path): string | undefined {
-  const section = sectionAt(path);
-  const inChild = (section ? (CHILDREN[section] ?? []) : [])
-    .map((child) => ({ child, under: KEY_OF[child] ?? child }))
-    .filter(({ child }) => KNOWN_KEYS[child].includes(key));
-  if (inChild.length > 0) {
-    return `${inChild.map((c) => `${c.under}.${key}`).join(' or ')}? (indent it under ${inChild.map((c) => `${c.under}:`).join(' or ')})`;
-  }
-  // one level out: the mapping this one is written under
+  const children = (section: keyof typeof KNOWN_KEYS | undefined) => (section ? (CHILDREN[section] ?? []) : []).map((child) => ({ child, under: KEY_OF[child] ?? child }));
+  // a mapping held here: the key exactly, else its closest spelling there (`pasword` beside override:)
+  const here = children(sectionAt(path));
+  const exact = here.filter(({ child }) => KNOWN_KEYS[child].includes(key)).map((c) => ({ ...c, key }));
+  const near = exact.length > 0 ? exact : here.flatMap((c) => {
+    const hint = closest(key, KNOWN_KEYS[c.child]);
+    return hint ? [{ ...c, key: hint }] : [];
+  });
+  if (near.length > 0) return `${near.map((c) => `${c.under}.${c.key}`).join(' or ')}? (indent it under ${near.map((c) => `${c.under}:`).join(' or ')})`;
   const lastKey = [...path].reverse().find((p): p is string => typeof p === 'string');
   if (lastKey === undefined) return undefined;
   const parent = path.slice(0, path.lastIndexOf(lastKey));
+  // one level out: the mapping this one is written under
   if (knownKeysAt(parent).includes(key)) return `${formatPath([...parent, key])}? (indent it less, beside ${lastKey}:)`;
+  // a mapping beside this one (an oauth key under tls:)
+  const sibling = children(sectionAt(parent)).find(({ under, child }) => under !== lastKey && KNOWN_KEYS[child].includes(key));
+  if (sibling) return `${formatPath([...parent, sibling.under, key])}? (move it under ${sibling.under}:)`;
   return undefined;
 }
 

@@ -119,6 +119,15 @@ agents:
     ).toEqual(['14:7 channels[0].override.server: unknown key here; did you mean channels[0].server? (indent it less, beside override:)']);
   });
 
+  it('suggests the closest key of a mapping held there, and a key of a mapping beside', () => {
+    expect(problems(`${MAIN}channels:\n  - name: support\n    address: support@acme.example\n    override:\n      username: support@acme.example\n    pasword: x\n`)).toEqual([
+      '14:5 channels[0].pasword: unknown key here; did you mean override.password? (indent it under override:)',
+    ]);
+    expect(problems(MAIN.replace('    password: server-secret\n', '    password: server-secret\n    tls:\n      min_version: TLSv1.2\n      cooldown: 5m\n'))).toEqual([
+      '11:7 servers[0].tls.cooldown: unknown key here; did you mean servers[0].alternate.cooldown? (move it under alternate:)',
+    ]);
+  });
+
   it('still suggests the closest key of the same level for a typo', () => {
     expect(problems(MAIN.replace('security:', 'securty:'))[0]).toMatch(/^6:5 servers\[0\]\.securty: unknown key "securty" \(did you mean "security"\?\); known keys here: name, /);
   });
