@@ -18,7 +18,7 @@ export function createLogger(opts: { level?: string; destination?: NodeJS.Writab
     return pino({ level, base: { service: 'sendas' }, transport: { target: 'pino-pretty', options: { translateTime: 'SYS:standard', ignore: 'pid,hostname,service' } } });
   }
   const out = opts.destination ?? pino.destination({ dest: 1, sync: false });
-  return pino(
+  const logger = pino(
     {
       level,
       base: { service: 'sendas' },
@@ -28,6 +28,9 @@ export function createLogger(opts: { level?: string; destination?: NodeJS.Writab
     // json is the default off a terminal and what the benchmark measures: pino's own path, untouched
     format === 'line' ? lineDestination(out) : out,
   );
+  const env = process.env.SENDAS_LOG_FORMAT;
+  if (env && !(LOG_FORMATS as readonly string[]).includes(env.toLowerCase())) logger.warn({ SENDAS_LOG_FORMAT: env }, `SENDAS_LOG_FORMAT is not one of ${LOG_FORMATS.join(', ')}: ignored`);
+  return logger;
 }
 
 /** SENDAS_LOG_FORMAT, then the config's, then by where stdout goes. */

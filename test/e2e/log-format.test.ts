@@ -60,6 +60,31 @@ describe('log.format: line (real process)', () => {
   });
 });
 
+describe('SENDAS_LOG_FORMAT (real process)', () => {
+  it('wins over log.format; a value it does not know is said and ignored', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sendas-logenv-'));
+    writeFileSync(join(dir, 'support.secret'), 'support-secret-2\n');
+    const file = writeQueueRelayConfig(dir, 9);
+    writeFileSync(file, `log:\n  format: json\n${readConfig(file)}`);
+    const env = { SENDAS_QUEUE_DIR: join(dir, 'queue') };
+    const line = await startRelayProcess(file, { ...env, SENDAS_LOG_FORMAT: 'line' });
+    try {
+      expect(line.lines.length).toBeGreaterThan(0);
+      for (const l of line.lines) expect(l).toMatch(LINE);
+    } finally {
+      await line.stop();
+    }
+    const wrong = await startRelayProcess(file, { ...env, SENDAS_LOG_FORMAT: 'yaml' });
+    try {
+      const warned = await wrong.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('SENDAS_LOG_FORMAT'));
+      expect(warned).toMatchObject({ level: 'warn', msg: 'SENDAS_LOG_FORMAT is not one of json, line, pretty: ignored' });
+      for (const l of wrong.lines) expect(() => JSON.parse(l)).not.toThrow();
+    } finally {
+      await wrong.stop();
+    }
+  });
+});
+
 describe('formatLine', () => {
   it('keeps a long multi-line value and nested fields on the one line, quoting only what needs it', () => {
     const json = JSON.stringify({
