@@ -1,23 +1,27 @@
 import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_KINDS } from '../../src/errors/kinds.js';
-import { freePort } from '../support/upstream.js';
-import { relayYaml, startRelay, type RunningRelay } from './harness.js';
+import { swaks } from '../support/swaks.js';
+import { freePort, startTestUpstream, type TestUpstream } from '../support/upstream.js';
+import { ACCOUNTS, message, relayYaml, startRelay, type RunningRelay } from './harness.js';
 
 const DELIVERY_REASONS = ERROR_KINDS.filter((k) => k !== 'access' && k !== 'client');
 
 /** An alert on a counter can be written before the event it counts: every series is there, at 0, from the start. */
 describe('/metrics of a freshly started relay', () => {
   let relay: RunningRelay;
+  let upstream: TestUpstream;
   let upstreamPort: number;
   const series = async () => new Set((await relay.ops('/metrics')).text.split('\n').filter((l) => l.startsWith('sendas_')));
 
   beforeAll(async () => {
-    upstreamPort = await freePort();
+    upstream = await startTestUpstream({ accounts: ACCOUNTS, requireSenderMatchesLogin: true });
+    upstreamPort = upstream.port;
     relay = await startRelay(relayYaml(upstreamPort, '', '    daily: {messages: 500}\n', 'queue'), { ops: true });
   });
   afterAll(async () => {
     await relay.stop();
+    await upstream.close();
   });
 
   it('has a zero series for every server × delivery reason × outcome, and for received, relayed and latency', async () => {
@@ -55,7 +59,11 @@ describe('/metrics of a freshly started relay', () => {
     expect(s).toContain(`sendas_server_route{server="main",host="127.0.0.1:${upstreamPort}",role="primary"} 1`);
   });
 
-  it('seeds a server added by a reload', async () => {
+  it('seeds a server added by a reload, and keeps what the others counted', async () => {
+    const sent = await swaks({ server: '127.0.0.1', port: relay.port, from: 'support@acme.example', to: 'customer@example.net', data: message({ From: 'support@acme.example', Subject: 'counted' }) });
+    expect(sent.finalCode).toBe(250);
+    await relay.waitForLog((l) => l.result === 'delivered');
+    expect(await series()).toContain('sendas_delivery_latency_seconds_count{server="main"} 1');
     const backupPort = await freePort();
     const yaml = relayYaml(upstreamPort, '', '    daily: {messages: 500}\n', 'queue').replace(
       'channels:',
@@ -68,5 +76,7 @@ describe('/metrics of a freshly started relay', () => {
     expect(s).toContain('sendas_messages_failed_total{reason="network",server="backup",outcome="deferred"} 0');
     expect(s).toContain('sendas_messages_received_total{server="backup"} 0');
     expect(s).toContain('sendas_config_reloads_total{result="ok"} 1');
+    expect(s).toContain('sendas_delivery_latency_seconds_count{server="main"} 1');
+    expect(s).toContain('sendas_messages_relayed_total{server="main"} 1');
   });
 });
