@@ -62,6 +62,7 @@ export class Relay {
       },
     });
     this.metrics.setConfigVersion(first.version);
+    this.metrics.seed(first);
     if (first.delivery === 'queue') {
       this.queue = new QueueStage({ dir: first.queue.dir, getSnapshot: snapshot, transport: this.transport, logger: this.logger, metrics: this.metrics, hostname: name, accounts: this.accounts });
     }
@@ -135,8 +136,10 @@ export class Relay {
       for (const listener of this.listeners) listener.applyLimits(event.snapshot);
       closedPools = this.transport.retainFor(event.snapshot);
       this.metrics.setConfigVersion(event.snapshot.version);
+      this.metrics.seed(event.snapshot);
     }
     this.metrics.reloads.inc({ result: event.type === 'failed' ? 'failed' : 'ok' });
+    this.metrics.reloadFailing.set(event.type === 'failed' ? 1 : 0);
     logConfigEvent(this.logger, event, closedPools);
   }
 

@@ -144,7 +144,7 @@ async function serve(file: string): Promise<number> {
     }
     throw err;
   }
-  const logger = createLogger({ level: snapshot.log.level });
+  const logger = createLogger({ level: snapshot.log.level, ...(snapshot.log.format ? { format: snapshot.log.format } : {}) });
   // which directories won (the config's keys, the image's or unit's environment, the default): a
   // queue outside its volume is lost with the container
   const dirs = dirOrigins(snapshot, process.env);

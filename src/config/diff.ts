@@ -36,6 +36,8 @@ export function diffSnapshots(before: ConfigSnapshot, after: ConfigSnapshot): Co
   if (before.queue.notify !== after.queue.notify) settings.push('queue.notify');
   if (differ(before.policy, after.policy)) settings.push('policy');
   if (before.log.level !== after.log.level) settings.push('log.level');
+  // the logger's destination is made once at start
+  if (before.log.format !== after.log.format) needsRestart.push('log.format');
   const endpoint = (h: ConfigSnapshot['http']) => (h === false ? false : [h.host, h.port]);
   if (differ(endpoint(before.http), endpoint(after.http))) needsRestart.push('http');
   else if (before.http && after.http && !sameSecret(before.http.token, after.http.token)) settings.push('http.token');

@@ -4,7 +4,7 @@ import { ConfigError, errnoText, sortIssues, type ConfigIssue } from './issues.j
 import { withPreset } from './presets.js';
 import { checkListeners } from './listeners.js';
 import { isRecord } from './raw.js';
-import { checkRelations } from './relations.js';
+import { checkPresetNames, checkRelations } from './relations.js';
 import { configSchema } from './schema.js';
 import { reportSchemaIssue } from './schema-issues.js';
 import { resolveSecrets, secretFilesOf } from './secret-refs.js';
@@ -41,7 +41,10 @@ export function parseConfig(text: string, file: string, opts: LoadOptions = {}):
     throw new ConfigError(file, [{ path: '', line: 1, col: 1, message: 'the file must be a YAML mapping with at least a `servers:` list' }]);
   }
   const issues: ConfigIssue[] = [];
-  const at = (path: Parameters<typeof yaml.issueAt>[0], message: string, onKey = false) => void issues.push(yaml.issueAt(path, message, onKey));
+  const report = (path: Parameters<typeof yaml.issueAt>[0], message: string, onKey = false) => void issues.push(yaml.issueAt(path, message, onKey));
+  // an unknown preset is one problem: what it would have filled in is not asked for again
+  const presets = checkPresetNames(raw, report);
+  const at: typeof report = (path, message, onKey) => (presets.isFollowOn(path) ? undefined : report(path, message, onKey));
 
   // a preset fills in what the YAML leaves out; explicit keys win (config/presets.ts)
   if (Array.isArray(raw.servers)) raw.servers = raw.servers.map((srv: unknown) => (isRecord(srv) ? withPreset(srv) : srv));

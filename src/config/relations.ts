@@ -2,6 +2,7 @@ import { addressKey } from '../mail/address.js';
 import { effectiveAuth, PASSWORD_METHODS } from './auth.js';
 import { DEFAULTS } from './defaults.js';
 import { closest, type ReportIssue } from './issues.js';
+import { PRESETS } from './presets.js';
 import { asArray, isRecord } from './raw.js';
 import type { AuthMethod, ConfigWarning } from './types.js';
 
@@ -186,4 +187,30 @@ function hasOwnAccount(server: Record<string, unknown>): boolean {
 export function isLoopbackHost(host: string): boolean {
   const h = host.toLowerCase().replace(/^\[|\]$/g, '');
   return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/**
+ * `preset: office-365`: said once, with the likely name, before schema and relations run. The
+ * preset would have filled in host, port, security, auth and the OAuth endpoint, so the problems
+ * of their absence are follow-ons: `isFollowOn` tells load.ts which to leave out.
+ */
+export function checkPresetNames(raw: Record<string, unknown>, at: ReportIssue): { isFollowOn: (path: readonly (string | number)[]) => boolean } {
+  const known = Object.keys(PRESETS);
+  const unknown = new Set<number>();
+  asArray(raw.servers).forEach((s, i) => {
+    if (!isRecord(s) || s.preset === undefined) return;
+    if (typeof s.preset === 'string' && known.includes(s.preset.toLowerCase())) return;
+    const written = typeof s.preset === 'string' ? s.preset : JSON.stringify(s.preset);
+    const hint = typeof s.preset === 'string' ? closest(s.preset.replace(/[\s_-]/g, ''), known) : undefined;
+    at(['servers', i, 'preset'], `unknown preset "${written}"${hint ? `; did you mean "${hint}"?` : ''} (known: ${known.join(', ')})`);
+    unknown.add(i);
+  });
+  const PRESET_FILLS = new Set(['preset', 'security', 'oauth', 'port', 'auth']);
+  return {
+    isFollowOn: (path) => {
+      const [top, index, key] = path;
+      if (top !== 'servers' || typeof index !== 'number' || !unknown.has(index)) return false;
+      return key === undefined || (typeof key === 'string' && PRESET_FILLS.has(key) && path.length <= 3);
+    },
+  };
 }

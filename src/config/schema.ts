@@ -226,6 +226,8 @@ const identity = z.strictObject({
 
 const log = z.strictObject({
   level: lowerEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const).default(DEFAULTS.log.level),
+  // no default: line on a terminal, json otherwise (log.ts)
+  format: lowerEnum(['json', 'line', 'pretty'] as const).optional(),
 });
 
 const httpEndpoint = z.strictObject({

@@ -158,7 +158,7 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env }: Snap
     servers: Object.freeze(servers),
     identities: Object.freeze(identities),
     policy: Object.freeze({ from: data.policy.from, unknownSender: data.policy.unknown_sender }),
-    log: Object.freeze({ level: data.log.level }),
+    log: Object.freeze({ level: data.log.level, ...(data.log.format ? { format: data.log.format } : {}) }),
     http: data.http === false ? false : Object.freeze({ host: data.http.host, port: data.http.port, token: secret('http.token') }),
     warnings: Object.freeze([...warnings]),
     secretFiles: Object.freeze(secretFilesOf(secrets)),

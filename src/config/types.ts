@@ -211,7 +211,11 @@ export interface ConfigSnapshot {
   readonly servers: readonly ServerConfig[];
   readonly identities: readonly IdentityConfig[];
   readonly policy: PolicyConfig;
-  readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  readonly log: {
+    readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+    /** Unset: line when stdout is a terminal, json otherwise. Read at start only. */
+    readonly format?: 'json' | 'line' | 'pretty';
+  };
   /** The monitoring endpoints; false = off. */
   readonly http: HttpConfig | false;
   readonly warnings: readonly ConfigWarning[];

@@ -1,4 +1,4 @@
-import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
+import { isMap, isScalar, LineCounter, parseDocument, type Document, type YAMLError } from 'yaml';
 import { formatPath, type ConfigIssue } from './issues.js';
 import type { Path } from './raw.js';
 
@@ -13,10 +13,7 @@ export interface PositionedYaml {
 export function parseYaml(text: string): PositionedYaml {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  const syntaxIssues = doc.errors.map((err): ConfigIssue => {
-    const pos = lineCounter.linePos(err.pos[0]);
-    return { path: '', line: pos.line, col: pos.col, message: `YAML syntax: ${yamlErrorText(err.code, err.message)}` };
-  });
+  const syntaxIssues = syntaxIssuesOf(doc.errors, text, lineCounter);
   return {
     syntaxIssues,
     value: syntaxIssues.length > 0 ? undefined : doc.toJS(),
@@ -46,6 +43,52 @@ function positionOf(doc: Document, lc: LineCounter, path: Path, onKey: boolean):
     if (range) return lc.linePos(range[0]);
   }
   return undefined;
+}
+
+/**
+ * The library's errors, each at the line of the mistake and in indentation words where the
+ * mistake is one. A key indented deeper than the one above it makes the library report the line
+ * above (where the value it now seems to continue starts) twice: that is one mistake, on the line
+ * below. Errors on a line already reported are follow-ons of that mistake.
+ */
+function syntaxIssuesOf(errors: readonly YAMLError[], text: string, lc: LineCounter): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const reported = new Set<number>();
+  for (const err of errors) {
+    const indentation = indentationMistake(err, text, lc);
+    const start = lc.linePos(err.pos[0]).line;
+    const { line, col } = indentation ?? lc.linePos(err.pos[0]);
+    if (reported.has(start) || reported.has(line)) continue;
+    reported.add(start).add(line);
+    issues.push({ path: '', line, col, message: indentation?.message ?? `YAML syntax: ${yamlErrorText(err.code, err.message)}` });
+  }
+  return issues;
+}
+
+function indentationMistake(err: YAMLError, text: string, lc: LineCounter): { line: number; col: number; message: string } | undefined {
+  const start = lc.linePos(err.pos[0]).line;
+  if (err.code === 'BLOCK_AS_IMPLICIT_KEY' || err.code === 'MULTILINE_IMPLICIT_KEY') {
+    // the mistake is the next line that says something: the key written too deep
+    const lines = text.split(/\r?\n/);
+    let line = start + 1;
+    while (line <= lines.length && lines[line - 1]!.trim() === '') line++;
+    if (line > lines.length) return undefined;
+    const at = lineStart(lines[line - 1]!, line);
+    return { ...at, message: `YAML syntax: wrong indentation: ${at.key}is indented deeper than the line above it, so YAML reads it as part of that line's value; line it up with the keys beside it` };
+  }
+  const written = text.split(/\r?\n/)[start - 1] ?? '';
+  if (err.code === 'BAD_INDENT' || (err.code === 'MISSING_CHAR' && /without - indicator/.test(err.message))) {
+    const at = lineStart(written, start);
+    return { ...at, message: `YAML syntax: wrong indentation: ${at.key}is not at the same column as the keys above it; line it up with them, or indent it under the key it belongs to` };
+  }
+  return undefined;
+}
+
+/** Where a line's text starts and its key ("port: " → `"port:" `), named only when it is a plain key (never a value's text). */
+function lineStart(text: string, line: number): { line: number; col: number; key: string } {
+  const col = text.length - text.trimStart().length + 1;
+  const key = /^\s*(?:- +)?([A-Za-z0-9_.-]+):(?:\s|$)/.exec(text)?.[1];
+  return { line, col, key: key ? `"${key}:" ` : '' };
 }
 
 /**

@@ -2,10 +2,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { AuthLimitsConfig, LimitsConfig } from '../config/types.js';
 import { RelayError } from '../errors/relay-error.js';
 import type { Logger } from '../log.js';
-import type { RelayMetrics } from '../ops/metrics.js';
+import type { CLIENT_LIMITS, LOCKOUT_SCOPES, RelayMetrics } from '../ops/metrics.js';
 import { AuthLimiter, lockoutError, memoryFailureStore, type FailureStoreFactory } from './auth-limits.js';
 import { ConnectionCounts, SessionTracker, systemSessionClock, type LimitName, type SessionClock } from './session-limits.js';
 import type { ConnectionObserver } from './smtp-server-adapter.js';
+import type { LockoutScope } from './auth-limits.js';
+
+// /metrics seeds a zero series for every limit and scope: one added here must be added there (ops/metrics.ts)
+const _seeded: [Exclude<LimitName, (typeof CLIENT_LIMITS)[number]>, Exclude<LockoutScope, (typeof LOCKOUT_SCOPES)[number]>] extends [never, never] ? true : never = true;
+void _seeded;
 
 export interface GuardOptions {
   readonly logger: Logger;

@@ -1,4 +1,12 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ConfigSnapshot } from '../config/types.js';
+import { DELIVERY_KINDS, ERROR_KINDS, SMTP_TIME_KINDS } from '../errors/kinds.js';
+
+/** The limit label of sendas_client_limits_total (listener/session-limits.ts LimitName, checked in guard.ts). */
+export const CLIENT_LIMITS = ['connections', 'connections_per_address', 'idle_timeout', 'command_timeout', 'data_timeout', 'errors_per_session', 'recipients_per_message', 'auth_lockout'] as const;
+export const LOCKOUT_SCOPES = ['address', 'login'] as const;
+/** The server label of a message refused before its identity (so its server) was known. */
+export const NO_SERVER = 'none';
 
 /**
  * The relay's Prometheus metrics. Reasons are the same error kinds as in the SMTP reply and the
@@ -59,6 +67,12 @@ export class RelayMetrics {
     name: 'sendas_config_reloads_total',
     help: 'Configuration reloads, by result (ok, failed)',
     labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  /** What an alert on a broken config file reads: the counter alone can't tell "failed, then fixed" from "still failing". */
+  readonly reloadFailing = new Gauge({
+    name: 'sendas_config_reload_failing',
+    help: 'Whether the last reload of the config file failed (1: the relay serves an older version than the file; 0: the file is the one loaded)',
     registers: [this.registry],
   });
   readonly configInfo = new Gauge({
@@ -132,6 +146,35 @@ export class RelayMetrics {
       },
     });
     collectDefaultMetrics({ register: this.registry, prefix: 'sendas_' });
+  }
+
+  /**
+   * Zero series for every label set the config makes possible, so a rate or an alert on them
+   * works before the first event (a series that appears only at the first failure has no rate
+   * and no `absent()`-free alert). Called at start and after each reload that applied, for
+   * servers added since; a removed server's series stay until restart (counters never go back).
+   * Kept to what the config names: servers × kinds × outcome, never addresses or accounts.
+   */
+  private readonly latencySeeded = new Set<string>();
+
+  seed(snapshot: Pick<ConfigSnapshot, 'servers' | 'delivery'>): void {
+    const servers = snapshot.servers.map((s) => s.name);
+    // passthrough hands the upstream's refusal to the client: every kind can be a refusal then
+    const refusedKinds = snapshot.delivery === 'passthrough' ? ERROR_KINDS : SMTP_TIME_KINDS;
+    for (const server of servers) {
+      this.received.inc({ server }, 0);
+      this.relayed.inc({ server }, 0);
+      // zero() would wipe a histogram's counts: only for a server not seen before
+      if (!this.latencySeeded.has(server)) this.deliveryLatency.zero({ server });
+      this.latencySeeded.add(server);
+      if (snapshot.delivery === 'queue') {
+        for (const reason of DELIVERY_KINDS) for (const outcome of ['deferred', 'failed']) this.failed.inc({ reason, server, outcome }, 0);
+      }
+    }
+    for (const server of [...servers, NO_SERVER]) for (const reason of refusedKinds) this.refused.inc({ reason, server }, 0);
+    for (const scope of LOCKOUT_SCOPES) this.authLockouts.inc({ scope }, 0);
+    for (const limit of CLIENT_LIMITS) this.clientLimits.inc({ limit }, 0);
+    for (const result of ['ok', 'failed']) this.reloads.inc({ result }, 0);
   }
 
   setConfigVersion(version: string): void {

@@ -63,7 +63,12 @@ export async function startRelayProcess(configFile: string, env: NodeJS.ProcessE
           resolve(entry.port);
         }
       } catch {
-        // not a log line
+        // not a JSON log line: log.format line writes "… INFO  sendas listening host=… port=N …"
+        const port = / sendas listening .*\bport=(\d+)/.exec(line)?.[1];
+        if (port) {
+          clearTimeout(timer);
+          resolve(Number(port));
+        }
       }
     });
     void exited.then((code) => {
