@@ -11,6 +11,7 @@ import { checkReport } from './report.js';
 import { QUEUE_USAGE, queueCommand } from './queue.js';
 import { TEST_USAGE, testCommand } from './test-send.js';
 import { OAUTH_USAGE, oauthCommand } from './oauth-login.js';
+import { checkDnsCommand } from './check-dns.js';
 
 const USAGE = `usage: sendas <command> [options]
 
@@ -18,6 +19,10 @@ commands:
   serve    --config FILE                  run the relay (SIGTERM/SIGINT: 421 to new sessions, running deliveries
                                           get 5 s, the rest stays queued)
   check    --config FILE                  validate the file; list servers with the channels and agents using them
+  check    --config FILE --dns [--dns-server HOST:PORT] [--json]
+                                          look up each From domain's SPF, DKIM and DMARC per server: would the
+                                          mail pass DMARC, and the records to add (exit 4: some would fail,
+                                          5: some could not be looked up)
   explain  --config FILE --from ADDR [--envelope ADDR] [--login USER]
                                           show who would send a message, with which account and From; no network
 ${QUEUE_USAGE}
@@ -54,6 +59,10 @@ async function main(argv: string[]): Promise<number> {
       'open-timeout': { type: 'string' },
       'device-url': { type: 'string' },
       'authorize-url': { type: 'string' },
+      // sendas check --dns
+      dns: { type: 'boolean' },
+      'dns-server': { type: 'string', multiple: true },
+      json: { type: 'boolean' },
     },
     strict: true,
     allowPositionals: command === 'queue' || command === 'oauth',
@@ -74,6 +83,7 @@ async function main(argv: string[]): Promise<number> {
     case 'check': {
       const snapshot = load(file);
       if (!snapshot) return 1;
+      if (values.dns) return checkDnsCommand(snapshot, { servers: values['dns-server'] ?? [], json: values.json === true }, process.stdout);
       process.stdout.write(`${checkReport(snapshot)}\n`);
       return 0;
     }

@@ -43,6 +43,8 @@ export function diffSnapshots(before: ConfigSnapshot, after: ConfigSnapshot): Co
   // a new key or selector signs the next message (the queue reads the current snapshot at each attempt)
   const dkim = (s: ConfigSnapshot) => [...s.dkim.values()].map((k) => [k.domain, k.selector, k.algorithm, k.publicKey, k.headers]);
   if (differ(dkim(before), dkim(after))) settings.push('dkim');
+  // the relay checks the From domains again after every applied reload anyway
+  if (differ(before.deliverability, after.deliverability)) settings.push('deliverability');
 
   const identities = (s: ConfigSnapshot, kind: IdentityConfig['kind']) => s.identities.filter((i) => i.kind === kind);
   return {

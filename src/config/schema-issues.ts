@@ -51,6 +51,7 @@ const SECTION: Readonly<Record<string, keyof typeof KNOWN_KEYS>> = {
   log: 'log',
   http: 'http',
   dkim: 'dkim',
+  deliverability: 'deliverability',
 };
 
 function knownKeysAt(path: Path): string[] {

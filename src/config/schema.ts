@@ -259,6 +259,15 @@ const dkim = z.strictObject({
   headers: z.array(headerName).min(1, { error: 'needs at least From' }).optional(),
 });
 
+/** `sendas check --dns` run by the relay in the background (src/deliverability/). */
+const deliverability = z.strictObject({
+  check: z.boolean({ error: 'must be true or false' }).default(DEFAULTS.deliverability.check),
+  interval: duration.default(DEFAULTS.deliverability.intervalMs),
+  dns_servers: z
+    .array(z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z.:-]+?)(:\d{1,5})?$/, { error: 'must be HOST or HOST:PORT (IPv6 as [::1]:53)' }))
+    .default([]),
+});
+
 export const configSchema = z.strictObject({
   listen: orDefault(listeners, {}),
   limits: orDefault(limits, {}),
@@ -274,6 +283,7 @@ export const configSchema = z.strictObject({
   state_dir: z.string().min(1).optional(),
   http: orDefault(http, {}),
   dkim: orDefault(z.array(dkim, { error: 'must be a list of {domain, selector, key}' }), []),
+  deliverability: orDefault(deliverability, {}),
 });
 
 export type RawConfig = z.infer<typeof configSchema>;
@@ -299,4 +309,5 @@ export const KNOWN_KEYS = {
   log: Object.keys(log.shape),
   http: Object.keys(httpEndpoint.shape),
   dkim: Object.keys(dkim.shape),
+  deliverability: Object.keys(deliverability.shape),
 };

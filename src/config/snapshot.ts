@@ -167,6 +167,7 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env, lineOf
     warnings: Object.freeze([...warnings]),
     secretFiles: Object.freeze(secretFilesOf(secrets)),
     dkim: dkimKeysOf(data.dkim, secrets, lineOf),
+    deliverability: Object.freeze({ check: data.deliverability.check, intervalMs: data.deliverability.interval, dnsServers: Object.freeze([...data.deliverability.dns_servers]) }),
     defaultServer,
     serversByName: new Map(servers.map((s) => [s.name, s])),
     identitiesByAddress: new Map(identities.map((i) => [addressKey(i.address), i])),

@@ -221,6 +221,14 @@ export interface DkimKeyConfig {
   readonly line: number | undefined;
 }
 
+/** `deliverability:`: the relay's background `sendas check --dns` (src/deliverability/). */
+export interface DeliverabilityConfig {
+  readonly check: boolean;
+  readonly intervalMs: number;
+  /** "HOST:PORT" resolvers to ask; empty: the system's. */
+  readonly dnsServers: readonly string[];
+}
+
 export interface ConfigWarning {
   readonly path: string;
   readonly message: string;
@@ -250,6 +258,7 @@ export interface ConfigSnapshot {
   readonly secretFiles: readonly string[];
   /** `dkim:` keyed by domain as `dkimDomainKey()` (config/dkim.ts) writes it; a From domain not in it is sent unsigned. */
   readonly dkim: ReadonlyMap<string, DkimKeyConfig>;
+  readonly deliverability: DeliverabilityConfig;
 
   readonly defaultServer: ServerConfig;
   readonly serversByName: ReadonlyMap<string, ServerConfig>;
