@@ -15,11 +15,11 @@ export interface DnsOptions {
   readonly timeoutMs?: number;
 }
 
-/** Node's resolver (c-ares: UDP, TCP when an answer is truncated, as long TXT keys are). */
-export function dnsResolve(opts: DnsOptions = {}): Resolve {
+/** Node's resolver (c-ares: UDP, TCP when an answer is truncated, as long TXT keys are); `cancel` ends its queries in flight (ECANCELLED). */
+export function dnsResolve(opts: DnsOptions = {}): Resolve & { cancel(): void } {
   const resolver = new Resolver({ timeout: opts.timeoutMs ?? 3000, tries: 2 });
   if (opts.servers && opts.servers.length > 0) resolver.setServers([...opts.servers]);
-  return (name, rrtype) => resolver.resolve(name, rrtype);
+  return Object.assign((name: string, rrtype: string) => resolver.resolve(name, rrtype), { cancel: () => resolver.cancel() });
 }
 
 /** One question asked once per check: SPF include chains and several rows share names. */

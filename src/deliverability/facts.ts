@@ -28,6 +28,8 @@ export interface SpfFacts {
   readonly results: readonly { readonly ip: string; readonly result: SpfResult; readonly comment?: string }[];
   /** The mechanisms that would authorize those addresses: "include:spf.protection.outlook.com", "ip4:192.0.2.7". */
   readonly authorize: readonly string[];
+  /** Whom `authorize` is for, when more than this row's origin (every server sending as the domain). */
+  readonly authorizeFor?: string;
   /** The addresses could not be found (host unknown, DNS unreachable). */
   readonly error?: string;
 }

@@ -17,8 +17,8 @@ function formatDomain(d: DomainVerdict): string {
   lines.push(`  SPF    ${d.spf.result}${d.spf.aligned ? ', aligned' : ''}: ${d.spf.detail}`);
   lines.push(`  DKIM   ${d.dkim.result}${d.dkim.aligned ? ', aligned' : ''}: ${d.dkim.detail}`);
   lines.push(`  DMARC  ${d.dmarc.record ? `${d.dmarc.detail}: ${d.dmarc.at} "${d.dmarc.record}"` : d.dmarc.detail}`);
-  if (d.result !== 'pass') for (const p of d.problems) lines.push(`  why: ${p}`);
-  else for (const p of d.problems) lines.push(`  problem: ${p}`);
+  // the SPF and DKIM lines above already say what is wrong with each
+  for (const p of d.problems.filter((p) => !/^(SPF|DKIM): /.test(p))) lines.push(`  ${d.result === 'pass' ? 'problem' : 'why'}: ${p}`);
   for (const n of d.notes) lines.push(`  note: ${n}`);
   if (d.fixes.length > 0) {
     lines.push('  add to DNS:');

@@ -119,11 +119,12 @@ function judgeSpf(fromDomain: string, s: SpfFacts, mode: AlignmentMode): { resul
 function spfFix(s: SpfFacts): { record: string; why: string } | undefined {
   if (s.authorize.length === 0) return undefined;
   const current = s.records[0];
-  if (!current) return { record: txt(s.domain, `v=spf1 ${s.authorize.join(' ')} -all`), why: `authorizes ${s.origin}` };
+  const whom = s.authorizeFor ?? s.origin;
+  if (!current) return { record: txt(s.domain, `v=spf1 ${s.authorize.join(' ')} -all`), why: `authorizes ${whom}` };
   const terms = current.trim().split(/\s+/);
   const missing = s.authorize.filter((m) => !terms.some((t) => t.toLowerCase() === m.toLowerCase()));
   const next = [terms[0]!, ...missing, ...terms.slice(1)].join(' ');
-  return { record: txt(s.domain, next), why: `replaces "${current}": adds ${missing.join(' ') || 'nothing (check the mechanisms before them)'} for ${s.origin}` };
+  return { record: txt(s.domain, next), why: `replaces "${current}": adds ${missing.join(' ') || 'nothing (check the mechanisms before them)'} for ${whom}` };
 }
 
 interface DkimJudgement {
