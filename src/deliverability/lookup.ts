@@ -64,7 +64,7 @@ async function sendingAddresses(server: ServerConfig, provider: Provider | undef
     try {
       const ip = await firstAddress(resolve, include, 0);
       if (!ip) return { error: `${include} lists no address to check with`, origin, authorize: [`include:${include}`] };
-      return { ips: [ip], origin: `${PROVIDER_NAMES[provider]}'s outbound servers (${ip}, from ${include})`, authorize: [`include:${include}`] };
+      return { ips: [ip], origin: `${PROVIDER_NAMES[provider]}'s outbound servers (${include}; checked with ${ip})`, authorize: [`include:${include}`] };
     } catch (err) {
       return { error: lookupFailure(include, 'TXT', err), origin, authorize: [`include:${include}`] };
     }

@@ -41,7 +41,7 @@ export function judgeDomain(f: DomainFacts): DomainVerdict {
     if (dkim.result !== 'not-known' || !passes) problems.push(`DKIM: ${dkim.detail}`);
     fixes.push(...dkim.fixes);
   }
-  if (dkim.result === 'mismatch' && passes) problems.push(`DKIM: ${dkim.detail}`);
+  if (dkim.result === 'mismatch' && dkim.aligned) problems.push(`DKIM: ${dkim.detail}`);
   if (result === 'fail') problems.push(`DMARC: ${consequence(dmarc.policy, f.dmarc, f.domain)}`);
   if (f.dmarc.kind === 'error') problems.push(`DMARC: ${f.dmarc.error}`);
   if (f.dmarc.kind === 'none') {

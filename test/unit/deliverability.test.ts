@@ -110,6 +110,22 @@ describe('SPF (for the MAIL FROM domain, the account address)', () => {
     expect(d.fixes[0]!.record).toBe('acme.example. TXT "v=spf1 ip4:192.0.2.10 -all"');
   });
 
+  it('one domain sent through two servers: one SPF record that covers both', async () => {
+    const report = await checkDeliverability(
+      snapshotOf(BASE_YAML),
+      zone([
+        ['acme.example', 'TXT', 'v=spf1 ip4:203.0.113.1 -all'],
+        ['smtp.acme.example', 'A', '192.0.2.10'],
+        ['smtp2.acme.example', 'A', '192.0.2.11'],
+      ]),
+    );
+    expect(report.domains.map((d) => [d.server, d.result])).toEqual([
+      ['main', 'fail'],
+      ['backup', 'fail'],
+    ]);
+    for (const d of report.domains) expect(d.fixes[0]!.record).toBe('acme.example. TXT "v=spf1 ip4:192.0.2.10 ip4:192.0.2.11 ip4:203.0.113.1 -all"');
+  });
+
   it('an upstream host without an address is a lookup problem, not a pass', async () => {
     const d = await checkOne([['_dmarc.acme.example', 'TXT', 'v=DMARC1; p=reject']]);
     expect(d.result).toBe('unknown');
@@ -211,6 +227,19 @@ describe('alignment', () => {
     expect(d.spf).toMatchObject({ result: 'pass', aligned: false });
   });
 
+  it('a key that differs is reported even when SPF carries DMARC', () => {
+    const d = judgeDomain(
+      facts({
+        spf: { domain: 'mail.acme.example', records: ['v=spf1 ip4:192.0.2.10 -all'], origin: 'smtp.acme.example 192.0.2.10', results: [{ ip: '192.0.2.10', result: 'pass' }], authorize: [] },
+        dkim: { selectors: [{ selector: 's1', signingDomain: 'mail.acme.example', signer: 'sendas', configuredKey: 'BBBB', configuredKeyType: 'ed25519', published: { kind: 'key', key: 'AAAA', record: 'v=DKIM1; p=AAAA' } }] },
+      }),
+    );
+    expect(d.result).toBe('pass');
+    expect(d.dkim.result).toBe('mismatch');
+    expect(d.problems).toEqual([expect.stringContaining('DKIM: the key published at s1._domainkey.mail.acme.example differs from the configured key')]);
+    expect(d.fixes.map((f) => f.record)).toContain('s1._domainkey.mail.acme.example. TXT "v=DKIM1; k=ed25519; p=BBBB"');
+  });
+
   it('a published key that differs from the configured one is reported, with the record to publish', () => {
     const d = judgeDomain(facts({ dkim: { selectors: [{ selector: 's1', signingDomain: 'mail.acme.example', signer: 'sendas', configuredKey: 'BBBB', configuredKeyType: 'rsa', published: { kind: 'key', key: 'AAAA', record: 'v=DKIM1; p=AAAA' } }] } }));
     expect(d.result).toBe('fail');
@@ -248,7 +277,7 @@ servers:
       M365,
     );
     expect(d).toMatchObject({ result: 'pass', spf: { result: 'pass', aligned: true }, dkim: { result: 'pass', aligned: true } });
-    expect(d.spf.detail).toContain('40.107.0.0, from spf.protection.outlook.com');
+    expect(d.spf.detail).toContain("Microsoft 365's outbound servers (spf.protection.outlook.com; checked with 40.107.0.0)");
     expect(d.notes.join('\n')).toContain('selector2._domainkey.acme.example is not published');
   });
 
@@ -281,6 +310,18 @@ servers:
     );
     expect(d).toMatchObject({ result: 'pass', dkim: { result: 'pass' } });
     expect(d.dkim.detail).toBe('google._domainkey.acme.example publishes the key Google signs with (d=acme.example)');
+  });
+});
+
+describe('deliverability: in the config', () => {
+  it('defaults to a check every 6 h with the system resolvers; dns_servers must be HOST[:PORT]', () => {
+    expect(snapshotOf(ONE_SERVER).deliverability).toEqual({ check: true, intervalMs: 21_600_000, dnsServers: [] });
+    expect(snapshotOf(ONE_SERVER, 'deliverability: {check: false, interval: 1h, dns_servers: [127.0.0.1:5353, "[::1]:53"]}\n').deliverability).toEqual({
+      check: false,
+      intervalMs: 3_600_000,
+      dnsServers: ['127.0.0.1:5353', '[::1]:53'],
+    });
+    expect(() => snapshotOf(ONE_SERVER, 'deliverability: {dns_servers: ["udp://1.1.1.1"]}\n')).toThrow(/deliverability\.dns_servers\[0\].*HOST or HOST:PORT/);
   });
 });
 
