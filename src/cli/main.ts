@@ -81,6 +81,10 @@ async function main(argv: string[]): Promise<number> {
 
   switch (command) {
     case 'check': {
+      if (!values.dns && (values['dns-server'] !== undefined || values.json)) {
+        process.stderr.write('sendas check: --dns-server and --json go with --dns\n');
+        return 2;
+      }
       const snapshot = load(file);
       if (!snapshot) return 1;
       if (values.dns) return checkDnsCommand(snapshot, { servers: values['dns-server'] ?? [], json: values.json === true }, process.stdout);

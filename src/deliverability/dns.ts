@@ -60,6 +60,8 @@ export async function txtRecords(resolve: Resolve, name: string): Promise<string
 export async function hostAddresses(resolve: Resolve, host: string): Promise<string[]> {
   const bare = host.replace(/^\[|\]$/g, '');
   if (/^\d+\.\d+\.\d+\.\d+$/.test(bare) || bare.includes(':')) return [bare];
+  // the resolver asks DNS only, and localhost is in no zone (RFC 6761 §6.3)
+  if (bare.toLowerCase() === 'localhost') return ['127.0.0.1', '::1'];
   const out: string[] = [];
   for (const rrtype of ['A', 'AAAA']) {
     try {

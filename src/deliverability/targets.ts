@@ -21,7 +21,8 @@ export interface SendingDomain {
 
 export function providerOf(server: ServerConfig): Provider | undefined {
   const host = server.host.toLowerCase();
-  if (server.type === 'graph' || server.preset === 'office365' || host === 'smtp.office365.com' || host.endsWith('.outlook.com')) return 'microsoft365';
+  // smtp-mail.outlook.com is consumer Outlook.com: its own domains, not a tenant's
+  if (server.type === 'graph' || server.preset === 'office365' || host === 'smtp.office365.com') return 'microsoft365';
   if (server.preset === 'gmail' || host === 'smtp.gmail.com' || host === 'smtp-relay.gmail.com') return 'google';
   return undefined;
 }

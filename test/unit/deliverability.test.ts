@@ -5,6 +5,8 @@ import { isAligned, organizationalDomain } from '../../src/deliverability/alignm
 import type { DomainFacts } from '../../src/deliverability/facts.js';
 import { sendingDomains } from '../../src/deliverability/targets.js';
 import { judgeDomain } from '../../src/deliverability/verdict.js';
+import { DeliverabilityMonitor } from '../../src/deliverability/monitor.js';
+import { silentLogger } from '../../src/log.js';
 import { BASE_YAML, snapshotOf } from './helpers.js';
 
 /** An in-memory zone with Node's resolver's answers and error codes (ENOTFOUND, ENODATA); CNAMEs followed. */
@@ -322,6 +324,25 @@ describe('deliverability: in the config', () => {
       dnsServers: ['127.0.0.1:5353', '[::1]:53'],
     });
     expect(() => snapshotOf(ONE_SERVER, 'deliverability: {dns_servers: ["udp://1.1.1.1"]}\n')).toThrow(/deliverability\.dns_servers\[0\].*HOST or HOST:PORT/);
+  });
+});
+
+describe("the relay's background check", () => {
+  it('with check: false it looks nothing up and /status says off', () => {
+    const monitor = new DeliverabilityMonitor({ getSnapshot: () => snapshotOf(ONE_SERVER, 'deliverability: {check: false}\n'), logger: silentLogger() });
+    monitor.check();
+    expect(monitor.status()).toEqual({ state: 'off' });
+    monitor.stop();
+  });
+
+  it('is pending until the first check is in, and a stopped monitor never checks again', () => {
+    // a resolver nobody answers: 192.0.2.1 (TEST-NET-1) is never routed
+    const monitor = new DeliverabilityMonitor({ getSnapshot: () => snapshotOf(ONE_SERVER, 'deliverability: {dns_servers: [192.0.2.1:53]}\n'), logger: silentLogger() });
+    monitor.check();
+    expect(monitor.status()).toEqual({ state: 'pending' });
+    monitor.stop();
+    monitor.check();
+    expect(monitor.status()).toEqual({ state: 'pending' });
   });
 });
 
