@@ -32,8 +32,7 @@ export async function lookupDomain(snapshot: ConfigSnapshot, row: SendingDomain,
 }
 
 async function lookupSpf(row: SendingDomain, provider: Provider | undefined, resolve: Resolve): Promise<SpfFacts> {
-  // MAIL FROM is the account address (reception/align.ts), so SPF is the From domain's own policy
-  const domain = row.domain;
+  const domain = row.envelopeDomain;
   let records: string[] = [];
   try {
     records = (await txtRecords(resolve, domain)).filter((r) => /^v=spf1(\s|$)/i.test(r.trim()));

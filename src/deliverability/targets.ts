@@ -10,8 +10,14 @@ export type Provider = 'microsoft365' | 'google';
  * refuses anything else), and MAIL FROM is the same address, so the SPF domain is this domain too.
  */
 export interface SendingDomain {
-  /** ASCII, lower case. */
+  /** The From domain: ASCII, lower case. */
   readonly domain: string;
+  /**
+   * The MAIL FROM domain, which SPF is evaluated for. planAlignment puts the account address in
+   * MAIL FROM as well as in From, so it is the From domain; kept apart because DMARC compares
+   * the two (aspf), and a null sender (<>, failure notices) is not covered (README).
+   */
+  readonly envelopeDomain: string;
   readonly server: ServerConfig;
   /** The From addresses of this domain that leave through the server. */
   readonly addresses: readonly string[];
@@ -38,14 +44,14 @@ export function domainOf(address: string): string {
  * default, mail of unknown senders).
  */
 export function sendingDomains(snapshot: ConfigSnapshot): SendingDomain[] {
-  const rows = new Map<string, { domain: string; server: ServerConfig; addresses: string[]; senders: string[] }>();
+  const rows = new Map<string, { domain: string; envelopeDomain: string; server: ServerConfig; addresses: string[]; senders: string[] }>();
   const add = (server: ServerConfig, address: string, sender: string) => {
     if (!address.includes('@')) return;
     const wire = wireAddress(address).toLowerCase();
     const domain = domainOf(wire);
     const key = `${server.name}\u0000${domain}`;
     let row = rows.get(key);
-    if (!row) rows.set(key, (row = { domain, server, addresses: [], senders: [] }));
+    if (!row) rows.set(key, (row = { domain, envelopeDomain: domain, server, addresses: [], senders: [] }));
     if (!row.addresses.includes(wire)) row.addresses.push(wire);
     row.senders.push(sender);
   };

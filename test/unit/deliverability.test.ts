@@ -49,6 +49,8 @@ async function checkOne(records: readonly [string, string, string][], yaml = ONE
 describe('the From domains the config sends as', () => {
   it('groups by domain and server, with the address that leaves after alignment', () => {
     const rows = sendingDomains(snapshotOf(BASE_YAML)).map((r) => ({ domain: r.domain, server: r.server.name, addresses: r.addresses, senders: r.senders }));
+    // MAIL FROM is the same account address, so SPF is evaluated for the From domain itself
+    for (const r of sendingDomains(snapshotOf(BASE_YAML))) expect(r.envelopeDomain).toBe(r.domain);
     expect(rows).toEqual([
       {
         domain: 'acme.example',
