@@ -45,7 +45,7 @@ export function judgeDomain(f: DomainFacts): DomainVerdict {
   if (result === 'fail') problems.push(`DMARC: ${consequence(dmarc.policy, f.dmarc, f.domain)}`);
   if (f.dmarc.kind === 'error') problems.push(`DMARC: ${f.dmarc.error}`);
   if (f.dmarc.kind === 'none') {
-    fixes.push({ record: txt(`_dmarc.${organizationalDomain(f.domain)}`, `v=DMARC1; p=none; rua=mailto:dmarc-reports@${organizationalDomain(f.domain)}`), why: `${f.domain} has no DMARC policy: Gmail and Yahoo require one of bulk senders; start with p=none and read the reports before quarantine or reject` });
+    fixes.push({ record: txt(`_dmarc.${organizationalDomain(f.domain)}`, `v=DMARC1; p=none; rua=mailto:dmarc-reports@${organizationalDomain(f.domain)}`), why: `${f.domain} has no DMARC policy: Gmail and Yahoo require one from bulk senders; start with p=none and read the reports before quarantine or reject` });
   }
   if (passes && !dkim.aligned) notes.push('only SPF authenticates this mail: a forwarded copy fails DMARC (SPF does not survive forwarding); aligned DKIM would carry it');
   if (passes && !spf.aligned) notes.push('only DKIM authenticates this mail: fine for DMARC, but some receivers also weigh SPF');
