@@ -19,7 +19,7 @@ commands:
   serve    --config FILE                  run the relay (SIGTERM/SIGINT: 421 to new sessions, running deliveries
                                           get 5 s, the rest stays queued)
   check    --config FILE                  validate the file; list servers with the channels and agents using them
-  check    --config FILE --dns [--dns-server HOST:PORT] [--json]
+  check    --config FILE --dns [--dns-server IP[:PORT]] [--json]
                                           look up each From domain's SPF, DKIM and DMARC per server: would the
                                           mail pass DMARC, and the records to add (exit 4: some would fail,
                                           5: some could not be looked up)
@@ -87,7 +87,7 @@ async function main(argv: string[]): Promise<number> {
       }
       const snapshot = load(file);
       if (!snapshot) return 1;
-      if (values.dns) return checkDnsCommand(snapshot, { servers: values['dns-server'] ?? [], json: values.json === true }, process.stdout);
+      if (values.dns) return checkDnsCommand(snapshot, { servers: values['dns-server'] ?? [], json: values.json === true }, process.stdout, process.stderr);
       process.stdout.write(`${checkReport(snapshot)}\n`);
       return 0;
     }

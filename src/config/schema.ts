@@ -263,8 +263,17 @@ const dkim = z.strictObject({
 const deliverability = z.strictObject({
   check: z.boolean({ error: 'must be true or false' }).default(DEFAULTS.deliverability.check),
   interval: duration.default(DEFAULTS.deliverability.intervalMs),
+  // Node's resolver takes addresses only, no names: a name would need a resolver to find the resolver
   dns_servers: z
-    .array(z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z.:-]+?)(:\d{1,5})?$/, { error: 'must be HOST or HOST:PORT (IPv6 as [::1]:53)' }))
+    .array(
+      z.string().refine(
+        (v) => {
+          const m = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(v) ?? /^([^:]+)(?::(\d{1,5}))?$/.exec(v);
+          return m ? isIP(m[1]!) !== 0 && (m[2] === undefined || Number(m[2]) <= 65535) : isIP(v) === 6;
+        },
+        { error: 'must be an IP address with an optional port: 192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:53' },
+      ),
+    )
     .default([]),
 });
 

@@ -225,7 +225,7 @@ export interface DkimKeyConfig {
 export interface DeliverabilityConfig {
   readonly check: boolean;
   readonly intervalMs: number;
-  /** "HOST:PORT" resolvers to ask; empty: the system's. */
+  /** Resolvers to ask, as IP[:PORT] ("192.0.2.53:5353", "[2001:db8::53]:53"); empty: the system's. */
   readonly dnsServers: readonly string[];
 }
 

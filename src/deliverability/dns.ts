@@ -9,7 +9,7 @@ import { Resolver } from 'node:dns/promises';
 export type Resolve = (name: string, rrtype: string) => Promise<unknown>;
 
 export interface DnsOptions {
-  /** "HOST:PORT" or "HOST" (port 53), "[v6]:PORT"; empty: the system's resolvers. */
+  /** IP[:PORT] ("192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:53"); empty: the system's resolvers. */
   readonly servers?: readonly string[];
   /** Per query attempt. */
   readonly timeoutMs?: number;

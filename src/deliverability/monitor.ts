@@ -38,7 +38,15 @@ export class DeliverabilityMonitor {
       this.report = undefined;
       return;
     }
-    const resolve = dnsResolve({ servers: snapshot.deliverability.dnsServers });
+    let resolve: ReturnType<typeof dnsResolve>;
+    try {
+      resolve = dnsResolve({ servers: snapshot.deliverability.dnsServers });
+    } catch (err) {
+      // the schema lets only addresses through; whatever else Node refuses must not stop the relay
+      this.failure = `the check failed: ${(err as Error).message}`;
+      this.opts.logger.error(`deliverability: ${this.failure}`);
+      return;
+    }
     this.inFlight = resolve;
     checkDeliverability(snapshot, resolve, this.opts.now).then(
       (report) => {

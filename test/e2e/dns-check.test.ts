@@ -156,6 +156,12 @@ describe('sendas check --dns (the compiled CLI, against a DNS server on loopback
     expect(run.stdout).toMatch(/UNKNOWN {2}good\.example via server main/);
     expect(run.stdout).toContain('could not look up');
   });
+
+  it('a --dns-server that is not an address is a usage error (exit 2)', async () => {
+    const run = await check('--dns-server', 'dns.example:53');
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('--dns-server dns.example:53 is not an IP address with an optional port');
+  });
 });
 
 describe('the relay checks in the background and shows it in /status', () => {

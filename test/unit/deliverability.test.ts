@@ -325,7 +325,10 @@ describe('deliverability: in the config', () => {
       intervalMs: 3_600_000,
       dnsServers: ['127.0.0.1:5353', '[::1]:53'],
     });
-    expect(() => snapshotOf(ONE_SERVER, 'deliverability: {dns_servers: ["udp://1.1.1.1"]}\n')).toThrow(/deliverability\.dns_servers\[0\].*HOST or HOST:PORT/);
+    for (const bad of ['udp://1.1.1.1', 'dns.example:53', '127.0.0.1:99999']) {
+      expect(() => snapshotOf(ONE_SERVER, `deliverability: {dns_servers: ["${bad}"]}\n`), bad).toThrow(/deliverability\.dns_servers\[0\].*must be an IP address with an optional port/);
+    }
+    expect(snapshotOf(ONE_SERVER, 'deliverability: {dns_servers: ["2001:db8::53"]}\n').deliverability.dnsServers).toEqual(['2001:db8::53']);
   });
 });
 
