@@ -14,6 +14,7 @@ import { RelayMetrics } from './ops/metrics.js';
 import { accountStatus, relayStatus, serverRoutes, type AccountStatus, type RelayStatus } from './ops/status.js';
 import { Reception } from './reception/reception.js';
 import { Transport } from './transport/transport.js';
+import { DeliverabilityMonitor } from './deliverability/monitor.js';
 
 export interface RelayOptions {
   readonly snapshot: ConfigSnapshot;
@@ -42,6 +43,8 @@ export class Relay {
   /** Every upstream account's budgets, hold and health: the queue's lanes and passthrough share it. */
   private readonly accounts: AccountBook;
   private readonly startedAt = new Date();
+  /** The From domains' SPF, DKIM and DMARC, checked in the background for /status and the log. */
+  private readonly deliverability: DeliverabilityMonitor;
 
   constructor(opts: RelayOptions) {
     this.config = new ConfigHolder(opts.snapshot);
@@ -70,6 +73,7 @@ export class Relay {
     // one guard for every listener, so the per-address counts and lockouts add up across them
     const guard = new ListenerGuard({ logger: this.logger, metrics: this.metrics });
     this.listeners = first.listeners.map((_, index) => new Listener({ getSnapshot: snapshot, index, handleMessage: (m) => reception.handle(m), logger: this.logger, hostname: name, guard }));
+    this.deliverability = new DeliverabilityMonitor({ getSnapshot: snapshot, logger: this.logger });
     this.config.subscribe((event) => this.configChanged(event));
   }
 
@@ -95,6 +99,7 @@ export class Relay {
     }
     this.bound = addresses;
     for (const w of snapshot.warnings) this.logger.warn({ path: w.path }, w.message);
+    this.deliverability.check();
     return addresses[0]!;
   }
 
@@ -137,6 +142,7 @@ export class Relay {
       closedPools = this.transport.retainFor(event.snapshot);
       this.metrics.setConfigVersion(event.snapshot.version);
       this.metrics.seed(event.snapshot);
+      this.deliverability.check();
     }
     this.metrics.reloads.inc({ result: event.type === 'failed' ? 'failed' : 'ok' });
     this.metrics.reloadFailing.set(event.type === 'failed' ? 1 : 0);
@@ -162,6 +168,7 @@ export class Relay {
       accounts: this.accountStatus(),
       startedAt: this.startedAt,
       routes: this.queue?.runner.routes(),
+      deliverability: this.deliverability.status(),
     });
   }
 
@@ -178,6 +185,7 @@ export class Relay {
 
   /** New sessions get 421; running deliveries get `shutdownGraceMs` to finish; whatever is left stays queued. */
   async stop(): Promise<void> {
+    this.deliverability.stop();
     for (const listener of this.listeners) listener.drain();
     await this.queue?.stop(this.graceMs);
     await Promise.all(this.listeners.map((l) => l.close()));

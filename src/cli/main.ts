@@ -12,6 +12,7 @@ import { dirOrigins } from '../config/dir-origin.js';
 import { QUEUE_USAGE, queueCommand } from './queue.js';
 import { TEST_USAGE, testCommand } from './test-send.js';
 import { OAUTH_USAGE, oauthCommand } from './oauth-login.js';
+import { checkDnsCommand } from './check-dns.js';
 
 const USAGE = `usage: sendas <command> [options]
 
@@ -19,6 +20,10 @@ commands:
   serve    --config FILE                  run the relay (SIGTERM/SIGINT: 421 to new sessions, running deliveries
                                           get 5 s, the rest stays queued)
   check    --config FILE                  validate the file; list servers with the channels and agents using them
+  check    --config FILE --dns [--dns-server IP[:PORT]] [--json]
+                                          look up each From domain's SPF, DKIM and DMARC per server: would the
+                                          mail pass DMARC, and the records to add (exit 4: some would fail,
+                                          5: some could not be looked up)
   explain  --config FILE --from ADDR [--envelope ADDR] [--login USER]
                                           show who would send a message, with which account and From; no network
 ${QUEUE_USAGE}
@@ -55,6 +60,10 @@ async function main(argv: string[]): Promise<number> {
       'open-timeout': { type: 'string' },
       'device-url': { type: 'string' },
       'authorize-url': { type: 'string' },
+      // sendas check --dns
+      dns: { type: 'boolean' },
+      'dns-server': { type: 'string', multiple: true },
+      json: { type: 'boolean' },
     },
     strict: true,
     allowPositionals: command === 'queue' || command === 'oauth',
@@ -73,8 +82,13 @@ async function main(argv: string[]): Promise<number> {
 
   switch (command) {
     case 'check': {
+      if (!values.dns && (values['dns-server'] !== undefined || values.json)) {
+        process.stderr.write('sendas check: --dns-server and --json go with --dns\n');
+        return 2;
+      }
       const snapshot = load(file);
       if (!snapshot) return 1;
+      if (values.dns) return checkDnsCommand(snapshot, { servers: values['dns-server'] ?? [], json: values.json === true }, process.stdout, process.stderr);
       process.stdout.write(`${checkReport(snapshot)}\n`);
       return 0;
     }

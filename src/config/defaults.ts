@@ -42,6 +42,15 @@ export const DEFAULTS = {
   http: { host: '127.0.0.1', port: 9025 },
   log: { level: 'info' },
   policy: { from: 'rewrite', unknownSender: 'reject' },
+  /** The relay's background DNS check of the From domains: at start, after each reload, and this often. */
+  deliverability: { check: true, intervalMs: 6 * 3_600_000 },
+  /** The header fields a DKIM signature covers when `dkim[].headers` is left out (RFC 6376 §5.4.1's advice). */
+  dkim: {
+    headers: ['From', 'To', 'Cc', 'Subject', 'Date', 'Message-ID', 'Reply-To', 'Sender', 'MIME-Version', 'Content-Type', 'Content-Transfer-Encoding', 'In-Reply-To', 'References'],
+    /** RSA keys below this still sign but `check` warns: several receivers ignore them. */
+    recommendedRsaBits: 2048,
+    minRsaBits: 1024,
+  },
   server: {
     type: 'smtp',
     security: 'starttls',

@@ -42,6 +42,12 @@ export function diffSnapshots(before: ConfigSnapshot, after: ConfigSnapshot): Co
   if (differ(endpoint(before.http), endpoint(after.http))) needsRestart.push('http');
   else if (before.http && after.http && !sameSecret(before.http.token, after.http.token)) settings.push('http.token');
 
+  // a new key or selector signs the next message (the queue reads the current snapshot at each attempt)
+  const dkim = (s: ConfigSnapshot) => [...s.dkim.values()].map((k) => [k.domain, k.selector, k.algorithm, k.publicKey, k.headers]);
+  if (differ(dkim(before), dkim(after))) settings.push('dkim');
+  // the relay checks the From domains again after every applied reload anyway
+  if (differ(before.deliverability, after.deliverability)) settings.push('deliverability');
+
   const identities = (s: ConfigSnapshot, kind: IdentityConfig['kind']) => s.identities.filter((i) => i.kind === kind);
   return {
     servers: compare(before.servers, after.servers, (s) => s.name, serverFingerprint, (a, b) => sameSecret(a.password, b.password)),

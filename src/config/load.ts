@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { checkDkim } from './dkim.js';
 import { ConfigError, errnoText, sortIssues, type ConfigIssue } from './issues.js';
 import { withPreset } from './presets.js';
 import { checkListeners } from './listeners.js';
@@ -55,10 +56,10 @@ export function parseConfig(text: string, file: string, opts: LoadOptions = {}):
   // cross-key rules and secrets run on the raw document even when the schema failed, so one run
   // of `sendas check` lists every problem rather than one layer at a time
   const secrets = resolveSecrets(raw, dirname(file), env, at);
-  const warnings = [...checkRelations(raw, at), ...checkListeners(raw, secrets, at)];
+  const warnings = [...checkRelations(raw, at), ...checkListeners(raw, secrets, at), ...checkDkim(raw, secrets, at)];
 
   if (issues.length > 0 || !parsed.success) {
     throw new ConfigError(file, issues.length > 0 ? sortIssues(issues) : [{ path: '', line: undefined, col: undefined, message: 'invalid configuration' }], secretFilesOf(secrets));
   }
-  return buildSnapshot({ data: parsed.data, secrets, file, text, warnings, env });
+  return buildSnapshot({ data: parsed.data, secrets, file, text, warnings, env, lineOf: (path) => yaml.issueAt(path, '').line });
 }

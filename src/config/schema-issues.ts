@@ -102,6 +102,8 @@ const SECTION: Readonly<Record<string, keyof typeof KNOWN_KEYS>> = {
   policy: 'policy',
   log: 'log',
   http: 'http',
+  dkim: 'dkim',
+  deliverability: 'deliverability',
 };
 
 function knownKeysAt(path: Path): string[] {

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { domainToASCII } from 'node:url';
 import { z } from 'zod';
 import { DEFAULTS } from './defaults.js';
 import { parseDuration, parseRate } from './duration.js';
@@ -243,6 +244,41 @@ const policy = z.strictObject({
   unknown_sender: lowerEnum(['reject', 'default'] as const).default(DEFAULTS.policy.unknownSender),
 });
 
+/** A DNS label sequence: a DKIM selector ("s2026") or a domain ("acme.example"). */
+const DNS_NAME = /^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/;
+// an internationalized domain is checked in the A-label form it is signed with (d=xn--…)
+const dnsName = (what: string) =>
+  z.string({ error: `must be a ${what}` }).refine((v) => DNS_NAME.test(domainToASCII(v) || v), { error: `must be a ${what} (letters, digits, "-", "_", labels separated by ".")` });
+
+const headerName = z.string({ error: 'must be a header field name' }).regex(/^[\x21-\x39\x3b-\x7e]+$/, { error: 'must be a header field name such as Subject' });
+
+/** One signing key per From domain (config/dkim.ts checks the key and the duplicates). */
+const dkim = z.strictObject({
+  domain: dnsName('domain such as acme.example'),
+  selector: dnsName('selector such as s2026'),
+  key: secretRef,
+  algorithm: lowerEnum(['rsa-sha256', 'ed25519-sha256'] as const).optional(),
+  headers: z.array(headerName).min(1, { error: 'needs at least From' }).optional(),
+});
+
+/** `sendas check --dns` run by the relay in the background (src/deliverability/). */
+const deliverability = z.strictObject({
+  check: z.boolean({ error: 'must be true or false' }).default(DEFAULTS.deliverability.check),
+  interval: duration.default(DEFAULTS.deliverability.intervalMs),
+  // Node's resolver takes addresses only, no names: a name would need a resolver to find the resolver
+  dns_servers: z
+    .array(
+      z.string().refine(
+        (v) => {
+          const m = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(v) ?? /^([^:]+)(?::(\d{1,5}))?$/.exec(v);
+          return m ? isIP(m[1]!) !== 0 && (m[2] === undefined || Number(m[2]) <= 65535) : isIP(v) === 6;
+        },
+        { error: 'must be an IP address with an optional port: 192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:53' },
+      ),
+    )
+    .default([]),
+});
+
 export const configSchema = z.strictObject({
   listen: orDefault(listeners, {}),
   limits: orDefault(limits, {}),
@@ -257,6 +293,8 @@ export const configSchema = z.strictObject({
   // no default here: SENDAS_STATE_DIR comes between the file and the default (snapshot.ts)
   state_dir: z.string().min(1).optional(),
   http: orDefault(http, {}),
+  dkim: orDefault(z.array(dkim, { error: 'must be a list of {domain, selector, key}' }), []),
+  deliverability: orDefault(deliverability, {}),
 });
 
 export type RawConfig = z.infer<typeof configSchema>;
@@ -281,4 +319,6 @@ export const KNOWN_KEYS = {
   policy: Object.keys(policy.shape),
   log: Object.keys(log.shape),
   http: Object.keys(httpEndpoint.shape),
+  dkim: Object.keys(dkim.shape),
+  deliverability: Object.keys(deliverability.shape),
 };

@@ -5,7 +5,7 @@ import { getIn, isRecord, type Path } from './raw.js';
 import { Secret } from './secret.js';
 
 /** What a secret is for; the key path says whose it is. */
-export type SecretKind = 'client login password' | 'password' | 'tls ca' | 'oauth client secret' | 'refresh token' | 'tls certificate' | 'tls key' | 'http token';
+export type SecretKind = 'client login password' | 'password' | 'tls ca' | 'oauth client secret' | 'refresh token' | 'tls certificate' | 'tls key' | 'http token' | 'dkim key';
 
 /** How the YAML gives the value: written inline, {env: NAME}, or {file: PATH} (absolute here). */
 export type SecretSource = { readonly type: 'inline' } | { readonly type: 'env'; readonly name: string } | { readonly type: 'file'; readonly file: string };
@@ -24,7 +24,7 @@ export interface SecretReference {
  * Every place relay.yaml can hold a secret. Order is file-independent and fixed: it is the order of
  * the references, and so of the version digest.
  */
-const PLACES: readonly { readonly list: 'clients' | 'servers' | 'channels' | 'agents' | 'listen' | 'http'; readonly key: Path; readonly kind: SecretKind }[] = [
+const PLACES: readonly { readonly list: 'clients' | 'servers' | 'channels' | 'agents' | 'listen' | 'http' | 'dkim'; readonly key: Path; readonly kind: SecretKind }[] = [
   { list: 'clients', key: ['password'], kind: 'client login password' },
   { list: 'servers', key: ['password'], kind: 'password' },
   { list: 'servers', key: ['tls', 'ca'], kind: 'tls ca' },
@@ -37,6 +37,7 @@ const PLACES: readonly { readonly list: 'clients' | 'servers' | 'channels' | 'ag
   { list: 'listen', key: ['cert'], kind: 'tls certificate' },
   { list: 'listen', key: ['key'], kind: 'tls key' },
   { list: 'http', key: ['token'], kind: 'http token' },
+  { list: 'dkim', key: ['key'], kind: 'dkim key' },
 ];
 
 /** The items of a section with their YAML paths: a list's items, or `listen:` and `http:` as one mapping. */

@@ -1,7 +1,9 @@
 import { dirname, resolve } from 'node:path';
 import { addressKey } from '../mail/address.js';
 import { effectiveAuth } from './auth.js';
+import { dkimKeysOf } from './dkim.js';
 import { DEFAULTS, MICROSOFT_GRAPH_URL, PORT_BY_SECURITY } from './defaults.js';
+import type { Path } from './raw.js';
 import type { RawConfig } from './schema.js';
 import { listenEntries } from './raw.js';
 import { secretAt, secretFilesOf, type SecretReference } from './secret-refs.js';
@@ -17,6 +19,8 @@ export interface SnapshotInput {
   readonly text: string;
   readonly warnings: readonly ConfigWarning[];
   readonly env: NodeJS.ProcessEnv;
+  /** Line of a key path in the file, for entries that keep it (dkim). */
+  readonly lineOf?: (path: Path) => number | undefined;
 }
 
 /** `daily:` with every budget off (or none given) counts nothing: no budget at all. */
@@ -28,7 +32,7 @@ function dailyOf(raw: RawConfig['servers'][number]['daily']): DailyConfig | unde
 }
 
 /** The immutable snapshot the stages read, from a document that passed every check. */
-export function buildSnapshot({ data, secrets, file, text, warnings, env }: SnapshotInput): ConfigSnapshot {
+export function buildSnapshot({ data, secrets, file, text, warnings, env, lineOf = () => undefined }: SnapshotInput): ConfigSnapshot {
   const secret = secretAt(secrets);
   const servers: ServerConfig[] = data.servers.map((s, i) => {
     const path = `servers[${i}]`;
@@ -162,6 +166,8 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env }: Snap
     http: data.http === false ? false : Object.freeze({ host: data.http.host, port: data.http.port, token: secret('http.token') }),
     warnings: Object.freeze([...warnings]),
     secretFiles: Object.freeze(secretFilesOf(secrets)),
+    dkim: dkimKeysOf(data.dkim, secrets, lineOf),
+    deliverability: Object.freeze({ check: data.deliverability.check, intervalMs: data.deliverability.interval, dnsServers: Object.freeze([...data.deliverability.dns_servers]) }),
     defaultServer,
     serversByName: new Map(servers.map((s) => [s.name, s])),
     identitiesByAddress: new Map(identities.map((i) => [addressKey(i.address), i])),

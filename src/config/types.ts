@@ -192,6 +192,43 @@ export interface PolicyConfig {
   readonly unknownSender: 'reject' | 'default';
 }
 
+export type DkimAlgorithm = 'rsa-sha256' | 'ed25519-sha256';
+
+/** `dkim:` entry: the key that signs mail whose (aligned) From is in `domain`. */
+export interface DkimKeyConfig {
+  /** Lower case, no trailing dot, A-labels (xn--…): the d= of the signature and the key of `ConfigSnapshot.dkim`. */
+  readonly domain: string;
+  /** s=: the record is published at `<selector>._domainkey.<domain>`. */
+  readonly selector: string;
+  /** The PEM private key (PKCS#8 or PKCS#1), checked at load to be RSA of at least 1024 bits or Ed25519. */
+  readonly key: Secret;
+  /** a=: as written, else the key's own (an RSA key signs rsa-sha256, an Ed25519 key ed25519-sha256). */
+  readonly algorithm: DkimAlgorithm;
+  /** k= of the DNS record. */
+  readonly keyType: 'rsa' | 'ed25519';
+  /** RSA modulus length; undefined for Ed25519. */
+  readonly bits: number | undefined;
+  /**
+   * The p= value the DNS record must carry for this key, derived from the private key: base64 of
+   * the DER SubjectPublicKeyInfo for RSA, base64 of the raw 32-byte key for Ed25519 (RFC 8463 §4.2).
+   */
+  readonly publicKey: string;
+  /** Header fields signed, in order (h=); From is signed once more than it occurs (oversigned). */
+  readonly headers: readonly string[];
+  /** Key path in the YAML, e.g. "dkim[0]". */
+  readonly path: string;
+  /** Line of the entry in the YAML file (undefined when unknown). */
+  readonly line: number | undefined;
+}
+
+/** `deliverability:`: the relay's background `sendas check --dns` (src/deliverability/). */
+export interface DeliverabilityConfig {
+  readonly check: boolean;
+  readonly intervalMs: number;
+  /** Resolvers to ask, as IP[:PORT] ("192.0.2.53:5353", "[2001:db8::53]:53"); empty: the system's. */
+  readonly dnsServers: readonly string[];
+}
+
 export interface ConfigWarning {
   readonly path: string;
   readonly message: string;
@@ -223,6 +260,9 @@ export interface ConfigSnapshot {
   readonly stateDir: string;
   /** Absolute paths of the {file: …} secrets: watched for rotation. */
   readonly secretFiles: readonly string[];
+  /** `dkim:` keyed by domain as `dkimDomainKey()` (config/dkim.ts) writes it; a From domain not in it is sent unsigned. */
+  readonly dkim: ReadonlyMap<string, DkimKeyConfig>;
+  readonly deliverability: DeliverabilityConfig;
 
   readonly defaultServer: ServerConfig;
   readonly serversByName: ReadonlyMap<string, ServerConfig>;

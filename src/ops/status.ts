@@ -42,6 +42,8 @@ export interface RelayStatus {
   identities?: IdentityStatus[];
   /** The last failed or deferred attempts since the start, newest first (delivery: queue). */
   failures?: FailureStatus[];
+  /** The background `sendas check --dns` (src/deliverability/monitor.ts); absent where no check runs (tests of this module). */
+  deliverability?: DeliverabilityStatus;
 }
 
 /** What waits and what gave up: entries deferred by the reason of their last attempt, and the failed area's size. */
@@ -85,6 +87,28 @@ export interface FailureStatus {
   reason: string;
   upstreamReply?: string;
   fix?: string;
+}
+
+/** Whether each From domain's mail would pass DMARC at the receiver, by server, as last checked. */
+export interface DeliverabilityStatus {
+  /** off: `deliverability.check: false`; pending: the first check has not finished; failed: the check itself broke. */
+  state: 'off' | 'pending' | 'checked' | 'failed';
+  checkedAt?: string;
+  /** fail: some domain would fail DMARC; unknown: none fails, but some could not be looked up. */
+  result?: 'pass' | 'fail' | 'unknown';
+  domains?: readonly {
+    readonly domain: string;
+    readonly server: string;
+    readonly addresses: readonly string[];
+    readonly result: 'pass' | 'fail' | 'unknown';
+    readonly spf: { readonly result: string; readonly aligned: boolean; readonly detail: string };
+    readonly dkim: { readonly result: string; readonly aligned: boolean; readonly detail: string };
+    readonly dmarc: { readonly policy: string | undefined; readonly detail: string };
+    readonly problems: readonly string[];
+    readonly fixes: readonly { readonly record: string; readonly why: string }[];
+    readonly notes: readonly string[];
+  }[];
+  error?: string;
 }
 
 /** One account as ops see it: its budgets' use, its connections, its hold or backoff, its last outcomes. */
@@ -145,6 +169,7 @@ export function relayStatus(input: {
   startedAt?: Date;
   /** By server name; a server missing here uses its primary (passthrough has no failover). */
   routes?: Readonly<Record<string, ServerRoute>>;
+  deliverability?: DeliverabilityStatus;
 }): RelayStatus {
   const { snapshot } = input;
   return {
@@ -174,6 +199,7 @@ export function relayStatus(input: {
     accounts: input.accounts ?? [],
     identities: identityStatus(snapshot),
     ...(input.failures ? { failures: input.failures } : {}),
+    ...(input.deliverability ? { deliverability: input.deliverability } : {}),
   };
 }
 

@@ -25,6 +25,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   notify: ['mail', 'errors', 'config', 'log', 'ops', 'queue'],
   transport: ['mail', 'errors', 'config', 'log', 'ops', 'threads', 'oauth'],
   oauth: ['mail', 'errors', 'config', 'log'],
+  // reads the snapshot, looks up DNS, reports to /status (ops): nothing calls into it but the wiring
+  deliverability: ['mail', 'errors', 'config', 'log', 'ops'],
   types: [],
 };
 
