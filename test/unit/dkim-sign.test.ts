@@ -1,6 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { dkimTxtRecord } from '../../src/config/dkim.js';
 import type { DkimKeyConfig } from '../../src/config/types.js';
@@ -74,5 +75,62 @@ describe('DKIM signatures python3-dkim verifies', () => {
     const chunks: Buffer[] = [];
     for await (const c of withSignature(sig, Readable.from([MESSAGE]))) chunks.push(c as Buffer);
     expect((await verifyDkim(Buffer.concat(chunks), records(key))).ok).toBe(true);
+  });
+});
+
+/**
+ * Memory flat in message size: a 10 MB body pushed through the signing tap by a source that
+ * fails as soon as more than 1 MiB it produced has not reached the sink, i.e. is held somewhere
+ * in between. mailauth's own DkimSignStream (which keeps the message until it has signed it) is
+ * the control: the same source fails through it.
+ */
+describe('the signing tap holds the header section only', () => {
+  const LIMIT = 1024 * 1024;
+  const TOTAL = 10 * 1024 * 1024;
+  const line = Buffer.from(`${Buffer.alloc(57, 0x25).toString('base64')}\r\n`);
+  const block = Buffer.concat(Array(840).fill(line));
+
+  async function pushThrough(tap: NodeJS.ReadWriteStream): Promise<void> {
+    let produced = 0;
+    let consumed = 0;
+    const source = new Readable({
+      read() {
+        if (produced - consumed > LIMIT) {
+          this.destroy(new Error(`${produced - consumed} bytes held between source and sink`));
+          return;
+        }
+        if (produced === 0) {
+          produced += MESSAGE.indexOf('\r\n\r\n') + 4;
+          this.push(MESSAGE.subarray(0, MESSAGE.indexOf('\r\n\r\n') + 4));
+          return;
+        }
+        if (produced >= TOTAL) {
+          this.push(null);
+          return;
+        }
+        produced += block.length;
+        this.push(block);
+      },
+    });
+    const sink = new Writable({
+      highWaterMark: 64 * 1024,
+      write(chunk: Buffer, _e, cb) {
+        consumed += chunk.length;
+        setImmediate(cb);
+      },
+    });
+    await pipeline(source, tap, sink);
+  }
+
+  it('a 10 MB message passes with never more than 1 MiB in flight, and is signed', async () => {
+    const tap = new DkimSignStream(keyOf('ed25519'));
+    await pushThrough(tap);
+    expect(tap.signature).toMatch(/^DKIM-Signature: /);
+  });
+
+  it('control: a signer that keeps the message fails the same measurement', async () => {
+    const { DkimSignStream: Keeping } = createRequire(import.meta.url)('mailauth/lib/dkim/sign.js') as { DkimSignStream: new (o: object) => NodeJS.ReadWriteStream };
+    const key = keyOf('ed25519');
+    await expect(pushThrough(new Keeping({ signatureData: [{ signingDomain: key.domain, selector: key.selector, privateKey: key.key.reveal() }] }))).rejects.toThrow(/bytes held between source and sink/);
   });
 });
