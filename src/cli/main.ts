@@ -11,6 +11,7 @@ import { checkReport } from './report.js';
 import { QUEUE_USAGE, queueCommand } from './queue.js';
 import { TEST_USAGE, testCommand } from './test-send.js';
 import { OAUTH_USAGE, oauthCommand } from './oauth-login.js';
+import { DKIM_USAGE, dkimCommand } from './dkim-keygen.js';
 
 const USAGE = `usage: sendas <command> [options]
 
@@ -23,6 +24,7 @@ commands:
 ${QUEUE_USAGE}
 ${TEST_USAGE}
 ${OAUTH_USAGE}
+${DKIM_USAGE}
 
 --config defaults to $SENDAS_CONFIG.`;
 
@@ -32,6 +34,8 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return command ? 0 : 2;
   }
+  // needs no configuration: its own options (src/cli/dkim-keygen.ts)
+  if (command === 'dkim') return dkimCommand(rest, process.stdout, process.stderr);
   let parsed;
   try {
     parsed = parseArgs({

@@ -1,6 +1,5 @@
 import { createHash, createPrivateKey, sign, type KeyObject } from 'node:crypto';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
-import type { DkimKeyConfig } from '../config/types.js';
 import { findHeaderEnd } from './header-stream.js';
 import { relaxedBodyHasher, signatureField, signatureInput } from './mailauth-adapter.js';
 
@@ -11,13 +10,24 @@ import { relaxedBodyHasher, signatureField, signatureInput } from './mailauth-ad
  * pool (asynchronous crypto.sign), not on the thread that runs the client sessions.
  */
 
+/** What signing needs of a `dkim:` entry (config's DkimSigningKey is one). */
+export interface DkimSigningKey {
+  readonly domain: string;
+  readonly selector: string;
+  readonly algorithm: 'rsa-sha256' | 'ed25519-sha256';
+  readonly keyType: 'rsa' | 'ed25519';
+  readonly headers: readonly string[];
+  /** The PEM private key (a Secret). */
+  readonly key: { reveal(): string };
+}
+
 /** Only From is signed once more than it occurs: the field a forged second copy of would mislead readers. */
 const OVERSIGNED = ['From'];
 
 /** Parsed once per key (the snapshot's key object), not once per message. */
-const keyObjects = new WeakMap<DkimKeyConfig, KeyObject>();
+const keyObjects = new WeakMap<DkimSigningKey, KeyObject>();
 
-function keyObjectOf(key: DkimKeyConfig): KeyObject {
+function keyObjectOf(key: DkimSigningKey): KeyObject {
   let k = keyObjects.get(key);
   if (!k) {
     k = createPrivateKey(key.key.reveal());
@@ -27,7 +37,7 @@ function keyObjectOf(key: DkimKeyConfig): KeyObject {
 }
 
 /** The DKIM-Signature header field (folded, with its CRLF) for a header section and the body's relaxed hash. */
-export async function dkimSignature(key: DkimKeyConfig, headerSection: Buffer, bodyHash: string, time: Date): Promise<string> {
+export async function dkimSignature(key: DkimSigningKey, headerSection: Buffer, bodyHash: string, time: Date): Promise<string> {
   const input = signatureInput(headerSection, key.headers, OVERSIGNED, { domain: key.domain, selector: key.selector, algorithm: key.algorithm, bodyHash, time });
   // RFC 8463 §3: Ed25519 signs the SHA-256 hash of the canonicalized header; RSA hashes it itself
   const data = key.keyType === 'rsa' ? input.canonicalized : createHash('sha256').update(input.canonicalized).digest();
@@ -36,7 +46,7 @@ export async function dkimSignature(key: DkimKeyConfig, headerSection: Buffer, b
 }
 
 /** The signature of a whole message held in memory (a small passthrough message). */
-export function dkimSignatureOf(key: DkimKeyConfig, message: Buffer, time = new Date()): Promise<string> {
+export function dkimSignatureOf(key: DkimSigningKey, message: Buffer, time = new Date()): Promise<string> {
   const end = findHeaderEnd(message);
   const hasher = relaxedBodyHasher();
   if (end >= 0) hasher.update(message.subarray(end));
@@ -57,7 +67,7 @@ export class DkimSignStream extends Transform {
   private readonly hasher = relaxedBodyHasher();
 
   constructor(
-    private readonly key: DkimKeyConfig,
+    private readonly key: DkimSigningKey,
     private readonly time = new Date(),
   ) {
     super();

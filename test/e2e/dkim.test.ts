@@ -81,9 +81,9 @@ async function writeLargeMessage(): Promise<string> {
   out.write(['From: support@acme.example', 'To: c@example.net', 'Subject: invoice', 'MIME-Version: 1.0', 'Content-Type: multipart/mixed; boundary=part', '', '--part', 'Content-Type: text/plain', '', 'Attached.', '--part', 'Content-Type: application/pdf; name="big.pdf"', 'Content-Transfer-Encoding: base64', '', ''].join('\r\n'));
   const line = `${Buffer.alloc(57, 0x25).toString('base64')}\r\n`;
   const block = line.repeat(1000);
-  for (let written = 0; written < 10 * 1024 * 1024; written += 57_000) if (!out.write(block)) await new Promise((r) => out.once('drain', r));
+  for (let written = 0; written < 10 * 1024 * 1024; written += 57_000) if (!out.write(block)) await new Promise<void>((r) => out.once('drain', () => r()));
   out.end('--part--\r\n');
-  await new Promise((r) => out.once('finish', r));
+  await new Promise<void>((r) => out.once('finish', () => r()));
   return file;
 }
 
