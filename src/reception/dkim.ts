@@ -38,6 +38,8 @@ export function signWhileStoring(m: MessageInFlight, key: DkimKeyConfig): DkimSi
   const signing = new DkimSignStream(key);
   // the store reads the tap: a failed pipeline must end its read too (m.failed tells the reason)
   m.body.once('error', (err) => signing.destroy(err));
+  // the store's read and m.failed report a failure; an error with neither listening must not crash the relay
+  signing.on('error', () => undefined);
   return m.body.pipe(signing);
 }
 

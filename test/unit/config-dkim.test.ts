@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { explain } from '../../src/cli/explain.js';
 import { diffSnapshots } from '../../src/config/diff.js';
 import { ConfigHolder } from '../../src/config/holder.js';
 import { ConfigError, loadConfigFile, parseConfig } from '../../src/config/load.js';
@@ -119,5 +120,15 @@ describe('a key file is a secret file', () => {
     writeFileSync(join(dir, 'rotate.key'), 'not a key');
     holder.reload('file changed');
     expect(holder.current.dkim.get('acme.example')!.keyType).toBe('ed25519');
+  });
+});
+
+describe('sendas explain', () => {
+  it('says whether the message would be signed, for the From it leaves with', () => {
+    const s = load(`  - {domain: acme.example, selector: s1, key: {file: acme.key}}\n`);
+    expect(explain(s, { from: 'sales@acme.example' }).text).toContain('DKIM:           signed d=acme.example s=s1 (rsa-sha256)');
+    const other = load(`  - {domain: other.example, selector: s1, key: {file: acme.key}}\n`);
+    expect(explain(other, { from: 'sales@acme.example' }).text).toContain('DKIM:           not signed (no dkim: entry for acme.example)');
+    expect(explain(parseConfig(BASE_YAML, join(dir, 'relay.yaml'), { env: {} }), { from: 'sales@acme.example' }).text).not.toContain('DKIM');
   });
 });
