@@ -126,9 +126,9 @@ describe('a key file is a secret file', () => {
 describe('sendas explain', () => {
   it('says whether the message would be signed, for the From it leaves with', () => {
     const s = load(`  - {domain: acme.example, selector: s1, key: {file: acme.key}}\n`);
-    expect(explain(s, { from: 'sales@acme.example' }).text).toContain('DKIM:           signed d=acme.example s=s1 (rsa-sha256)');
+    expect(explain(s, { from: 'sales@acme.example', envelope: undefined, login: undefined }).text).toContain('DKIM:           signed d=acme.example s=s1 (rsa-sha256)');
     const other = load(`  - {domain: other.example, selector: s1, key: {file: acme.key}}\n`);
-    expect(explain(other, { from: 'sales@acme.example' }).text).toContain('DKIM:           not signed (no dkim: entry for acme.example)');
-    expect(explain(parseConfig(BASE_YAML, join(dir, 'relay.yaml'), { env: {} }), { from: 'sales@acme.example' }).text).not.toContain('DKIM');
+    expect(explain(other, { from: 'sales@acme.example', envelope: undefined, login: undefined }).text).toContain('DKIM:           not signed (no dkim: entry for acme.example)');
+    expect(explain(parseConfig(BASE_YAML, join(dir, 'relay.yaml'), { env: {} }), { from: 'sales@acme.example', envelope: undefined, login: undefined }).text).not.toContain('DKIM');
   });
 });
