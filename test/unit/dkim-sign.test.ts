@@ -134,3 +134,32 @@ describe('the signing tap holds the header section only', () => {
     await expect(pushThrough(new Keeping({ signatureData: [{ signingDomain: key.domain, selector: key.selector, privateKey: key.key.reveal() }] }))).rejects.toThrow(/bytes held between source and sink/);
   });
 });
+
+describe('sendas queue show', () => {
+  it('names the domain and selector a queued message was signed with', async () => {
+    const { showEntry } = await import('../../src/cli/queue.js');
+    const key = keyOf('ed25519');
+    const meta = {
+      format: 1 as const,
+      id: 'Q1',
+      receivedAt: new Date(0).toISOString(),
+      client: { address: '127.0.0.1', login: undefined },
+      envelope: { originalFrom: 'support@acme.example', eightBit: false },
+      identity: null,
+      serverName: 'main',
+      accountAddress: 'relay@acme.example',
+      fromBefore: undefined,
+      fromAfter: 'relay@acme.example',
+      subject: 'hi',
+      size: MESSAGE.length,
+      dkimSignature: await dkimSignatureOf(key, MESSAGE),
+      notice: false,
+      recipients: [],
+      attempts: 0,
+      nextAttemptAt: undefined,
+      lastError: undefined,
+    };
+    expect(showEntry(meta, 'active', 0)).toContain('DKIM:          signed d=acme.example s=s1 at acceptance');
+    expect(showEntry({ ...meta, dkimSignature: undefined }, 'active', 0)).not.toContain('DKIM');
+  });
+});
