@@ -89,6 +89,24 @@ async function writeLargeMessage(): Promise<string> {
 
 // the four relays are independent: side by side, the wait for swaks and python overlaps
 describe.concurrent('DKIM signing', () => {
+  it('signs the failure notice sendas writes (From: the default server account) with that domain\'s key', async () => {
+    const acme = keyPair('rsa');
+    const relayKey = keyPair('ed25519');
+    const records = { 'relay1._domainkey.relay.example': dkimTxtRecord(relayKey.facts) };
+    const upstream = await startTestUpstream({ accounts: ACCOUNTS, requireSenderMatchesLogin: true, refuseRecipients: { 'gone@example.net': { code: 550, message: '5.1.1 No such user here' } } });
+    const relay = await startRelay(yaml(upstream.port, 'queue', acme.pem, relayKey.pem));
+    try {
+      const r = await swaks({ server: '127.0.0.1', port: relay.port, from: 'support@acme.example', to: 'gone@example.net', data: message({ From: 'support@acme.example', To: 'gone@example.net', Subject: 'lost' }) });
+      expect(r.finalCode).toBe(250);
+      const notice = await upstream.nextMessage();
+      expect(notice.mailFrom).toBe('');
+      expect(await verifyDkim(notice.raw, records)).toMatchObject({ ok: true, d: 'relay.example', s: 'relay1', a: 'ed25519-sha256' });
+    } finally {
+      await relay.stop();
+      await upstream.close();
+    }
+  });
+
   for (const delivery of ['queue', 'passthrough'] as const) {
     for (const type of ['rsa', 'ed25519'] as const) {
       it(`delivery ${delivery}, ${type}: the aligned message verifies (8-bit body, 10 MB attachment, From rewritten to the server account's domain); a changed body does not; a domain without a key goes unsigned`, async () => {
