@@ -9,7 +9,8 @@ import { freePort } from './proc.js';
 import { startSendas, writeSendasConfig, type DeliveryMode, type SendasProcess } from './sendas.js';
 import type { Sink } from './sink.js';
 
-export type RelayKind = 'ceiling' | 'postfix' | 'sendas-queue' | 'sendas-passthrough';
+/** The -dkim variants sign every message (an RSA-2048 key for the bench domain): the A/B of DKIM's cost. */
+export type RelayKind = 'ceiling' | 'postfix' | 'sendas-queue' | 'sendas-passthrough' | 'sendas-queue-dkim' | 'sendas-passthrough-dkim';
 
 export interface RelayUnderTest {
   readonly kind: RelayKind;
@@ -64,8 +65,8 @@ export async function startRelay(opts: StartRelayOptions): Promise<RelayUnderTes
       stop: () => instance.stop(),
     };
   }
-  const mode: DeliveryMode = kind === 'sendas-queue' ? 'queue' : 'passthrough';
-  const config = writeSendasConfig({ dir: join(opts.dir, 'sendas'), mode, sinkPort: sink.port, agents: opts.agents });
+  const mode: DeliveryMode = kind.startsWith('sendas-queue') ? 'queue' : 'passthrough';
+  const config = writeSendasConfig({ dir: join(opts.dir, 'sendas'), mode, sinkPort: sink.port, agents: opts.agents, dkim: kind.endsWith('-dkim') });
   const proc = await startSendas(config, opts.cli, { nodeArgs: opts.nodeArgs });
   return {
     kind,

@@ -128,7 +128,7 @@ export async function verifyRelays(ctx: Ctx): Promise<Record<string, string>> {
         },
         join(captureDir, 'dump'),
       );
-      out[kind] = checkRewrite(captured);
+      out[kind] = checkRewrite(captured, kind.endsWith('-dkim'));
     } catch (err) {
       out[kind] = `FAILED: ${(err as Error).message}`;
     }
@@ -137,13 +137,14 @@ export async function verifyRelays(ctx: Ctx): Promise<Record<string, string>> {
   return out;
 }
 
-function checkRewrite(captured: CapturedMessage[]): string {
+function checkRewrite(captured: CapturedMessage[], signed = false): string {
   if (captured.length === 0) return 'FAILED: the sink captured nothing';
   const m = captured[0]!;
   const from = /^From:(.*(?:\n[ \t].*)*)/im.exec(m.headers)?.[1]?.trim() ?? '(none)';
   const problems: string[] = [];
   if (m.mailFrom.toLowerCase() !== RELAY_ACCOUNT) problems.push(`envelope sender ${m.mailFrom}`);
   if (!from.toLowerCase().includes(RELAY_ACCOUNT)) problems.push(`From: ${from}`);
+  if (signed && !/^DKIM-Signature:[^]*?\bd=bench\.example;/im.test(m.headers)) problems.push('no DKIM-Signature with d=bench.example');
   return problems.length === 0 ? `ok (envelope <${m.mailFrom}>, From: ${from})` : `FAILED: not rewritten to ${RELAY_ACCOUNT}: ${problems.join(', ')}`;
 }
 

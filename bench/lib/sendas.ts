@@ -3,7 +3,8 @@
  * sink) and the real `sendas serve` process, with its log lines watched for "sendas listening"
  * and "configuration reloaded".
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { spawnTracked, stopChild, memoryOf, cpuTicksOf } from './proc.js';
@@ -26,6 +27,8 @@ export interface SendasConfigOptions {
   agents: number;
   /** extra agents numbered after `agents` (a reload adds one) */
   extra?: number;
+  /** sign every message: an RSA-2048 `dkim:` key for BENCH_DOMAIN (the rewritten From's domain) */
+  dkim?: boolean;
 }
 
 /** Writes the config (and creates its queue/state dirs); returns the file's path. */
@@ -51,6 +54,11 @@ export function writeSendasConfig(opts: SendasConfigOptions): string {
   ];
   const total = opts.agents + (opts.extra ?? 0);
   for (let i = 1; i <= total; i++) parts.push(`  - {name: agent${i}, address: ${agentAddress(i)}}`);
+  if (opts.dkim) {
+    const key = join(opts.dir, 'dkim.key');
+    if (!existsSync(key)) writeFileSync(key, generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+    parts.push('dkim:', `  - {domain: ${BENCH_DOMAIN}, selector: bench, key: {file: ${key}}}`);
+  }
   parts.push('http: false', 'log: {level: info}', '');
   writeFileSync(file, parts.join('\n'));
   return file;

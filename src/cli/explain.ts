@@ -1,3 +1,4 @@
+import { dkimDomainKey } from '../config/dkim.js';
 import type { ConfigSnapshot } from '../config/types.js';
 import { RelayError } from '../errors/relay-error.js';
 import { limitsOf } from './report.js';
@@ -49,6 +50,11 @@ export function explain(snapshot: ConfigSnapshot, input: ExplainInput): { text: 
   lines.push(`From:           ${formatMailbox(plan.from)}${plan.writeFrom ? ` (was ${input.from ?? 'missing'})` : ' (unchanged)'}`);
   lines.push(`Reply-To:       ${plan.addReplyTo ? `${formatMailbox(plan.addReplyTo)} (added: the original From)` : '(not added)'}`);
   lines.push(`envelope from:  ${plan.envelopeFrom ? `<${plan.envelopeFrom}>` : '<> (null sender kept)'}`);
+  if (snapshot.dkim.size > 0) {
+    const domain = dkimDomainKey(plan.from.address.slice(plan.from.address.lastIndexOf('@') + 1));
+    const key = snapshot.dkim.get(domain);
+    lines.push(`DKIM:           ${key ? `signed d=${key.domain} s=${key.selector} (${key.algorithm})` : `not signed (no dkim: entry for ${domain})`}`);
+  }
   lines.push('result:         relayed');
   return { text: lines.join('\n'), relayed: true };
 }

@@ -13,6 +13,7 @@ import { QUEUE_USAGE, queueCommand } from './queue.js';
 import { TEST_USAGE, testCommand } from './test-send.js';
 import { OAUTH_USAGE, oauthCommand } from './oauth-login.js';
 import { checkDnsCommand } from './check-dns.js';
+import { DKIM_USAGE, dkimCommand } from './dkim-keygen.js';
 
 const USAGE = `usage: sendas <command> [options]
 
@@ -29,6 +30,7 @@ commands:
 ${QUEUE_USAGE}
 ${TEST_USAGE}
 ${OAUTH_USAGE}
+${DKIM_USAGE}
 
 --config defaults to $SENDAS_CONFIG.`;
 
@@ -38,6 +40,8 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return command ? 0 : 2;
   }
+  // needs no configuration: its own options (src/cli/dkim-keygen.ts)
+  if (command === 'dkim') return dkimCommand(rest, process.stdout, process.stderr);
   let parsed;
   try {
     parsed = parseArgs({

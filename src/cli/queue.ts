@@ -124,6 +124,12 @@ export function listTable(metas: readonly QueueEntryMeta[], area: QueueArea, now
   return [line(header), ...rows.map(line), `${metas.length} message${metas.length === 1 ? '' : 's'}`].join('\n');
 }
 
+/** "d=acme.example s=s2026" from a DKIM-Signature field. */
+function dkimTags(field: string): string {
+  const tag = (name: string) => new RegExp(`[;:\\s]${name}=([^;\\s]+)`).exec(field.replace(/\r\n[ \t]+/g, ' '))?.[1] ?? '?';
+  return `d=${tag('d')} s=${tag('s')}`;
+}
+
 export function showEntry(m: QueueEntryMeta, area: QueueArea, now: number): string {
   const out = [
     `id:            ${m.id}${area === 'failed' ? ' (failed area)' : ''}${m.notice ? ' (a failure notice written by sendas)' : ''}`,
@@ -132,6 +138,7 @@ export function showEntry(m: QueueEntryMeta, area: QueueArea, now: number): stri
     `identity:      ${identityLabel(m)} via server ${m.serverName}, sent as ${m.accountAddress}`,
     `From:          ${m.fromBefore ?? '(none)'} -> ${m.fromAfter}`,
     `subject:       ${m.subject ?? '(none)'}`,
+    ...(m.dkimSignature ? [`DKIM:          signed ${dkimTags(m.dkimSignature)} at acceptance`] : []),
     `size:          ${m.size} bytes`,
     `attempts:      ${m.attempts}${m.nextAttemptAt ? `, next at ${m.nextAttemptAt}` : area === 'active' ? ', next: now' : ''}`,
     'recipients:',

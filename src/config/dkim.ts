@@ -119,3 +119,8 @@ export function dkimKeysOf(entries: RawConfig['dkim'], secrets: readonly SecretR
     }),
   );
 }
+
+/** The text of the TXT record at `<selector>._domainkey.<domain>` that publishes this key. */
+export function dkimTxtRecord(key: Pick<DkimKeyFacts, 'keyType' | 'publicKey'>): string {
+  return `v=DKIM1; k=${key.keyType}; p=${key.publicKey}`;
+}

@@ -245,7 +245,7 @@ const policy = z.strictObject({
 });
 
 /** A DNS label sequence: a DKIM selector ("s2026") or a domain ("acme.example"). */
-const DNS_NAME = /^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/;
+export const DNS_NAME = /^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/;
 // an internationalized domain is checked in the A-label form it is signed with (d=xn--…)
 const dnsName = (what: string) =>
   z.string({ error: `must be a ${what}` }).refine((v) => DNS_NAME.test(domainToASCII(v) || v), { error: `must be a ${what} (letters, digits, "-", "_", labels separated by ".")` });

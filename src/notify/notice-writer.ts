@@ -8,6 +8,8 @@ import { newMessageId } from '../mail/message-id.js';
 import type { QueueStore } from '../queue/store.js';
 import { isRelayError } from '../errors/relay-error.js';
 import { composeNotice } from './dsn.js';
+import { dkimDomainKey } from '../config/dkim.js';
+import { dkimSignatureOf } from '../mail/dkim-sign.js';
 
 export interface NoticeWriterDeps {
   readonly store: QueueStore;
@@ -58,6 +60,9 @@ export function createNoticeWriter(deps: NoticeWriterDeps) {
       messageIdDomain: account.address.slice(account.address.lastIndexOf('@') + 1),
     });
 
+    // signed like every message that leaves with a From in a dkim: domain
+    const key = snapshot.dkim.get(dkimDomainKey(account.address.slice(account.address.lastIndexOf('@') + 1)));
+    const dkimSignature = key ? await dkimSignatureOf(key, notice, now) : undefined;
     const id = newMessageId();
     const noticeMeta = await deps.store.accept(id, Readable.from([notice]), (size) => ({
       format: 1,
@@ -72,6 +77,7 @@ export function createNoticeWriter(deps: NoticeWriterDeps) {
       fromAfter: account.address,
       subject: `Undelivered Mail Returned to Sender`,
       size,
+      ...(dkimSignature ? { dkimSignature } : {}),
       notice: true,
       recipients: recipients.map((address) => ({ address, status: 'pending' as const, attempts: 0 })),
       attempts: 0,

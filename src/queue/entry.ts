@@ -24,6 +24,11 @@ export interface QueueEntryMeta {
   readonly fromAfter: string;
   readonly subject: string | undefined;
   readonly size: number;
+  /**
+   * The DKIM-Signature header field (with its CRLF) made at acceptance, over the message as
+   * stored; delivery puts it in front of the message at every attempt. Absent: sent unsigned.
+   */
+  readonly dkimSignature?: string;
   /** A failure notice written by sendas itself: never the subject of another notice. */
   readonly notice: boolean;
   recipients: RecipientState[];

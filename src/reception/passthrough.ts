@@ -7,6 +7,7 @@ import type { Transport } from '../transport/transport.js';
 import type { MessageInFlight } from './in-flight.js';
 import type { OutcomeLog } from './outcome-log.js';
 import type { MessageDecision } from './process.js';
+import { sendSigned, signedBy, signingKeyFor } from './dkim.js';
 
 /**
  * An account's limits as passthrough meets them: room in its daily budgets (counted and on disk
@@ -26,13 +27,14 @@ export async function relayNow(m: MessageInFlight, decision: MessageDecision, tr
   const envelope = { from: decision.plan.envelopeFrom, to: msg.envelope.rcptTo, eightBit: msg.envelope.eightBit };
   let outcome: SendOutcome;
   let ticket: { done(outcome: SendOutcome | undefined): void } | undefined;
+  const key = signingKeyFor(msg.snapshot, decision);
   try {
     if (gate) {
       const admitted = await Promise.race([gate.admit(account, envelope.to.length), m.failed]);
       if (admitted instanceof RelayError) return m.refuse(admitted);
       ticket = admitted;
     }
-    outcome = await Promise.race([send(transport, account, envelope, m), m.failed]);
+    outcome = await Promise.race([key ? sendSigned(transport, account, envelope, m, key) : send(transport, account, envelope, m), m.failed]);
   } catch (err) {
     // the upstream may still take it: the count stays
     ticket?.done(undefined);
@@ -45,7 +47,7 @@ export async function relayNow(m: MessageInFlight, decision: MessageDecision, tr
   // smtp-server answers 552 itself; the upstream never got the end of the message
   if (m.tooLarge) return m.refuse(m.guard.tooLarge());
 
-  const base = { ...m.logFields(msg.stream.byteLength), upstreamReply: outcome.upstreamReply };
+  const base = { ...m.logFields(msg.stream.byteLength), upstreamReply: outcome.upstreamReply, ...(key ? { dkim: signedBy(key) } : {}) };
   const refusedText = outcome.refused.map((r) => `<${r.recipient}> ${r.error.upstreamReply ?? r.error.replyText}`).join('; ');
   if (outcome.accepted.length === 0) {
     // every recipient refused: pass on a temporary code if any refusal was temporary, so the client retries

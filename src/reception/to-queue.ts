@@ -4,6 +4,7 @@ import type { QueueStore } from '../queue/store.js';
 import type { MessageInFlight } from './in-flight.js';
 import type { OutcomeLog } from './outcome-log.js';
 import type { MessageDecision } from './process.js';
+import { signedBy, signingKeyFor, signWhileStoring } from './dkim.js';
 
 /** Where reception puts a message in `delivery: queue`: the store, and whoever delivers what it holds. */
 export interface QueueIntake {
@@ -16,7 +17,9 @@ export interface QueueIntake {
 export async function acceptIntoQueue(m: MessageInFlight, decision: MessageDecision, queue: QueueIntake, log: OutcomeLog): Promise<string> {
   const { msg } = m;
   const { store } = queue;
-  const accepting = store.accept(msg.id, m.body, (size) => entryMeta(m, decision, size));
+  const key = signingKeyFor(msg.snapshot, decision);
+  const signing = key ? signWhileStoring(m, key) : undefined;
+  const accepting = store.accept(msg.id, signing ?? m.body, (size) => ({ ...entryMeta(m, decision, size), ...(signing ? { dkimSignature: signing.signature } : {}) }));
   let meta: QueueEntryMeta;
   try {
     meta = await Promise.race([accepting, m.failed]);
@@ -35,7 +38,7 @@ export async function acceptIntoQueue(m: MessageInFlight, decision: MessageDecis
     return m.refuse(m.guard.tooLarge());
   }
   queue.enqueue(meta);
-  log.record('queued', m.logFields(meta.size));
+  log.record('queued', { ...m.logFields(meta.size), ...(key ? { dkim: signedBy(key) } : {}) });
   const { account } = decision.resolution;
   return `2.0.0 Queued as ${msg.id}: sending as ${account.address} through ${account.server.name}`;
 }

@@ -3,8 +3,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { explain } from '../../src/cli/explain.js';
 import { diffSnapshots } from '../../src/config/diff.js';
-import { ConfigError, parseConfig } from '../../src/config/load.js';
+import { ConfigHolder } from '../../src/config/holder.js';
+import { ConfigError, loadConfigFile, parseConfig } from '../../src/config/load.js';
 import { BASE_YAML } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sendas-dkim-config-'));
@@ -98,5 +100,35 @@ describe('dkim: in the snapshot', () => {
     const b = load(`  - {domain: acme.example, selector: s2, key: {env: ED_KEY}}\n`);
     expect(diffSnapshots(a, b).settings).toContain('dkim');
     expect(diffSnapshots(a, a).settings).not.toContain('dkim');
+  });
+});
+
+describe('a key file is a secret file', () => {
+  it('is watched with the config: replacing it (rotation) reloads the key; a broken key keeps the one before', () => {
+    const file = join(dir, 'rotate.yaml');
+    writeFileSync(join(dir, 'rotate.key'), RSA);
+    writeFileSync(file, `${BASE_YAML}\ndkim:\n  - {domain: acme.example, selector: s1, key: {file: rotate.key}}\n`);
+    const holder = new ConfigHolder(loadConfigFile(file), { load: (f) => loadConfigFile(f) });
+    expect(holder.files).toContain(join(dir, 'rotate.key'));
+    const before = holder.current.dkim.get('acme.example')!.publicKey;
+
+    writeFileSync(join(dir, 'rotate.key'), ED);
+    expect(holder.reload('file changed')?.settings).toContain('dkim');
+    expect(holder.current.dkim.get('acme.example')).toMatchObject({ keyType: 'ed25519', algorithm: 'ed25519-sha256' });
+    expect(holder.current.dkim.get('acme.example')!.publicKey).not.toBe(before);
+
+    writeFileSync(join(dir, 'rotate.key'), 'not a key');
+    holder.reload('file changed');
+    expect(holder.current.dkim.get('acme.example')!.keyType).toBe('ed25519');
+  });
+});
+
+describe('sendas explain', () => {
+  it('says whether the message would be signed, for the From it leaves with', () => {
+    const s = load(`  - {domain: acme.example, selector: s1, key: {file: acme.key}}\n`);
+    expect(explain(s, { from: 'sales@acme.example', envelope: undefined, login: undefined }).text).toContain('DKIM:           signed d=acme.example s=s1 (rsa-sha256)');
+    const other = load(`  - {domain: other.example, selector: s1, key: {file: acme.key}}\n`);
+    expect(explain(other, { from: 'sales@acme.example', envelope: undefined, login: undefined }).text).toContain('DKIM:           not signed (no dkim: entry for acme.example)');
+    expect(explain(parseConfig(BASE_YAML, join(dir, 'relay.yaml'), { env: {} }), { from: 'sales@acme.example', envelope: undefined, login: undefined }).text).not.toContain('DKIM');
   });
 });
