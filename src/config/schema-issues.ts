@@ -50,6 +50,7 @@ const SECTION: Readonly<Record<string, keyof typeof KNOWN_KEYS>> = {
   policy: 'policy',
   log: 'log',
   http: 'http',
+  history: 'history',
 };
 
 function knownKeysAt(path: Path): string[] {

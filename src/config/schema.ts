@@ -226,7 +226,14 @@ const identity = z.strictObject({
 
 const log = z.strictObject({
   level: lowerEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const).default(DEFAULTS.log.level),
+  redact: z.boolean({ error: 'must be true or false' }).default(DEFAULTS.log.redact),
 });
+
+const historyKeep = z.strictObject({
+  keep: duration.default(DEFAULTS.history.keepMs),
+});
+
+const history = z.union([z.literal(false), historyKeep], { error: 'must be false, or a mapping with keep (e.g. keep: 30d)' });
 
 const httpEndpoint = z.strictObject({
   host: z.string().min(1).default(DEFAULTS.http.host),
@@ -255,6 +262,7 @@ export const configSchema = z.strictObject({
   // no default here: SENDAS_STATE_DIR comes between the file and the default (snapshot.ts)
   state_dir: z.string().min(1).optional(),
   http: orDefault(http, {}),
+  history: orDefault(history, {}),
 });
 
 export type RawConfig = z.infer<typeof configSchema>;
@@ -279,4 +287,5 @@ export const KNOWN_KEYS = {
   policy: Object.keys(policy.shape),
   log: Object.keys(log.shape),
   http: Object.keys(httpEndpoint.shape),
+  history: Object.keys(historyKeep.shape),
 };

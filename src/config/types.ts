@@ -211,7 +211,13 @@ export interface ConfigSnapshot {
   readonly servers: readonly ServerConfig[];
   readonly identities: readonly IdentityConfig[];
   readonly policy: PolicyConfig;
-  readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  readonly log: {
+    readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+    /** Addresses in log lines (and the history) as keyed hashes (history/redact.ts). */
+    readonly redact: boolean;
+  };
+  /** The delivery history in state_dir/history.sqlite; false = off. */
+  readonly history: { readonly keepMs: number } | false;
   /** The monitoring endpoints; false = off. */
   readonly http: HttpConfig | false;
   readonly warnings: readonly ConfigWarning[];

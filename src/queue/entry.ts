@@ -23,6 +23,8 @@ export interface QueueEntryMeta {
   readonly fromBefore: string | undefined;
   readonly fromAfter: string;
   readonly subject: string | undefined;
+  /** The Message-ID header's value without angle brackets (for the trace); absent in entries written before it was kept. */
+  readonly messageId?: string;
   readonly size: number;
   /** A failure notice written by sendas itself: never the subject of another notice. */
   readonly notice: boolean;
