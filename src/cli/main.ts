@@ -11,6 +11,7 @@ import { checkReport } from './report.js';
 import { QUEUE_USAGE, queueCommand } from './queue.js';
 import { TEST_USAGE, testCommand } from './test-send.js';
 import { OAUTH_USAGE, oauthCommand } from './oauth-login.js';
+import { TRACE_USAGE, traceCommand } from './trace.js';
 
 const USAGE = `usage: sendas <command> [options]
 
@@ -23,6 +24,7 @@ commands:
 ${QUEUE_USAGE}
 ${TEST_USAGE}
 ${OAUTH_USAGE}
+${TRACE_USAGE}
 
 --config defaults to $SENDAS_CONFIG.`;
 
@@ -54,9 +56,12 @@ async function main(argv: string[]): Promise<number> {
       'open-timeout': { type: 'string' },
       'device-url': { type: 'string' },
       'authorize-url': { type: 'string' },
+      // sendas trace
+      json: { type: 'boolean' },
+      limit: { type: 'string' },
     },
     strict: true,
-    allowPositionals: command === 'queue' || command === 'oauth',
+    allowPositionals: command === 'queue' || command === 'oauth' || command === 'trace',
   });
   } catch (err) {
     // unknown option, stray argument, missing value: a usage mistake, not a bad config
@@ -105,6 +110,15 @@ async function main(argv: string[]): Promise<number> {
       if (!snapshot) return 1;
       const kind = targets[0]!;
       return testCommand(snapshot, { kind, name: values[kind]! }, { to: values.to }, process.stdout, process.stderr);
+    }
+    case 'trace': {
+      if (positionals.length !== 1) {
+        process.stderr.write(`sendas trace: pass one address, Message-ID or queue id\nusage:\n${TRACE_USAGE}\n`);
+        return 2;
+      }
+      const snapshot = load(file);
+      if (!snapshot) return 1;
+      return traceCommand(snapshot, positionals[0], { json: values.json === true, limit: values.limit }, process.stdout, process.stderr);
     }
     // sendas oauth login (src/cli/oauth-login.ts)
     case 'oauth': {
@@ -156,6 +170,7 @@ async function serve(file: string): Promise<number> {
         logger,
         // the current snapshot's: a reload rotates the token; host and port need a restart
         token: () => (relay.currentSnapshot.http ? relay.currentSnapshot.http.token : undefined),
+        ...(snapshot.history ? { trace: relay.trace } : {}),
       });
       const at = await ops.listen(snapshot.http.host, snapshot.http.port);
       logger.info({ host: at.address, port: at.port }, `monitoring on http://${at.address}:${at.port} (/healthz /readyz /metrics /status${snapshot.http.token ? '; /metrics and /status need the bearer token' : ''})`);

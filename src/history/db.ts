@@ -1,3 +1,5 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { TraceEvent, TraceEventKind } from './types.js';
 
@@ -33,11 +35,11 @@ CREATE INDEX IF NOT EXISTS events_recipient ON events (recipient);
 CREATE INDEX IF NOT EXISTS events_envelope_from ON events (envelope_from);
 CREATE INDEX IF NOT EXISTS events_message_id ON events (message_id);
 CREATE INDEX IF NOT EXISTS events_queue_id ON events (queue_id);
-CREATE INDEX IF NOT EXISTS events_at ON events (at);
 `;
 
 /** The writer's connection: the file and its table made when missing. */
 export function openForWriting(path: string): Db {
+  mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
   // the history is a record, not the queue: a power cut may lose its last events, never the mail
@@ -86,7 +88,10 @@ export function inserter(db: Db): (events: readonly TraceEvent[]) => void {
 
 /** Deletes the events from before `before` (ISO time); returns how many. */
 export function prune(db: Db, before: string): number {
-  return db.prepare('DELETE FROM events WHERE at < ?').run(before).changes;
+  // rows come in time order: the old ones are those before the first new one, found without an index on time
+  const first = db.prepare('SELECT seq FROM events WHERE at >= ? ORDER BY seq LIMIT 1').get(before) as { seq: number } | undefined;
+  if (first) return db.prepare('DELETE FROM events WHERE seq < ?').run(first.seq).changes;
+  return db.prepare('DELETE FROM events').run().changes;
 }
 
 /** What a query means: `<…>` dropped; with an `@` an address (recipient or envelope from) or a Message-ID, else a queue id or a Message-ID. */

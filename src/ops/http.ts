@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Secret } from '../config/secret.js';
+import type { TraceLookup } from '../history/types.js';
 import type { Logger } from '../log.js';
 
 export interface OpsEndpoints {
@@ -12,6 +13,8 @@ export interface OpsEndpoints {
   readonly logger: Logger;
   /** The bearer token /status and /metrics need, read per request so a reload rotates it; undefined: open. */
   readonly token?: () => Secret | undefined;
+  /** The delivery history's search, for GET /trace?q=ADDRESS|MESSAGE-ID|QUEUE-ID[&limit=N] (JSON, behind the token like /status). */
+  readonly trace?: TraceLookup;
 }
 
 /** Health answers orchestrators and load balancers, which carry no token; the rest tells about the traffic. */
@@ -51,6 +54,15 @@ export class OpsServer {
             return send(200, this.endpoints.registry.contentType, await this.endpoints.registry.metrics());
           case '/status':
             return send(200, 'application/json', `${JSON.stringify(this.endpoints.status(), null, 2)}\n`);
+          case '/trace': {
+            if (!this.endpoints.trace) return send(404, 'text/plain', 'not found: the delivery history is off (history: false)\n');
+            const params = new URL(req.url ?? '/', 'http://x').searchParams;
+            const q = params.get('q')?.trim();
+            if (!q) return send(400, 'text/plain', 'pass ?q=ADDRESS, a Message-ID or a queue id\n');
+            const limit = Number(params.get('limit') ?? 200);
+            const events = await this.endpoints.trace(q, Number.isInteger(limit) && limit > 0 ? Math.min(limit, 10_000) : 200);
+            return send(200, 'application/json', `${JSON.stringify({ query: q, events }, null, 2)}\n`);
+          }
           default:
             return send(404, 'text/plain', 'not found: try /healthz, /readyz, /metrics or /status\n');
         }
