@@ -94,7 +94,7 @@ export function prune(db: Db, before: string): number {
   return db.prepare('DELETE FROM events').run().changes;
 }
 
-/** What a query means: `<…>` dropped; with an `@` an address (recipient or envelope from) or a Message-ID, else a queue id or a Message-ID. */
+/** What a query means: `<…>` dropped; with an `@` (or hashed, `h:…`) an address (recipient or envelope from) or a Message-ID, else a queue id or a Message-ID. */
 export function normalizeQuery(query: string): string {
   const q = query.trim();
   return q.startsWith('<') && q.endsWith('>') ? q.slice(1, -1).trim() : q;
@@ -104,7 +104,8 @@ export function normalizeQuery(query: string): string {
 export function findEvents(db: Db, query: string, limit: number): TraceEvent[] {
   const q = normalizeQuery(query);
   if (q === '') return [];
-  const where = q.includes('@') ? 'recipient = @q OR envelope_from = @q OR message_id = @q' : 'queue_id = @q OR message_id = @q';
+  // an address, or its hash under log.redact (redact.ts), which may also be a Message-ID's
+  const where = q.includes('@') || q.startsWith('h:') ? 'recipient = @q OR envelope_from = @q OR message_id = @q' : 'queue_id = @q OR message_id = @q';
   const rows = db.prepare(`SELECT * FROM (SELECT * FROM events WHERE ${where} ORDER BY seq DESC LIMIT @limit) ORDER BY seq`).all({ q, limit }) as Row[];
   return rows.map(eventOf);
 }
