@@ -65,5 +65,5 @@ export function traceText(e: TraceEvent): string {
 }
 
 function oneLine(s: string): string {
-  return s.replace(/\s*[\r\n]+\s*/g, ' ');
+  return s.replace(/\s*[\r\n]+\s*/g, ' ').trim();
 }

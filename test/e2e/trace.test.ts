@@ -94,8 +94,7 @@ describe('message trace and sendas trace', () => {
       expect(gone.stdout).toContain(`queue id ${queueId}  Message-ID <${MESSAGE_ID}>  from <support@acme.example>`);
       expect(about(gone.stdout, 'gone@example.net').join('\n')).toMatch(/queued[\s\S]*failed .*attempt 1 {2}reply "550 5\.1\.1 No such user here" {2}kind recipient/);
       expect(gone.stdout).toContain(`gone@example.net: failed (${REFUSAL})`);
-      for (const ok of ['a@example.net', 'b@example.net']) {
-        const r = await trace(file, ok);
+      for (const [ok, r] of await Promise.all(['a@example.net', 'b@example.net'].map(async (ok) => [ok, await trace(file, ok)] as const))) {
         expect(r.code).toBe(0);
         expect(r.stdout).toMatch(new RegExp(`${ok.replace('.', '\\.')}: delivered \\(250 `));
       }
@@ -120,7 +119,6 @@ describe('message trace and sendas trace', () => {
     const none = await trace(file, 'nobody@example.net');
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/nothing found for nobody@example\.net; the history goes back to \d{4}-\d\d-\d\dT/);
-    expect((await trace(file)).code).toBe(2);
   }, 60_000);
 
   it('passthrough: relayed and refused per recipient, the partial line counts right, GET /trace and sendas trace find them', async () => {
