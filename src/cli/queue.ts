@@ -132,6 +132,7 @@ export function showEntry(m: QueueEntryMeta, area: QueueArea, now: number): stri
     `identity:      ${identityLabel(m)} via server ${m.serverName}, sent as ${m.accountAddress}`,
     `From:          ${m.fromBefore ?? '(none)'} -> ${m.fromAfter}`,
     `subject:       ${m.subject ?? '(none)'}`,
+    ...(m.messageId ? [`Message-ID:    <${m.messageId}> (sendas trace finds it after delivery too)`] : []),
     `size:          ${m.size} bytes`,
     `attempts:      ${m.attempts}${m.nextAttemptAt ? `, next at ${m.nextAttemptAt}` : area === 'active' ? ', next: now' : ''}`,
     'recipients:',
