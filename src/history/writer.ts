@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { ThreadClient } from '../threads/client.js';
@@ -46,16 +47,20 @@ export class HistoryWriter {
     this.path = join(opts.stateDir, HISTORY_FILE);
   }
 
-  /** Opens the file (made when missing) and prunes it; then once an hour. A history that can't be opened is reported and the relay runs without it. */
-  async start(): Promise<void> {
-    try {
-      await this.thread.ready();
-      await this.prune();
-    } catch (err) {
-      this.opts.logger.warn({ path: this.path, err: { message: (err as Error).message } }, 'the delivery history could not be opened; mail flows, its events are not kept');
-      this.pausedUntil = Date.now() + PAUSE_MS;
-    }
-    this.pruner = setInterval(() => void this.prune().catch(() => undefined), PRUNE_EVERY_MS);
+  /**
+   * Prunes the file at start (in the background: the relay does not wait for it), then once an
+   * hour. The thread starts with the first request: a relay that has no history file yet starts
+   * it with its first event. A history that can't be opened is reported; mail flows without it.
+   */
+  start(): void {
+    const prune = () => {
+      if (!this.thread.running && !existsSync(this.path)) return;
+      this.prune().catch((err: unknown) => {
+        this.opts.logger.warn({ path: this.path, err: { message: (err as Error).message } }, 'the delivery history could not be pruned; mail is not affected');
+      });
+    };
+    prune();
+    this.pruner = setInterval(prune, PRUNE_EVERY_MS);
     this.pruner.unref();
   }
 

@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -174,7 +174,7 @@ describe('the history writer (worker thread)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'sendas-writer-'));
     const dropped: number[] = [];
     const w = new HistoryWriter({ stateDir: dir, keepMs: () => 86_400_000, logger: pino({ level: 'silent' }), onDropped: (n) => dropped.push(n) });
-    await w.start();
+    w.start();
     const now = new Date().toISOString();
     for (let i = 0; i < 50; i++) w.add(event({ at: now, queueId: `Q${i}`, recipient: `r${i}@example.net` }));
     expect(await w.find('r49@example.net')).toEqual([event({ at: now, queueId: 'Q49', recipient: 'r49@example.net' })]);
@@ -184,6 +184,24 @@ describe('the history writer (worker thread)', () => {
     // closed: nothing more is kept, and that is counted
     w.add(event({}));
     expect(dropped).toEqual([1]);
+  });
+
+  it('a history that cannot be written drops its events, counted, and add() never throws', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'sendas-writer-')), 'not-a-dir');
+    writeFileSync(file, 'x');
+    const dropped: number[] = [];
+    const warnings: string[] = [];
+    const logger = pino({ level: 'warn' }, new Writable({ write: (c: Buffer, _e, done) => (warnings.push(c.toString()), done()) }));
+    const w = new HistoryWriter({ stateDir: file, keepMs: () => 86_400_000, logger, onDropped: (n) => dropped.push(n) });
+    w.start();
+    for (let i = 0; i < 3; i++) w.add(event({ queueId: `Q${i}` }));
+    await expect(w.find('Q1')).rejects.toThrow();
+    await expect.poll(() => dropped.reduce((a, b) => a + b, 0)).toBe(3);
+    // paused after the failure: the next ones are dropped at once, without a round trip
+    w.add(event({}));
+    expect(dropped.reduce((a, b) => a + b, 0)).toBe(4);
+    expect(warnings.join('')).toMatch(/could not be written/);
+    await w.close();
   });
 });
 
