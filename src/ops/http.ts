@@ -3,8 +3,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Secret } from '../config/secret.js';
-import type { TraceLookup } from '../history/types.js';
 import type { Logger } from '../log.js';
+import type { TraceLookup } from '../history/types.js';
 
 export interface OpsEndpoints {
   readonly ready: () => Promise<{ ready: boolean; problems: string[] }>;
@@ -13,7 +13,7 @@ export interface OpsEndpoints {
   readonly logger: Logger;
   /** The bearer token /status and /metrics need, read per request so a reload rotates it; undefined: open. */
   readonly token?: () => Secret | undefined;
-  /** The delivery history's search, for GET /trace?q=ADDRESS|MESSAGE-ID|QUEUE-ID[&limit=N] (JSON, behind the token like /status). */
+  /** The delivery history's search (`GET /trace?q=`, the status page's search box); undefined: the history is off. */
   readonly trace?: TraceLookup;
 }
 
