@@ -1,6 +1,5 @@
 import { join } from 'node:path';
 import type { ConfigSnapshot } from '../config/types.js';
-import { HISTORY_FILE, findEvents, oldestEvent, openForReading } from '../history/db.js';
 import { Redactor, redactKey } from '../history/redact.js';
 import type { TraceEvent } from '../history/types.js';
 
@@ -21,7 +20,7 @@ export interface TracedMessage {
 const DEFAULT_LIMIT = 500;
 
 /** `sendas trace`: reads the history (read-only; the relay may be writing it). 0 found, 1 nothing found, 2 usage. */
-export function traceCommand(snapshot: ConfigSnapshot, query: string | undefined, opts: { json: boolean; limit: string | undefined }, out: NodeJS.WritableStream, err: NodeJS.WritableStream): number {
+export async function traceCommand(snapshot: ConfigSnapshot, query: string | undefined, opts: { json: boolean; limit: string | undefined }, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
   const limit = opts.limit === undefined ? DEFAULT_LIMIT : Number(opts.limit);
   if (!query?.trim() || !Number.isInteger(limit) || limit < 1) {
     err.write(`usage:\n${TRACE_USAGE}\n`);
@@ -31,6 +30,8 @@ export function traceCommand(snapshot: ConfigSnapshot, query: string | undefined
     err.write('sendas trace: the delivery history is off (history: false in the configuration): nothing is kept to search\n');
     return 1;
   }
+  // SQLite's native module only for this command: every other command starts without loading it
+  const { HISTORY_FILE, findEvents, oldestEvent, openForReading } = await import('../history/db.js');
   const path = join(snapshot.stateDir, HISTORY_FILE);
   const db = openForReading(path);
   if (!db) {

@@ -221,16 +221,16 @@ describe('sendas trace output', () => {
     expect(text).toContain('    a@example.net: delivered (250 ok)\n    gone@example.net: failed (550 no)');
   });
 
-  it('exits 2 without a query, 1 when the history is off or not there yet', () => {
+  it('exits 2 without a query, 1 when the history is off or not there yet', async () => {
     const err: string[] = [];
     const sink = new Writable({ write: (c: Buffer, _e, done) => (err.push(c.toString()), done()) });
     const dir = mkdtempSync(join(tmpdir(), 'sendas-cli-'));
     const snapshot = snapshotOf(BASE_YAML, `state_dir: ${dir}\n`);
-    expect(traceCommand(snapshot, ' ', { json: false, limit: undefined }, sink, sink)).toBe(2);
-    expect(traceCommand(snapshot, 'a@example.net', { json: false, limit: '0' }, sink, sink)).toBe(2);
-    expect(traceCommand(snapshot, 'a@example.net', { json: false, limit: undefined }, sink, sink)).toBe(1);
+    expect(await traceCommand(snapshot, ' ', { json: false, limit: undefined }, sink, sink)).toBe(2);
+    expect(await traceCommand(snapshot, 'a@example.net', { json: false, limit: '0' }, sink, sink)).toBe(2);
+    expect(await traceCommand(snapshot, 'a@example.net', { json: false, limit: undefined }, sink, sink)).toBe(1);
     expect(err.at(-1)).toMatch(/no delivery history at .*history\.sqlite yet/);
-    expect(traceCommand(snapshotOf(BASE_YAML, 'history: false\n'), 'a@example.net', { json: false, limit: undefined }, sink, sink)).toBe(1);
+    expect(await traceCommand(snapshotOf(BASE_YAML, 'history: false\n'), 'a@example.net', { json: false, limit: undefined }, sink, sink)).toBe(1);
     expect(err.at(-1)).toMatch(/history is off/);
   });
 });
