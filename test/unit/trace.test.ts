@@ -6,6 +6,9 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { formatTrace, groupByMessage, traceCommand } from '../../src/cli/trace.js';
 import { applyBatchOutcome } from '../../src/delivery/decide.js';
+import { QueueRunner } from '../../src/delivery/queue-runner.js';
+import type { QueueStore } from '../../src/queue/store.js';
+import { ManualClock } from './manual-clock.js';
 import { batchEvents, expiredEvents, pendingEvents } from '../../src/delivery/trace-events.js';
 import { classifyUpstreamError } from '../../src/errors/classify.js';
 import { findEvents, inserter, oldestEvent, openForWriting, prune } from '../../src/history/db.js';
@@ -75,6 +78,44 @@ describe('trace events of a queue attempt (pure)', () => {
     meta.recipients[0]!.status = 'failed';
     meta.recipients[0]!.lastError = { kind: 'network', code: 451, enhanced: '4.4.7', reason: 'gave up after 2d and 9 attempts: no connection', at: AT };
     expect(expiredEvents(meta, new Set(['a@example.net']), attemptCtx).map((e) => [e.recipient, e.event, e.reply])).toEqual([['a@example.net', 'failed', '451 4.4.7 gave up after 2d and 9 attempts: no connection']]);
+  });
+});
+
+describe('the queue runner traces every recipient on its injected clock', () => {
+  it('delivered and failed per recipient of an attempt, deleted for the waiting ones of `sendas queue delete`', async () => {
+    const clock = new ManualClock(Date.parse(AT));
+    const { out, logger } = lines();
+    const kept: TraceEvent[] = [];
+    const store = { list: async () => [], update: async () => undefined, remove: async () => undefined, moveToFailed: async () => undefined } as unknown as QueueStore;
+    const greylisted = classifyUpstreamError({ code: 'EMESSAGE', command: 'DATA', responseCode: 451, response: '451 4.3.0 Greylisted' }, ctx);
+    const runner = new QueueRunner({
+      store,
+      getSnapshot: () => snapshotOf(),
+      logger,
+      writeNotice: async () => undefined,
+      clock,
+      trace: new Trace(logger, { add: (e) => kept.push(e) }),
+      transport: {
+        send: async (meta) => (meta.id === 'GREYLISTEDXX' ? { ok: false, error: greylisted } : { ok: true, accepted: ['a@example.net'], refused: [{ recipient: 'gone@example.net', error: NO_SUCH_USER }], upstreamReply: '250 2.0.0 OK' }),
+        primaryFailed: () => undefined,
+      },
+    });
+    await runner.start();
+    const identity = { kind: 'channel' as const, name: 'support' };
+    runner.enqueue(queueEntry(pending(['a@example.net', 'gone@example.net']), { id: 'PARTIALXXXXX', identity, messageId: 'm@acme.example', attempts: 0 }));
+    runner.enqueue(queueEntry(pending(['c@example.net']), { id: 'GREYLISTEDXX', identity, attempts: 0 }));
+    await clock.advance(0);
+    await expect.poll(() => kept.length).toBe(3);
+    expect(kept.map((e) => [e.queueId, e.recipient, e.event, e.reply, e.at])).toEqual([
+      ['PARTIALXXXXX', 'a@example.net', 'delivered', '250 2.0.0 OK', AT],
+      ['PARTIALXXXXX', 'gone@example.net', 'failed', '550 5.1.1 <gone@example.net>: no such user', AT],
+      ['GREYLISTEDXX', 'c@example.net', 'deferred', '451 4.3.0 Greylisted', AT],
+    ]);
+    expect(kept[1]).toMatchObject({ messageId: 'm@acme.example', identity: 'channel:support', account: 'main/support@acme.example', host: 'smtp.acme.example:587', attempt: 1, kind: 'recipient' });
+    await expect.poll(() => runner.forget('GREYLISTEDXX')).toBe(true);
+    expect(kept.at(-1)).toMatchObject({ queueId: 'GREYLISTEDXX', recipient: 'c@example.net', event: 'deleted' });
+    expect(out.filter((l) => l.trace !== undefined)).toHaveLength(4);
+    await runner.stop(0);
   });
 });
 
