@@ -15,6 +15,10 @@ import { accountStatus, relayStatus, serverRoutes, type AccountStatus, type Rela
 import { Reception } from './reception/reception.js';
 import { Transport } from './transport/transport.js';
 import { DeliverabilityMonitor } from './deliverability/monitor.js';
+import { Redactor, redactKey, redactingLogger } from './history/redact.js';
+import { Trace } from './history/trace.js';
+import type { TraceLookup } from './history/types.js';
+import { HistoryWriter } from './history/writer.js';
 
 export interface RelayOptions {
   readonly snapshot: ConfigSnapshot;
@@ -45,10 +49,16 @@ export class Relay {
   private readonly startedAt = new Date();
   /** The From domains' SPF, DKIM and DMARC, checked in the background for /status and the log. */
   private readonly deliverability: DeliverabilityMonitor;
+  /** The delivery history's writer; undefined with `history: false`. */
+  private readonly history: HistoryWriter | undefined;
+  /** With log.redact: how addresses are hashed in the log and the history. */
+  private readonly redactor: Redactor | undefined;
 
   constructor(opts: RelayOptions) {
     this.config = new ConfigHolder(opts.snapshot);
-    this.logger = opts.logger;
+    // log.redact: every line of every stage passes through the one redacting logger (history/redact.ts)
+    this.redactor = opts.snapshot.log.redact ? new Redactor(redactKey(opts.snapshot.stateDir)!) : undefined;
+    this.logger = this.redactor ? redactingLogger(opts.logger, this.redactor) : opts.logger;
     this.graceMs = opts.shutdownGraceMs ?? 5_000;
     const name = opts.hostname ?? hostname();
     const snapshot = () => this.config.current;
@@ -66,10 +76,20 @@ export class Relay {
     });
     this.metrics.setConfigVersion(first.version);
     this.metrics.seed(first);
-    if (first.delivery === 'queue') {
-      this.queue = new QueueStage({ dir: first.queue.dir, getSnapshot: snapshot, transport: this.transport, logger: this.logger, metrics: this.metrics, hostname: name, accounts: this.accounts });
+    if (first.history) {
+      const keep = first.history.keepMs;
+      this.history = new HistoryWriter({
+        stateDir: first.stateDir,
+        keepMs: () => (snapshot().history || { keepMs: keep }).keepMs,
+        logger: this.logger,
+        onDropped: (n) => this.metrics.historyDropped.inc(n),
+      });
     }
-    const reception = new Reception({ hostname: name, logger: this.logger, metrics: this.metrics, queue: this.queue?.intake, transport: this.transport, ...(this.queue ? {} : { accounts: this.accounts }) });
+    const trace = new Trace(this.logger, this.history, this.redactor);
+    if (first.delivery === 'queue') {
+      this.queue = new QueueStage({ dir: first.queue.dir, getSnapshot: snapshot, transport: this.transport, logger: this.logger, metrics: this.metrics, hostname: name, accounts: this.accounts, trace });
+    }
+    const reception = new Reception({ hostname: name, logger: this.logger, metrics: this.metrics, queue: this.queue?.intake, transport: this.transport, trace, ...(this.queue ? {} : { accounts: this.accounts }) });
     // one guard for every listener, so the per-address counts and lockouts add up across them
     const guard = new ListenerGuard({ logger: this.logger, metrics: this.metrics });
     this.listeners = first.listeners.map((_, index) => new Listener({ getSnapshot: snapshot, index, handleMessage: (m) => reception.handle(m), logger: this.logger, hostname: name, guard }));
@@ -85,6 +105,7 @@ export class Relay {
     const snapshot = this.config.current;
     // the budgets counted before a restart still count: read before the first message
     await this.accounts.load(snapshot.stateDir, Date.now());
+    this.history?.start();
     if (this.queue) {
       const pending = await this.queue.start();
       this.logger.info({ dir: this.queue.store.dir, pending }, pending ? `picked up ${pending} queued message${pending === 1 ? '' : 's'}` : 'queue is empty');
@@ -191,5 +212,16 @@ export class Relay {
     await Promise.all(this.listeners.map((l) => l.close()));
     await this.queue?.close();
     await this.transport.close();
+    // after the last delivery: its events are in the history before the file closes
+    await this.history?.close();
   }
+
+  /**
+   * The history's search (`GET /trace`, the status page): an address, a Message-ID or a queue id;
+   * under log.redact an address is hashed as the history keeps it. Empty with `history: false`.
+   */
+  readonly trace: TraceLookup = async (query, limit) => {
+    if (!this.history) return [];
+    return this.history.find(this.redactor ? this.redactor.text(query) : query, limit);
+  };
 }

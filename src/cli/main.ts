@@ -14,6 +14,7 @@ import { TEST_USAGE, testCommand } from './test-send.js';
 import { OAUTH_USAGE, oauthCommand } from './oauth-login.js';
 import { checkDnsCommand } from './check-dns.js';
 import { DKIM_USAGE, dkimCommand } from './dkim-keygen.js';
+import { TRACE_USAGE, traceCommand } from './trace.js';
 
 const USAGE = `usage: sendas <command> [options]
 
@@ -31,6 +32,7 @@ ${QUEUE_USAGE}
 ${TEST_USAGE}
 ${OAUTH_USAGE}
 ${DKIM_USAGE}
+${TRACE_USAGE}
 
 --config defaults to $SENDAS_CONFIG.`;
 
@@ -68,9 +70,11 @@ async function main(argv: string[]): Promise<number> {
       dns: { type: 'boolean' },
       'dns-server': { type: 'string', multiple: true },
       json: { type: 'boolean' },
+      // sendas trace
+      limit: { type: 'string' },
     },
     strict: true,
-    allowPositionals: command === 'queue' || command === 'oauth',
+    allowPositionals: command === 'queue' || command === 'oauth' || command === 'trace',
   });
   } catch (err) {
     // unknown option, stray argument, missing value: a usage mistake, not a bad config
@@ -124,6 +128,15 @@ async function main(argv: string[]): Promise<number> {
       if (!snapshot) return 1;
       const kind = targets[0]!;
       return testCommand(snapshot, { kind, name: values[kind]! }, { to: values.to }, process.stdout, process.stderr);
+    }
+    case 'trace': {
+      if (positionals.length !== 1) {
+        process.stderr.write(`sendas trace: pass one address, Message-ID or queue id\nusage:\n${TRACE_USAGE}\n`);
+        return 2;
+      }
+      const snapshot = load(file);
+      if (!snapshot) return 1;
+      return traceCommand(snapshot, positionals[0], { json: values.json === true, limit: values.limit }, process.stdout, process.stderr);
     }
     // sendas oauth login (src/cli/oauth-login.ts)
     case 'oauth': {
@@ -179,6 +192,7 @@ async function serve(file: string): Promise<number> {
         logger,
         // the current snapshot's: a reload rotates the token; host and port need a restart
         token: () => (relay.currentSnapshot.http ? relay.currentSnapshot.http.token : undefined),
+        ...(snapshot.history ? { trace: relay.trace } : {}),
       });
       const at = await ops.listen(snapshot.http.host, snapshot.http.port);
       logger.info({ host: at.address, port: at.port }, `monitoring on http://${at.address}:${at.port} (/ the status page, /healthz /readyz /metrics /status${snapshot.http.token ? '; the page, /metrics and /status need the token' : ''})`);

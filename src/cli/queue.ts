@@ -139,6 +139,7 @@ export function showEntry(m: QueueEntryMeta, area: QueueArea, now: number): stri
     `From:          ${m.fromBefore ?? '(none)'} -> ${m.fromAfter}`,
     `subject:       ${m.subject ?? '(none)'}`,
     ...(m.dkimSignature ? [`DKIM:          signed ${dkimTags(m.dkimSignature)} at acceptance`] : []),
+    ...(m.messageId ? [`Message-ID:    <${m.messageId}> (sendas trace finds it after delivery too)`] : []),
     `size:          ${m.size} bytes`,
     `attempts:      ${m.attempts}${m.nextAttemptAt ? `, next at ${m.nextAttemptAt}` : area === 'active' ? ', next: now' : ''}`,
     'recipients:',

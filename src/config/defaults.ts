@@ -40,7 +40,9 @@ export const DEFAULTS = {
   /** Relative to the YAML file; SENDAS_STATE_DIR wins over it. */
   stateDir: './var/state',
   http: { host: '127.0.0.1', port: 9025 },
-  log: { level: 'info' },
+  log: { level: 'info', redact: false },
+  /** The delivery history (state_dir/history.sqlite): events older than this are pruned. */
+  history: { keepMs: 30 * 86_400_000 },
   policy: { from: 'rewrite', unknownSender: 'reject' },
   /** The relay's background DNS check of the From domains: at start, after each reload, and this often. */
   deliverability: { check: true, intervalMs: 6 * 3_600_000 },

@@ -38,6 +38,10 @@ export function diffSnapshots(before: ConfigSnapshot, after: ConfigSnapshot): Co
   if (before.log.level !== after.log.level) settings.push('log.level');
   // the logger's destination is made once at start
   if (before.log.format !== after.log.format) needsRestart.push('log.format');
+  // the log's and the history's hashes are set up at start: a change mid-run would mix both forms
+  if (before.log.redact !== after.log.redact) needsRestart.push('log.redact');
+  if ((before.history === false) !== (after.history === false)) needsRestart.push('history');
+  else if (before.history && after.history && before.history.keepMs !== after.history.keepMs) settings.push('history.keep');
   const endpoint = (h: ConfigSnapshot['http']) => (h === false ? false : [h.host, h.port]);
   if (differ(endpoint(before.http), endpoint(after.http))) needsRestart.push('http');
   else if (before.http && after.http && !sameSecret(before.http.token, after.http.token)) settings.push('http.token');

@@ -104,6 +104,7 @@ const SECTION: Readonly<Record<string, keyof typeof KNOWN_KEYS>> = {
   http: 'http',
   dkim: 'dkim',
   deliverability: 'deliverability',
+  history: 'history',
 };
 
 function knownKeysAt(path: Path): string[] {

@@ -229,7 +229,14 @@ const log = z.strictObject({
   level: lowerEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const).default(DEFAULTS.log.level),
   // no default: line on a terminal, json otherwise (log.ts)
   format: lowerEnum(['json', 'line', 'pretty'] as const).optional(),
+  redact: z.boolean({ error: 'must be true or false' }).default(DEFAULTS.log.redact),
 });
+
+const historyKeep = z.strictObject({
+  keep: duration.default(DEFAULTS.history.keepMs),
+});
+
+const history = z.union([z.literal(false), historyKeep], { error: 'must be false, or a mapping with keep (e.g. keep: 30d)' });
 
 const httpEndpoint = z.strictObject({
   host: z.string().min(1).default(DEFAULTS.http.host),
@@ -295,6 +302,7 @@ export const configSchema = z.strictObject({
   http: orDefault(http, {}),
   dkim: orDefault(z.array(dkim, { error: 'must be a list of {domain, selector, key}' }), []),
   deliverability: orDefault(deliverability, {}),
+  history: orDefault(history, {}),
 });
 
 export type RawConfig = z.infer<typeof configSchema>;
@@ -321,4 +329,5 @@ export const KNOWN_KEYS = {
   http: Object.keys(httpEndpoint.shape),
   dkim: Object.keys(dkim.shape),
   deliverability: Object.keys(deliverability.shape),
+  history: Object.keys(historyKeep.shape),
 };

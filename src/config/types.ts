@@ -252,7 +252,11 @@ export interface ConfigSnapshot {
     readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
     /** Unset: line when stdout is a terminal, json otherwise. Read at start only. */
     readonly format?: 'json' | 'line' | 'pretty';
+    /** Addresses in log lines (and the history) as keyed hashes (history/redact.ts). */
+    readonly redact: boolean;
   };
+  /** The delivery history in state_dir/history.sqlite; false = off. */
+  readonly history: { readonly keepMs: number } | false;
   /** The monitoring endpoints; false = off. */
   readonly http: HttpConfig | false;
   readonly warnings: readonly ConfigWarning[];

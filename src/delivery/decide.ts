@@ -38,8 +38,11 @@ export function applyBatchOutcome(meta: QueueEntryMeta, batch: readonly Recipien
     }
   }
   const first = outcome.refused[0]?.error;
-  if (first) meta.lastError = stored(first, at, host);
-  return first ? 'partial' : 'delivered';
+  if (!first) return 'delivered';
+  meta.lastError = stored(first, at, host);
+  if (batch.some((r) => r.status === 'delivered')) return 'partial';
+  // none got it: the batch waits if any refusal was temporary, else it failed
+  return outcome.refused.some((x) => x.error.temporary) ? 'deferred' : 'failed';
 }
 
 /**

@@ -17,6 +17,9 @@ import type { Route } from './failover.js';
 import { FailoverRegistry, Lane } from './lane.js';
 import type { RelayMetrics } from '../ops/metrics.js';
 import type { FailureStatus, QueueDetail, ServerRoute } from '../ops/status.js';
+import type { Trace } from '../history/trace.js';
+import type { TraceEvent } from '../history/types.js';
+import { batchEvents, expiredEvents, pendingEvents, type AttemptContext } from './trace-events.js';
 import { RecentFailures } from './recent-failures.js';
 
 /** Builds the failure notice for an entry; returns undefined when none is due. */
@@ -34,6 +37,8 @@ export interface QueueRunnerOptions {
   readonly clock?: Clock;
   /** One upstream transaction (queueTransport() in the relay; tests give their own). */
   readonly transport: QueueTransport;
+  /** The message trace: a line and a history row per recipient and attempt. */
+  readonly trace?: Trace;
 }
 
 export interface QueueTransport {
@@ -115,6 +120,7 @@ export class QueueRunner {
   forget(id: string): boolean {
     const t = this.tracked.get(id);
     if (!t) return true;
+    this.traceAll(pendingEvents(t.meta, 'deleted', undefined, this.traceContext(t.meta, undefined, undefined)));
     if (t.state === 'running') {
       t.deleteAfterAttempt = true;
       return false;
@@ -302,6 +308,7 @@ export class QueueRunner {
       this.opts.metrics?.failed.inc({ reason: deferred.kind, server: meta.serverName, outcome: 'deferred' });
       this.logAttempt(meta, undefined, undefined, 'deferred', started, { ...deferred.toLog() });
       if (meta.lastError) this.failures.record({ queueId: meta.id, result: 'deferred', recipients: pendingRecipients(meta).map((r) => r.address), identity: identityLabel(meta), server: meta.serverName }, meta.lastError);
+      this.traceAll(pendingEvents(meta, 'deferred', deferred, this.traceContext(meta, undefined, undefined)));
       await this.conclude(t, snapshot);
       return;
     }
@@ -385,6 +392,7 @@ export class QueueRunner {
     const conclusion = applyQuotaWait(meta, error, until, this.clock.now());
     t.dueAt = (conclusion as Extract<Conclusion, { kind: 'retry' }>).at;
     this.opts.logger.info({ id: meta.id, result: 'quota', identity: identityLabel(meta), server: account.server.name, account: account.key, next: meta.nextAttemptAt, ...error.toLog() }, 'delivery waits for the account quota');
+    this.traceAll(pendingEvents(meta, 'quota', error, this.traceContext(meta, account, undefined)));
     await this.opts.store.update(meta);
   }
 
@@ -417,6 +425,7 @@ export class QueueRunner {
     else state.failed(outcome.error, this.clock.now());
 
     const result = applyBatchOutcome(meta, batch, outcome, route.host, this.clock.now());
+    this.traceAll(batchEvents(meta, batch, outcome, this.traceContext(meta, account, route)));
     const server = account.server.name;
     const noted = { queueId: meta.id, identity: identityLabel(meta), server, account: account.key };
     if (!outcome.ok && meta.lastError) this.failures.record({ ...noted, result: result === 'failed' ? 'failed' : 'deferred', recipients: batch.map((r) => r.address) }, meta.lastError);
@@ -432,13 +441,17 @@ export class QueueRunner {
       this.logAttempt(meta, account, route, result, started, { recipients: batch.length, ...error.toLog() });
       return outcome;
     }
-    this.opts.metrics?.relayed.inc({ server });
-    this.opts.metrics?.deliveryLatency.observe({ server }, (this.clock.now() - Date.parse(meta.receivedAt)) / 1000);
+    const accepted = batch.filter((r) => r.status === 'delivered').length;
+    if (accepted > 0) {
+      this.opts.metrics?.relayed.inc({ server });
+      this.opts.metrics?.deliveryLatency.observe({ server }, (this.clock.now() - Date.parse(meta.receivedAt)) / 1000);
+    }
     for (const x of outcome.refused) this.opts.metrics?.failed.inc({ reason: x.error.kind, server, outcome: x.error.temporary ? 'deferred' : 'failed' });
     this.logAttempt(meta, account, route, result, started, {
       recipients: batch.length,
-      accepted: batch.length - outcome.refused.length,
-      upstreamReply: outcome.upstreamReply,
+      accepted,
+      // every recipient refused at RCPT TO: there was no DATA, the upstream's reply is the refusal's
+      upstreamReply: outcome.upstreamReply || outcome.refused[0]?.error.upstreamReply,
       ...(outcome.refused.length ? { refused: outcome.refused.map((x) => ({ recipient: x.recipient, ...x.error.toLog() })) } : {}),
     });
     return outcome;
@@ -449,7 +462,9 @@ export class QueueRunner {
     const { meta } = t;
     if (t.deleteAfterAttempt) return;
     const now = this.clock.now();
+    const wasPending = new Set(pendingRecipients(meta).map((r) => r.address));
     const conclusion = retryAt === undefined ? concludeAttempt(meta, now, snapshot.queue) : concludeAt(meta, retryAt, now, snapshot.queue);
+    if (conclusion.kind === 'done' && conclusion.gaveUpAfter !== undefined) this.traceAll(expiredEvents(meta, wasPending, this.traceContext(meta, undefined, undefined)));
     if (conclusion.kind === 'retry') {
       t.dueAt = conclusion.at;
       await this.opts.store.update(meta);
@@ -471,6 +486,21 @@ export class QueueRunner {
       `message failed for ${failed.length} recipient${failed.length === 1 ? '' : 's'}; moved to the failed area`,
     );
     await this.opts.writeNotice(meta, failed, conclusion.gaveUpAfter);
+  }
+
+  private traceContext(meta: QueueEntryMeta, account: Account | undefined, route: Route | undefined): AttemptContext {
+    return {
+      at: new Date(this.clock.now()).toISOString(),
+      account: account?.key,
+      server: account?.server.name ?? meta.serverName,
+      host: route ? `${route.host}:${route.port}` : undefined,
+      identity: identityLabel(meta),
+    };
+  }
+
+  private traceAll(events: readonly TraceEvent[]): void {
+    const { trace } = this.opts;
+    if (trace) for (const e of events) trace.record(e);
   }
 
   private logAttempt(meta: QueueEntryMeta, account: Account | undefined, route: Route | undefined, result: string, started: number, fields: Record<string, unknown>): void {

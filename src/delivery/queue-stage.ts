@@ -7,6 +7,7 @@ import { QueueControl } from '../queue/control.js';
 import type { QueueEntryMeta } from '../queue/entry.js';
 import { QueueStore } from '../queue/store.js';
 import type { Transport } from '../transport/transport.js';
+import type { Trace } from '../history/trace.js';
 import type { AccountBook } from './accounts.js';
 import { QueueRunner } from './queue-runner.js';
 import { queueTransport } from './queue-transport.js';
@@ -21,6 +22,8 @@ export interface QueueStageOptions {
   readonly hostname: string;
   /** Every account's budgets and health, shared with passthrough and /status. */
   readonly accounts: AccountBook;
+  /** The message trace: a line and a history row per recipient and attempt. */
+  readonly trace?: Trace;
 }
 
 /**
@@ -44,6 +47,7 @@ export class QueueStage {
       writeNotice,
       metrics: opts.metrics,
       transport: queueTransport(store, opts.transport),
+      ...(opts.trace ? { trace: opts.trace } : {}),
     });
     this.control = new QueueControl(store, this.runner, opts.logger);
   }

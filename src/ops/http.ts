@@ -67,6 +67,15 @@ export class OpsServer {
           }
           case '/status':
             return send(200, 'application/json', `${JSON.stringify(this.endpoints.status(), null, 2)}\n`);
+          case '/trace': {
+            if (!this.endpoints.trace) return send(404, 'text/plain', 'not found: the delivery history is off (history: false)\n');
+            const params = new URL(req.url ?? '/', 'http://x').searchParams;
+            const q = params.get('q')?.trim();
+            if (!q) return send(400, 'text/plain', 'pass ?q=ADDRESS, a Message-ID or a queue id\n');
+            const limit = Number(params.get('limit') ?? 200);
+            const events = await this.endpoints.trace(q, Number.isInteger(limit) && limit > 0 ? Math.min(limit, 10_000) : 200);
+            return send(200, 'application/json', `${JSON.stringify({ query: q, events }, null, 2)}\n`);
+          }
           default:
             return send(404, 'text/plain', 'not found: try / (the status page), /healthz, /readyz, /metrics or /status\n');
         }

@@ -75,6 +75,11 @@ export class RelayMetrics {
     help: 'Whether the last reload of the config file failed (1: the relay serves an older version than the file; 0: the file is the one loaded)',
     registers: [this.registry],
   });
+  readonly historyDropped = new Counter({
+    name: 'sendas_history_events_dropped_total',
+    help: 'Trace events the delivery history did not keep (its writer full, failing or stopped); mail is not affected',
+    registers: [this.registry],
+  });
   readonly configInfo = new Gauge({
     name: 'sendas_config_info',
     help: 'The loaded configuration version (1 for the current one)',

@@ -23,6 +23,8 @@ export interface QueueEntryMeta {
   readonly fromBefore: string | undefined;
   readonly fromAfter: string;
   readonly subject: string | undefined;
+  /** The Message-ID header's value without angle brackets (for the trace); absent in entries written before it was kept. */
+  readonly messageId?: string;
   readonly size: number;
   /**
    * The DKIM-Signature header field (with its CRLF) made at acceptance, over the message as

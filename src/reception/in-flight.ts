@@ -1,6 +1,7 @@
 import type { Readable, Transform } from 'node:stream';
 import { receptionError } from '../errors/local.js';
 import { RelayError } from '../errors/relay-error.js';
+import type { TraceEvent, TraceEventKind } from '../history/types.js';
 import { HeaderRewriteStream } from '../mail/header-stream.js';
 import type { IncomingMessage } from './incoming.js';
 import type { OutcomeLog } from './outcome-log.js';
@@ -102,8 +103,31 @@ export class MessageInFlight {
     this.stopReading();
     await this.clientDone;
     const relayError = receptionError(err, this.msg.id);
-    this.log.record('refused', { ...this.logFields(this.msg.stream.byteLength), ...relayError.toLog() });
+    const { rcptTo } = this.msg.envelope;
+    this.log.record('refused', { ...this.logFields(this.msg.stream.byteLength), messageId: this.decision?.messageId, to: rcptTo, ...relayError.toLog() });
+    // the line above is the trace of a refusal at SMTP time; the history gets a row per recipient, so a search by any of them finds it
+    const at = new Date().toISOString();
+    const reply = `${relayError.status.code} ${relayError.replyText}`;
+    for (const recipient of rcptTo) this.log.kept(this.traceEvent('refused', recipient, at, { reply, kind: relayError.kind, ...(relayError.fix ? { fix: relayError.fix } : {}) }));
     throw relayError;
+  }
+
+  /** A trace event about one of this message's recipients. */
+  traceEvent(event: TraceEventKind, recipient: string, at: string, more: Partial<TraceEvent> = {}): TraceEvent {
+    const { msg, decision } = this;
+    const account = decision?.resolution.account;
+    return {
+      at,
+      event,
+      queueId: msg.id,
+      messageId: decision?.messageId,
+      envelopeFrom: msg.envelope.mailFrom ?? '',
+      recipient,
+      identity: decision ? identityLabel(decision) : undefined,
+      account: account?.key,
+      server: account?.server.name,
+      ...more,
+    };
   }
 
   /** smtp-server flagged the message as over the size limit (it answers 552 itself). */
@@ -127,9 +151,14 @@ export class MessageInFlight {
   }
 }
 
-function decisionFields({ resolution, plan, headerFrom }: MessageDecision): Record<string, unknown> {
+function identityLabel({ resolution }: MessageDecision): string {
+  return resolution.identity ? `${resolution.identity.kind}:${resolution.identity.name}` : '(default account)';
+}
+
+function decisionFields(decision: MessageDecision): Record<string, unknown> {
+  const { resolution, plan, headerFrom } = decision;
   return {
-    identity: resolution.identity ? `${resolution.identity.kind}:${resolution.identity.name}` : '(default account)',
+    identity: identityLabel(decision),
     matchedBy: resolution.matchedBy,
     server: resolution.account.server.name,
     upstreamLogin: resolution.account.server.auth === 'none' ? undefined : resolution.account.username,

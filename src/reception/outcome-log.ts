@@ -1,3 +1,5 @@
+import type { Trace } from '../history/trace.js';
+import type { TraceEvent } from '../history/types.js';
 import type { Logger } from '../log.js';
 import type { RelayMetrics } from '../ops/metrics.js';
 
@@ -8,7 +10,18 @@ export class OutcomeLog {
   constructor(
     private readonly logger: Logger,
     private readonly metrics: RelayMetrics,
+    private readonly trace?: Trace,
   ) {}
+
+  /** A recipient's outcome: its trace line and its history row. */
+  traced(event: TraceEvent): void {
+    this.trace?.record(event);
+  }
+
+  /** Into the history only (the message's own line says it). */
+  kept(event: TraceEvent): void {
+    this.trace?.keep(event);
+  }
 
   record(result: ReceptionResult, fields: Record<string, unknown>): void {
     const server = typeof fields.server === 'string' ? fields.server : 'none';

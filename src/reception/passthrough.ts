@@ -47,7 +47,8 @@ export async function relayNow(m: MessageInFlight, decision: MessageDecision, tr
   // smtp-server answers 552 itself; the upstream never got the end of the message
   if (m.tooLarge) return m.refuse(m.guard.tooLarge());
 
-  const base = { ...m.logFields(msg.stream.byteLength), upstreamReply: outcome.upstreamReply, ...(key ? { dkim: signedBy(key) } : {}) };
+  traceOutcome(m, outcome, account, log);
+  const base = { ...m.logFields(msg.stream.byteLength), upstreamReply: outcome.upstreamReply || outcome.refused[0]?.error.upstreamReply, ...(key ? { dkim: signedBy(key) } : {}) };
   const refusedText = outcome.refused.map((r) => `<${r.recipient}> ${r.error.upstreamReply ?? r.error.replyText}`).join('; ');
   if (outcome.accepted.length === 0) {
     // every recipient refused: pass on a temporary code if any refusal was temporary, so the client retries
@@ -66,6 +67,21 @@ export async function relayNow(m: MessageInFlight, decision: MessageDecision, tr
   return `2.0.0 Relayed as ${account.address} through ${account.server.name} (id ${msg.id})`;
 }
 
+/** A trace line per recipient: relayed with the upstream's reply to the end of DATA, or refused with its reply to RCPT TO. */
+function traceOutcome(m: MessageInFlight, outcome: Extract<SendOutcome, { ok: true }>, account: Account, log: OutcomeLog): void {
+  const at = new Date().toISOString();
+  const host = upstreamHost(account);
+  const refused = outcome.refused.length > 0 ? new Map(outcome.refused.map((r) => [r.recipient.toLowerCase(), r.error])) : undefined;
+  for (const recipient of m.msg.envelope.rcptTo) {
+    const error = refused?.get(recipient.toLowerCase());
+    if (!error) {
+      log.traced(m.traceEvent('delivered', recipient, at, { host, reply: outcome.upstreamReply }));
+      continue;
+    }
+    log.traced(m.traceEvent('refused', recipient, at, { host, reply: error.upstreamReply ?? `${error.status.code} ${error.replyText}`, kind: error.kind, ...(error.fix ? { fix: error.fix } : {}) }));
+  }
+}
+
 /**
  * A small message (the usual case) for a password or no-auth account is read to its end and
  * handed whole to the upstream thread, so the main thread, which runs every client session,
@@ -77,4 +93,10 @@ async function send(transport: Transport, account: Account, envelope: UpstreamEn
   if (!transport.takesWhole(account)) return transport.send(account, envelope, m.body);
   const taken = await Promise.race([takeIfSmall(m.body), m.failed]);
   return transport.send(account, envelope, 'bytes' in taken ? taken.bytes : taken.stream);
+}
+
+/** host:port of the account's server as configured (passthrough has no failover of its own), or Graph's URL. */
+export function upstreamHost(account: Account): string {
+  const { server } = account;
+  return server.type === 'graph' ? server.graphUrl : `${server.host}:${server.port}`;
 }

@@ -12,6 +12,8 @@ export interface MessageDecision {
   readonly headerFrom: string | undefined;
   /** Decoded Subject, for queue listings and failure notices. */
   readonly subject: string | undefined;
+  /** The Message-ID as it leaves (the client's, or the one added), without angle brackets: the trace and the history find the message by it. */
+  readonly messageId: string | undefined;
 }
 
 export interface SessionFacts {
@@ -37,5 +39,12 @@ export function processHeaders(snapshot: ConfigSnapshot, headers: Headers, sessi
   applyAlignment(headers, plan);
   addTraceHeaders(headers, { ...trace, messageIdDomain: plan.from.address.slice(plan.from.address.lastIndexOf('@') + 1) });
   const subject = headers.getFirst('subject') || undefined;
-  return { resolution, plan, headerFrom, subject };
+  return { resolution, plan, headerFrom, subject, messageId: messageIdOf(headers.getFirst('message-id')) };
+}
+
+/** `<id@host>` → `id@host`; undefined for an empty header. */
+export function messageIdOf(value: string): string | undefined {
+  const v = value.replace(/\s+/g, ' ').trim();
+  const inner = v.startsWith('<') && v.includes('>') ? v.slice(1, v.indexOf('>')).trim() : v;
+  return inner === '' ? undefined : inner;
 }

@@ -1,3 +1,4 @@
+import type { Trace } from '../history/trace.js';
 import type { Logger } from '../log.js';
 import type { RelayMetrics } from '../ops/metrics.js';
 import type { IncomingMessage } from './incoming.js';
@@ -17,6 +18,8 @@ export interface ReceptionOptions {
   readonly transport: Transport;
   /** passthrough: the accounts' budgets and connections (delivery/accounts.ts). */
   readonly accounts?: AccountGate;
+  /** The message trace: a line and a history row per recipient outcome. */
+  readonly trace?: Trace;
 }
 
 /**
@@ -28,7 +31,7 @@ export class Reception {
   private readonly log: OutcomeLog;
 
   constructor(private readonly opts: ReceptionOptions) {
-    this.log = new OutcomeLog(opts.logger, opts.metrics);
+    this.log = new OutcomeLog(opts.logger, opts.metrics, opts.trace);
   }
 
   async handle(msg: IncomingMessage): Promise<string> {

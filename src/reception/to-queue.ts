@@ -39,6 +39,8 @@ export async function acceptIntoQueue(m: MessageInFlight, decision: MessageDecis
   }
   queue.enqueue(meta);
   log.record('queued', { ...m.logFields(meta.size), ...(key ? { dkim: signedBy(key) } : {}) });
+  const at = meta.receivedAt;
+  for (const recipient of msg.envelope.rcptTo) log.traced(m.traceEvent('queued', recipient, at));
   const { account } = decision.resolution;
   return `2.0.0 Queued as ${msg.id}: sending as ${account.address} through ${account.server.name}`;
 }
@@ -58,6 +60,7 @@ function entryMeta(m: MessageInFlight, decision: MessageDecision, size: number):
     fromBefore: decision.headerFrom,
     fromAfter: plan.from.address,
     subject: decision.subject,
+    ...(decision.messageId !== undefined ? { messageId: decision.messageId } : {}),
     size,
     notice: false,
     recipients: msg.envelope.rcptTo.map((address) => ({ address, status: 'pending' as const, attempts: 0 })),

@@ -63,7 +63,7 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
   const logger = pino({ level: 'debug', base: { service: 'sendas' } }, sink);
   const relay = new Relay({ snapshot, logger, hostname: 'relay.test', ...(opts.shutdownGraceMs !== undefined ? { shutdownGraceMs: opts.shutdownGraceMs } : {}) });
   const address = await relay.start({ host: '127.0.0.1', port: 0 });
-  const ops = opts.ops ? new OpsServer({ ready: () => relay.ready(), status: () => relay.status(), registry: relay.metrics.registry, logger }) : undefined;
+  const ops = opts.ops ? new OpsServer({ ready: () => relay.ready(), status: () => relay.status(), registry: relay.metrics.registry, logger, trace: relay.trace }) : undefined;
   const opsPort = ops ? (await ops.listen('127.0.0.1', 0)).port : undefined;
   return {
     port: address.port,
