@@ -11,6 +11,7 @@ import { checkReport } from './report.js';
 import { QUEUE_USAGE, queueCommand } from './queue.js';
 import { TEST_USAGE, testCommand } from './test-send.js';
 import { OAUTH_USAGE, oauthCommand } from './oauth-login.js';
+import { SECRET_USAGE, secretCommand } from './secret.js';
 
 const USAGE = `usage: sendas <command> [options]
 
@@ -23,6 +24,7 @@ commands:
 ${QUEUE_USAGE}
 ${TEST_USAGE}
 ${OAUTH_USAGE}
+${SECRET_USAGE}
 
 --config defaults to $SENDAS_CONFIG.`;
 
@@ -54,9 +56,13 @@ async function main(argv: string[]): Promise<number> {
       'open-timeout': { type: 'string' },
       'device-url': { type: 'string' },
       'authorize-url': { type: 'string' },
+      // sendas secret
+      out: { type: 'string' },
+      recipient: { type: 'string' },
+      key: { type: 'string' },
     },
     strict: true,
-    allowPositionals: command === 'queue' || command === 'oauth',
+    allowPositionals: command === 'queue' || command === 'oauth' || command === 'secret',
   });
   } catch (err) {
     // unknown option, stray argument, missing value: a usage mistake, not a bad config
@@ -65,6 +71,10 @@ async function main(argv: string[]): Promise<number> {
   }
   const { values, positionals } = parsed;
   const file = values.config ?? process.env.SENDAS_CONFIG;
+  // the key needs no valid config (it may be what makes the config valid)
+  if (command === 'secret') {
+    return secretCommand({ sub: positionals[0], out: values.out, recipient: values.recipient, key: values.key, config: file }, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env });
+  }
   if (!file) {
     process.stderr.write('sendas: no configuration: pass --config FILE or set SENDAS_CONFIG\n');
     return 2;
@@ -72,7 +82,7 @@ async function main(argv: string[]): Promise<number> {
 
   switch (command) {
     case 'check': {
-      const snapshot = load(file);
+      const snapshot = await load(file);
       if (!snapshot) return 1;
       process.stdout.write(`${checkReport(snapshot)}\n`);
       return 0;
@@ -82,7 +92,7 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write('sendas explain: pass --from ADDR (and optionally --envelope ADDR, --login USER)\n');
         return 2;
       }
-      const snapshot = load(file);
+      const snapshot = await load(file);
       if (!snapshot) return 1;
       const result = explain(snapshot, { from: values.from, envelope: values.envelope, login: values.login });
       process.stdout.write(`${result.text}\n`);
@@ -91,7 +101,7 @@ async function main(argv: string[]): Promise<number> {
     case 'serve':
       return serve(file);
     case 'queue': {
-      const snapshot = load(file);
+      const snapshot = await load(file);
       if (!snapshot) return 1;
       return queueCommand(snapshot, { sub: positionals[0], id: positionals[1], failed: values.failed === true, all: values.all === true }, process.stdout);
     }
@@ -101,7 +111,7 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write('sendas test: pass exactly one of --server NAME, --channel NAME, --agent NAME (and optionally --to ADDR)\n');
         return 2;
       }
-      const snapshot = load(file);
+      const snapshot = await load(file);
       if (!snapshot) return 1;
       const kind = targets[0]!;
       return testCommand(snapshot, { kind, name: values[kind]! }, { to: values.to }, process.stdout, process.stderr);
@@ -117,9 +127,9 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-function load(file: string): ConfigSnapshot | undefined {
+async function load(file: string): Promise<ConfigSnapshot | undefined> {
   try {
-    return loadConfigFile(file);
+    return await loadConfigFile(file);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);
@@ -132,7 +142,7 @@ function load(file: string): ConfigSnapshot | undefined {
 async function serve(file: string): Promise<number> {
   let snapshot: ConfigSnapshot;
   try {
-    snapshot = loadConfigFile(file);
+    snapshot = await loadConfigFile(file);
   } catch (err) {
     if (err instanceof ConfigError) {
       const logger = createLogger();
@@ -175,8 +185,7 @@ async function serve(file: string): Promise<number> {
   // hot reload: file and secret changes (debounced) and SIGHUP; after each, the watch follows the
   // files the config now references (a new secret file, a ConfigMap's new directory)
   const reload = (reason: string) => {
-    relay.reloadFromFile(reason);
-    watcher.watch(relay.configFiles);
+    void relay.reloadFromFile(reason).then(() => watcher.watch(relay.configFiles));
   };
   const watcher = new ConfigWatcher(reload);
   watcher.watch(relay.configFiles);

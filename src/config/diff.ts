@@ -39,6 +39,8 @@ export function diffSnapshots(before: ConfigSnapshot, after: ConfigSnapshot): Co
   const endpoint = (h: ConfigSnapshot['http']) => (h === false ? false : [h.host, h.port]);
   if (differ(endpoint(before.http), endpoint(after.http))) needsRestart.push('http');
   else if (before.http && after.http && !sameSecret(before.http.token, after.http.token)) settings.push('http.token');
+  // the token store reads the current snapshot's key at each write
+  if (before.secretKey?.recipient !== after.secretKey?.recipient) settings.push('secrets.key_file');
 
   const identities = (s: ConfigSnapshot, kind: IdentityConfig['kind']) => s.identities.filter((i) => i.kind === kind);
   return {

@@ -50,6 +50,7 @@ const SECTION: Readonly<Record<string, keyof typeof KNOWN_KEYS>> = {
   policy: 'policy',
   log: 'log',
   http: 'http',
+  secrets: 'secrets',
 };
 
 function knownKeysAt(path: Path): string[] {

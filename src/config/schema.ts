@@ -11,15 +11,16 @@ import { parseSize } from './size.js';
  * is reported together, each with its own key path.
  */
 
-/** A secret as written in YAML: a plain string, {env: NAME} or {file: PATH}. Resolved in secret-refs.ts. */
-export type SecretRef = string | { env: string } | { file: string };
+/** A secret as written in YAML: a plain string, {env: NAME}, {file: PATH} or {age: CIPHERTEXT}. Resolved in secret-refs.ts. */
+export type SecretRef = string | { env: string } | { file: string } | { age: string };
 
 const secretRef = z.custom<SecretRef>(
   (v) =>
     (typeof v === 'string' && v.length > 0) ||
     (isRecord(v) && Object.keys(v).length === 1 && typeof v.env === 'string' && v.env.length > 0) ||
-    (isRecord(v) && Object.keys(v).length === 1 && typeof v.file === 'string' && v.file.length > 0),
-  { error: 'must be a string, {env: VARIABLE} or {file: PATH}' },
+    (isRecord(v) && Object.keys(v).length === 1 && typeof v.file === 'string' && v.file.length > 0) ||
+    (isRecord(v) && Object.keys(v).length === 1 && typeof v.age === 'string' && v.age.length > 0),
+  { error: 'must be a string, {env: VARIABLE}, {file: PATH} or {age: CIPHERTEXT}' },
 );
 
 /**
@@ -234,6 +235,11 @@ const httpEndpoint = z.strictObject({
   token: secretRef.optional(),
 });
 
+/** The age identity file that opens {age: …} secrets (config/secret-key.ts); no default: SENDAS_SECRET_KEY_FILE comes next. */
+const secrets = z.strictObject({
+  key_file: z.string({ error: 'must be the path of an age identity file' }).min(1).optional(),
+});
+
 const http = z.union([z.literal(false), httpEndpoint], { error: 'must be false, or a mapping with host, port and token' });
 
 const policy = z.strictObject({
@@ -255,6 +261,7 @@ export const configSchema = z.strictObject({
   // no default here: SENDAS_STATE_DIR comes between the file and the default (snapshot.ts)
   state_dir: z.string().min(1).optional(),
   http: orDefault(http, {}),
+  secrets: orDefault(secrets, {}),
 });
 
 export type RawConfig = z.infer<typeof configSchema>;
@@ -279,4 +286,5 @@ export const KNOWN_KEYS = {
   policy: Object.keys(policy.shape),
   log: Object.keys(log.shape),
   http: Object.keys(httpEndpoint.shape),
+  secrets: Object.keys(secrets.shape),
 };

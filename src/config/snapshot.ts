@@ -4,6 +4,7 @@ import { effectiveAuth } from './auth.js';
 import { DEFAULTS, MICROSOFT_GRAPH_URL, PORT_BY_SECURITY } from './defaults.js';
 import type { RawConfig } from './schema.js';
 import { listenEntries } from './raw.js';
+import type { SecretKey } from './secret-key.js';
 import { secretAt, secretFilesOf, type SecretReference } from './secret-refs.js';
 import type { ClientConfig, ConfigSnapshot, DailyConfig, ConfigWarning, IdentityConfig, IdentityKind, ServerConfig } from './types.js';
 import { configVersion } from './version.js';
@@ -17,6 +18,10 @@ export interface SnapshotInput {
   readonly text: string;
   readonly warnings: readonly ConfigWarning[];
   readonly env: NodeJS.ProcessEnv;
+  /** The age key that opened the {age: …} secrets, if one is configured. */
+  readonly secretKey?: SecretKey;
+  /** The secret files and the key file; defaults to the secrets' files. */
+  readonly secretFiles?: readonly string[];
 }
 
 /** `daily:` with every budget off (or none given) counts nothing: no budget at all. */
@@ -28,7 +33,7 @@ function dailyOf(raw: RawConfig['servers'][number]['daily']): DailyConfig | unde
 }
 
 /** The immutable snapshot the stages read, from a document that passed every check. */
-export function buildSnapshot({ data, secrets, file, text, warnings, env }: SnapshotInput): ConfigSnapshot {
+export function buildSnapshot({ data, secrets, file, text, warnings, env, secretKey, secretFiles }: SnapshotInput): ConfigSnapshot {
   const secret = secretAt(secrets);
   const servers: ServerConfig[] = data.servers.map((s, i) => {
     const path = `servers[${i}]`;
@@ -109,7 +114,7 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env }: Snap
   // relative to the config file, like {file: …} secrets, so the relay finds them whatever its working directory
   const base = dirname(file);
   return Object.freeze({
-    version: configVersion(text, secrets),
+    version: configVersion(text, secrets, secretKey?.recipient),
     file,
     listeners: Object.freeze(
       listenEntries(data.listen).map(([path, l]) =>
@@ -161,7 +166,8 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env }: Snap
     log: Object.freeze({ level: data.log.level }),
     http: data.http === false ? false : Object.freeze({ host: data.http.host, port: data.http.port, token: secret('http.token') }),
     warnings: Object.freeze([...warnings]),
-    secretFiles: Object.freeze(secretFilesOf(secrets)),
+    secretFiles: Object.freeze([...(secretFiles ?? secretFilesOf(secrets))]),
+    secretKey,
     defaultServer,
     serversByName: new Map(servers.map((s) => [s.name, s])),
     identitiesByAddress: new Map(identities.map((i) => [addressKey(i.address), i])),

@@ -21,7 +21,7 @@ export interface RunningRelay {
   /** Resolves with the first log line (already written or still to come) that matches. */
   waitForLog(match: (line: Record<string, unknown>) => boolean, opts?: { after?: number; timeoutMs?: number }): Promise<Record<string, unknown>>;
   /** Re-reads relay.yaml (and its secret files) as a SIGHUP would. */
-  reload(): void;
+  reload(): Promise<void>;
   /** The /metrics text. */
   metrics(): Promise<string>;
   /** With `ops: true`: GETs a monitoring path (/status, /metrics) from the relay's real ops server. */
@@ -82,7 +82,7 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
         waiters.push({ match, resolve: (l) => (clearTimeout(timer), resolve(l)) });
       });
     },
-    reload: () => void relay.reloadFromFile('test'),
+    reload: () => relay.reloadFromFile('test').then(() => undefined),
     metrics: () => relay.metrics.registry.metrics(),
     ops: async (path) => {
       if (opsPort === undefined) throw new Error('startRelay without ops: true');

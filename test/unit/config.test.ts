@@ -839,8 +839,8 @@ describe('formatIssue / formatIssues', () => {
 });
 
 describe('loadConfigFile', () => {
-  it('loads a file by relative path, resolving {file: …} secrets against the file’s directory, not the cwd', () => {
-    const snapshot: ConfigSnapshot = loadConfigFile(relative(process.cwd(), join(FIXTURES, 'good.yaml')), {
+  it('loads a file by relative path, resolving {file: …} secrets against the file’s directory, not the cwd', async () => {
+    const snapshot: ConfigSnapshot = await loadConfigFile(relative(process.cwd(), join(FIXTURES, 'good.yaml')), {
       env: {
         CRM_RELAY_PASSWORD: 'a',
         HELPDESK_RELAY_PASSWORD: 'b',
@@ -856,11 +856,11 @@ describe('loadConfigFile', () => {
     expect(support.override?.password?.source).toBe(`file ${join(FIXTURES, 'support.secret')}`);
   });
 
-  it('names a configuration file that does not exist, by absolute path', () => {
+  it('names a configuration file that does not exist, by absolute path', async () => {
     const missing = join(tmp, 'no-such-dir/relay.yaml');
     let err: unknown;
     try {
-      loadConfigFile(missing, { env: {} });
+      await loadConfigFile(missing, { env: {} });
     } catch (e) {
       err = e;
     }
@@ -871,9 +871,9 @@ describe('loadConfigFile', () => {
     expect(ce.message).toBe(`${missing}: 1 problem in the configuration\n  ${missing} cannot read the configuration file (no such file)`);
   });
 
-  it('reports problems in a loaded file under its absolute path', () => {
+  it('reports problems in a loaded file under its absolute path', async () => {
     const file = tmpFile('load/relay.yaml', `${ONE_SERVER}    securty: tls\n`);
-    expect(() => loadConfigFile(file, { env: {} })).toThrow(`${file}:6:5 servers[0].securty: unknown key "securty" (did you mean "security"?)`);
+    await expect(loadConfigFile(file, { env: {} })).rejects.toThrow(`${file}:6:5 servers[0].securty: unknown key "securty" (did you mean "security"?)`);
   });
 });
 
