@@ -74,16 +74,22 @@ export async function decryptWith(key: AgeKey, armored: string): Promise<string>
   try {
     bytes = armor.decode(normalizeArmor(armored));
   } catch (err) {
-    throw new Error(`not an age ciphertext (age: ${(err as Error).message})`);
+    throw new Error(`is not an age ciphertext (age: ${(err as Error).message})`);
   }
   const d = new Decrypter();
   for (const identity of key.identities) d.addIdentity(identity.reveal());
   try {
     return await d.decrypt(bytes, 'text');
   } catch (err) {
-    throw new Error(`age: ${(err as Error).message}`);
+    const message = (err as Error).message;
+    // only this one is about the key; the rest means the text was damaged (or is not age at all)
+    if (message.startsWith('no identity matched')) throw new KeyMismatchError(`age: ${message}`);
+    throw new Error(`is not an age ciphertext, or it was damaged (age: ${message})`);
   }
 }
+
+/** The ciphertext is sound but was encrypted to another key. */
+export class KeyMismatchError extends Error {}
 
 export function looksLikeArmor(value: string): boolean {
   return value.trimStart().startsWith(ARMOR_BEGIN);

@@ -1,4 +1,4 @@
-import { decryptWith } from './age.js';
+import { decryptWith, KeyMismatchError } from './age.js';
 import { isRecord } from './raw.js';
 import { secretPlacesIn, type Decrypted } from './secret-refs.js';
 import { CONFIGURE_KEY, keyPlaceOf, keyWhere, readSecretKey, type KeyPlace, type SecretKey } from './secret-key.js';
@@ -43,7 +43,7 @@ async function open(ciphertext: string, place: KeyPlace | undefined, key: Secret
     value = await decryptWith(key, ciphertext);
   } catch (err) {
     const message = (err as Error).message;
-    return { problem: message.startsWith('age:') ? `cannot decrypt with the key in ${key.where} (${message})` : message };
+    return { problem: err instanceof KeyMismatchError ? `cannot decrypt with the key in ${key.where} (${message})` : message };
   }
   if (value === '') return { problem: 'decrypts to an empty value' };
   return { value, source: `age, key ${key.where}` };

@@ -401,9 +401,9 @@ ${ONE_SERVER.replace('password: main-pw', 'password: {file: a-directory}')}chann
 
   it('refuses a secret written in another shape', () => {
     const err = configError(withPassword('{env: A, file: b}'));
-    expect(err.issues).toContainEqual({ path: 'servers[0].password', line: 5, col: 15, message: 'must be a string, {env: VARIABLE} or {file: PATH}' });
+    expect(err.issues).toContainEqual({ path: 'servers[0].password', line: 5, col: 15, message: 'must be a string, {env: VARIABLE}, {file: PATH} or {age: CIPHERTEXT}' });
     const err2 = configError(withPassword('{vault: x}'));
-    expect(err2.issues).toEqual([{ path: 'servers[0].password', line: 5, col: 15, message: 'must be a string, {env: VARIABLE} or {file: PATH}' }]);
+    expect(err2.issues).toEqual([{ path: 'servers[0].password', line: 5, col: 15, message: 'must be a string, {env: VARIABLE}, {file: PATH} or {age: CIPHERTEXT}' }]);
   });
 
   it('never prints a secret value: not in ConfigError, JSON, util.inspect or String()', () => {
