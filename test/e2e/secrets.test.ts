@@ -177,8 +177,10 @@ agents:
     const [withAge, plain] = await Promise.all([sendas(['check', '--config', join(dir, 'relay.yaml')]), sendas(['check', '--config', join(dir, 'plain.yaml')])]);
     outputs.push(withAge.stdout, withAge.stderr, plain.stdout, plain.stderr);
     expect([withAge.code, plain.code]).toEqual([0, 0]);
-    const body = (s: string) => s.split('\n').slice(1).join('\n');
+    // the same report but for the line naming the key
+    const body = (s: string) => s.split('\n').slice(1).filter((l) => !l.startsWith('secret key: ')).join('\n');
     expect(body(withAge.stdout)).toBe(body(plain.stdout));
+    expect(withAge.stdout).toContain(`\nsecret key: ${keyFile()} (encrypt new secrets to ${recipient})\n`);
   });
 
   it('with the wrong key, check names every secret it cannot open, by key path and line; serve refuses to start', async () => {
