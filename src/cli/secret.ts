@@ -115,6 +115,8 @@ async function readValue(io: SecretIo): Promise<string | undefined> {
 
 function prompt(io: SecretIo, question: string): Promise<string | undefined> {
   const { stdin, stderr } = io;
+  // raw (no echo) before the question shows: what is typed as soon as it shows is not echoed either
+  stdin.setRawMode(true);
   stderr.write(question);
   return new Promise((done) => {
     let value = '';
@@ -133,7 +135,6 @@ function prompt(io: SecretIo, question: string): Promise<string | undefined> {
         else value += ch;
       }
     };
-    stdin.setRawMode(true);
     stdin.resume();
     stdin.on('data', onData);
   });

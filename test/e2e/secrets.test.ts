@@ -20,7 +20,7 @@ import { encryptTo, newIdentityFile } from '../../src/config/age.js';
 const TLS = join(REPO, 'test/fixtures/tls');
 const CRM = { user: 'crm', password: 'crm-secret-4' };
 const HTTP_TOKEN = 'http-token-secret-6';
-const ALL_SECRETS = [...SECRETS, HTTP_TOKEN, readFileSync(join(TLS, 'server.key'), 'utf8').split('\n')[1]!];
+const ALL_SECRETS = [...SECRETS, HTTP_TOKEN, 'typed-Vr38-secret', readFileSync(join(TLS, 'server.key'), 'utf8').split('\n')[1]!];
 
 /** `sendas ARGS` with `input` on its stdin (a pipe, as in `printf %s pw | sendas secret encrypt`). */
 function sendas(args: readonly string[], input = '', env: NodeJS.ProcessEnv = {}): Promise<ProcessResult> {
@@ -143,6 +143,38 @@ agents:
       expect(opened.code, opened.stderr).toBe(0);
       expect(opened.stdout).toBe(value.replace(/\n$/, ''));
     }
+  });
+
+  it('on a terminal, encrypt asks twice at a prompt that does not echo what is typed', async () => {
+    // python's pty: a real terminal for the CLI, typing as soon as each question shows
+    const script = String.raw`
+import os, pty, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+out = b''
+def until(token):
+    global out
+    end = time.time() + 20
+    while token not in out and time.time() < end:
+        try: out += os.read(fd, 4096)
+        except OSError: break
+until(b'(not shown): ')
+os.write(fd, b'typed-Vr38-secret\r')
+until(b'to be sure: ')
+os.write(fd, b'typed-Vr38-secret\r')
+until(b'paste the line above')
+sys.stdout.write(out.decode())
+`;
+    const r = await runProcess('python3', ['-c', script, process.execPath, CLI, 'secret', 'encrypt', '--key', keyFile()], { cwd: dir, env: { PATH: process.env.PATH } });
+    outputs.push(r.stdout, r.stderr);
+    expect(r.stdout, r.stderr).toContain('secret (not shown): ');
+    expect(r.stdout).not.toContain('typed-Vr38-secret');
+    const printed = /\{age: "[^\n]+"\}/.exec(r.stdout)?.[0];
+    const file = join(dir, 'typed.age');
+    writeFileSync(file, (parse(`p: ${printed}`) as { p: { age: string } }).p.age);
+    const opened = await runProcess('age', ['-d', '-i', keyFile(), file], { cwd: dir, env: { PATH: process.env.PATH } });
+    expect(opened.stdout).toBe('typed-Vr38-secret');
   });
 
   it('relays exactly as the plain config does: the upstream checks every password, the client logs in over TLS', async () => {
