@@ -10,7 +10,8 @@ import { configSchema } from './schema.js';
 import { reportSchemaIssue } from './schema-issues.js';
 import { resolveSecrets, secretFilesOf } from './secret-refs.js';
 import { buildSnapshot } from './snapshot.js';
-import type { ConfigSnapshot } from './types.js';
+import { KEY_FILE_ENV } from './secret-key.js';
+import type { ConfigSnapshot, ConfigWarning } from './types.js';
 import { parseYaml } from './yaml.js';
 
 export { closest, ConfigError, formatIssue, formatIssues, formatPath, type ConfigIssue } from './issues.js';
@@ -73,7 +74,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
   const decryption = opts.decryption;
   const secrets = resolveSecrets(raw, dirname(file), env, at, decryption?.values);
   if (decryption?.keyProblem) reportKeyProblem(decryption, at, issues);
-  const warnings = [...checkRelations(raw, at), ...checkListeners(raw, secrets, at)];
+  const warnings = [...checkRelations(raw, at), ...checkListeners(raw, secrets, at), ...keyWarnings(decryption, dirname(file), env)];
   // the key file is watched and fingerprinted like a secret file: a rotated key is a reload
   const secretFiles = [...secretFilesOf(secrets), ...(decryption?.place?.file ? [decryption.place.file] : [])];
 
@@ -88,4 +89,12 @@ function reportKeyProblem(decryption: Decryption, at: (path: (string | number)[]
   const place = decryption.place!;
   if (place.setBy === 'secrets.key_file') at(['secrets', 'key_file'], decryption.keyProblem!);
   else issues.push({ path: '', line: undefined, col: undefined, message: `${place.setBy}: ${decryption.keyProblem!}` });
+}
+
+/** Both the YAML and the variable name a key file: the YAML's is used, and ops should know the variable is not. */
+function keyWarnings(decryption: Decryption | undefined, baseDir: string, env: NodeJS.ProcessEnv): ConfigWarning[] {
+  const place = decryption?.place;
+  const fromEnv = env[KEY_FILE_ENV];
+  if (place?.setBy !== 'secrets.key_file' || !fromEnv || resolve(baseDir, fromEnv) === place.file) return [];
+  return [{ path: 'secrets.key_file', message: `${KEY_FILE_ENV} names ${resolve(baseDir, fromEnv)}, but secrets.key_file (${place.file}) is used: the config file wins` }];
 }

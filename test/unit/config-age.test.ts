@@ -172,7 +172,9 @@ describe('{age: …} secrets', () => {
 
   it('take the key from secrets.key_file first, then SENDAS_SECRET_KEY_FILE, then SENDAS_SECRET_KEY (the identity itself)', async () => {
     // the YAML says which file: a variable naming another key does not override it
-    expect((await load(config(), { SENDAS_SECRET_KEY_FILE: otherKeyFile })).secretKey?.recipient).toBe(recipient);
+    const both = await load(config(), { SENDAS_SECRET_KEY_FILE: otherKeyFile });
+    expect(both.secretKey?.recipient).toBe(recipient);
+    expect(both.warnings).toContainEqual({ path: 'secrets.key_file', message: `SENDAS_SECRET_KEY_FILE names ${otherKeyFile}, but secrets.key_file (${keyFile}) is used: the config file wins` });
     expect((await load(config(''), { SENDAS_SECRET_KEY_FILE: keyFile })).secretKey?.where).toBe(keyFile);
     const identity = readFileSync(keyFile, 'utf8');
     const s = await load(config(''), { SENDAS_SECRET_KEY: identity });
