@@ -153,8 +153,13 @@ export class TokenProvider {
       }
       // a file from before the key was configured: encrypted now rather than at the next rotation (which Gmail may never do)
       if (opened.plain && key) {
-        await writeState(file, { ...saved, refresh_token: await sealToken(opened.token, key) });
-        this.opts.logger.info({ account: account.key }, 'OAuth refresh token in the state directory encrypted to the secret key');
+        try {
+          await writeState(file, { ...saved, refresh_token: await sealToken(opened.token, key) });
+          this.opts.logger.info({ account: account.key }, 'OAuth refresh token in the state directory encrypted to the secret key');
+        } catch (err) {
+          // the token still works; the file stays in clear until a write succeeds
+          this.opts.logger.warn({ account: account.key, file, code: (err as NodeJS.ErrnoException).code }, 'cannot encrypt the OAuth refresh token in the state directory');
+        }
       }
       return { token: opened.token, origin: saved.origin };
     }
