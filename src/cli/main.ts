@@ -73,7 +73,7 @@ async function main(argv: string[]): Promise<number> {
   const file = values.config ?? process.env.SENDAS_CONFIG;
   // the key needs no valid config (it may be what makes the config valid)
   if (command === 'secret') {
-    return secretCommand({ sub: positionals[0], out: values.out, recipient: values.recipient, key: values.key, config: file }, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env });
+    return secretCommand({ sub: positionals[0], extra: positionals.slice(1), out: values.out, recipient: values.recipient, key: values.key, config: file }, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env });
   }
   if (!file) {
     process.stderr.write('sendas: no configuration: pass --config FILE or set SENDAS_CONFIG\n');

@@ -15,6 +15,8 @@ export const SECRET_USAGE = `  secret   keygen [--out FILE]            write a n
 
 export interface SecretArgs {
   readonly sub: string | undefined;
+  /** Anything after the subcommand: refused, a secret on the command line stays in shell history and `ps`. */
+  readonly extra: readonly string[];
   readonly out: string | undefined;
   readonly recipient: string | undefined;
   readonly key: string | undefined;
@@ -32,9 +34,10 @@ export interface SecretIo {
 /** `sendas secret …`: the key and the ciphertexts of relay.yaml's {age: …} secrets. Never takes a secret from argv. */
 export async function secretCommand(args: SecretArgs, io: SecretIo): Promise<number> {
   const fail = (message: string, code = 1) => {
-    io.stderr.write(`sendas secret ${args.sub ?? ''}: ${message}\n`);
+    io.stderr.write(`sendas secret${args.sub ? ` ${args.sub}` : ''}: ${message}\n`);
     return code;
   };
+  if (args.extra.length > 0) return fail('takes no value on the command line (it would stay in the shell history and show in ps): pipe it in, or type it at the prompt', 2);
   switch (args.sub) {
     case 'keygen': {
       const place = args.out ? undefined : configuredPlace(args.config, io.env);

@@ -132,6 +132,13 @@ agents:
     expect(readFileSync(keyFile(), 'utf8')).toBe(before);
   });
 
+  it('encrypt never takes the value from the command line', async () => {
+    const r = await sendas(['secret', 'encrypt', '--recipient', recipient, 'argv-Kq11-secret']);
+    expect([r.code, r.stdout]).toEqual([2, '']);
+    expect(r.stderr).toContain('takes no value on the command line');
+    expect(r.stderr).not.toContain('argv-Kq11-secret');
+  });
+
   it('encrypt prints one {age: …} line, which the age tool opens with the key file', async () => {
     for (const value of [CRM.password, 'server-secret-1', 'support-secret-2']) {
       const printed = encrypted.get(value)!;
