@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { parseConfig } from '../../src/config/load.js';
+import { loadConfigText } from '../../src/config/load.js';
 import { OpsServer } from '../../src/ops/http.js';
 import { Relay } from '../../src/relay.js';
 
@@ -36,7 +36,8 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
   const dir = mkdtempSync(join(tmpdir(), 'sendas-e2e-'));
   const file = join(dir, 'relay.yaml');
   writeFileSync(file, yaml);
-  const snapshot = parseConfig(yaml, file, { env: opts.env ?? {} });
+  // as the CLI loads it: {age: …} secrets are decrypted
+  const snapshot = await loadConfigText(yaml, file, { env: opts.env ?? {} });
   const chunks: string[] = [];
   const waiters: { match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
   const sink = new Writable({

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,7 +8,8 @@ import { REPO, runProcess, type ProcessResult } from '../support/cli.js';
 import { CLI, startRelayProcess, type RelayProcess } from '../support/relay-process.js';
 import { swaks } from '../support/swaks.js';
 import { startTestUpstream, type TestUpstream } from '../support/upstream.js';
-import { ACCOUNTS, SECRETS, headerValues, message, split } from './harness.js';
+import { ACCOUNTS, SECRETS, headerValues, message, split, startRelay } from './harness.js';
+import { startOAuthServer } from '../support/oauth-server.js';
 import { encryptTo, newIdentityFile } from '../../src/config/age.js';
 
 /**
@@ -284,5 +285,60 @@ sys.stdout.write(out.decode())
     expect(all).toContain('"msg":"stopped"');
     for (const secret of ALL_SECRETS) expect(all).not.toContain(secret);
     relay = undefined;
+  });
+});
+
+describe('an OAuth account with encrypted secrets and a key: the rotated refresh token in state_dir', () => {
+  it('is stored encrypted to the key (0600), and the age tool opens it to the token the provider issued', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sendas-age-oauth-'));
+    const key = await newIdentityFile(new Date());
+    const keyFile = join(dir, 'sendas.agekey');
+    writeFileSync(keyFile, key.text, { mode: 0o600 });
+    const oauth = await startOAuthServer({ clients: [{ clientId: 'sendas-app', clientSecret: 'app-Yd52-secret' }], refreshTokens: { 'rt-Jw84-secret': 'alice@contoso.example' }, rotateRefreshTokens: true });
+    const upstream = await startTestUpstream({ xoauth2: (user, token) => oauth.validate(token)?.user === user });
+    const age = async (v: string) => `{age: ${JSON.stringify(await encryptTo(key.recipient, v))}}`;
+    const relay = await startRelay(`delivery: passthrough
+state_dir: ./state
+secrets: {key_file: ${keyFile}}
+servers:
+  - name: m365
+    host: 127.0.0.1
+    port: ${upstream.port}
+    security: none
+    auth: xoauth2
+    username: relay@contoso.example
+    oauth:
+      client_id: sendas-app
+      client_secret: ${await age('app-Yd52-secret')}
+      grant: refresh_token
+      token_url: ${oauth.tokenUrl}
+agents:
+  - name: alice
+    address: alice@contoso.example
+    override:
+      oauth: {refresh_token: ${await age('rt-Jw84-secret')}}
+`);
+    try {
+      const r = await swaks({ server: '127.0.0.1', port: relay.port, from: 'alice@contoso.example', to: 'c@example.net', data: message({ From: 'alice@contoso.example', Subject: 'token' }) });
+      expect(r.finalCode, r.transcript).toBe(250);
+      expect(upstream.xoauth2Attempts.at(-1)).toMatchObject({ username: 'alice@contoso.example', ok: true });
+      const stateDir = join(relay.dir, 'state', 'oauth');
+      const [name] = readdirSync(stateDir);
+      const file = join(stateDir, name!);
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+      const text = readFileSync(file, 'utf8');
+      const rotated = oauth.refreshTokens.filter((t) => t.valid).map((t) => t.refreshToken);
+      expect(rotated).toHaveLength(1);
+      expect(text).not.toContain(rotated[0]);
+      writeFileSync(join(dir, 'rt.age'), (JSON.parse(text) as { refresh_token: { age: string } }).refresh_token.age);
+      const opened = await runProcess('age', ['-d', '-i', keyFile, join(dir, 'rt.age')], { cwd: dir, env: { PATH: process.env.PATH } });
+      expect(opened.stdout).toBe(rotated[0]);
+      for (const secret of ['app-Yd52-secret', 'rt-Jw84-secret', rotated[0]!]) expect(relay.rawLog()).not.toContain(secret);
+    } finally {
+      await relay.stop();
+      await upstream.close();
+      await oauth.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
