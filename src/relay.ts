@@ -63,7 +63,7 @@ export class Relay {
     const name = opts.hostname ?? hostname();
     const snapshot = () => this.config.current;
     const first = this.config.current;
-    this.transport = new Transport({ helo: name, logger: this.logger, stateDir: () => snapshot().stateDir, loginHint: `sendas oauth login --config ${first.file}` });
+    this.transport = new Transport({ helo: name, logger: this.logger, stateDir: () => snapshot().stateDir, secretKey: () => snapshot().secretKey, loginHint: `sendas oauth login --config ${first.file}` });
     this.accounts = new AccountBook(this.logger);
     this.metrics = new RelayMetrics({
       queueStats: () => this.queue?.runner.stats() ?? { depth: 0, oldestAgeSeconds: 0 },
@@ -145,7 +145,7 @@ export class Relay {
    * accounts that changed or disappeared are closed. Invalid: the relay keeps serving with the
    * last good config, and the errors are logged and shown in /status until a valid file arrives.
    */
-  reloadFromFile(reason: string): ConfigChange | undefined {
+  reloadFromFile(reason: string): Promise<ConfigChange | undefined> {
     return this.config.reload(reason);
   }
 

@@ -15,6 +15,7 @@ import { OAUTH_USAGE, oauthCommand } from './oauth-login.js';
 import { checkDnsCommand } from './check-dns.js';
 import { DKIM_USAGE, dkimCommand } from './dkim-keygen.js';
 import { TRACE_USAGE, traceCommand } from './trace.js';
+import { SECRET_USAGE, secretCommand } from './secret.js';
 
 const USAGE = `usage: sendas <command> [options]
 
@@ -33,6 +34,7 @@ ${TEST_USAGE}
 ${OAUTH_USAGE}
 ${DKIM_USAGE}
 ${TRACE_USAGE}
+${SECRET_USAGE}
 
 --config defaults to $SENDAS_CONFIG.`;
 
@@ -72,9 +74,13 @@ async function main(argv: string[]): Promise<number> {
       json: { type: 'boolean' },
       // sendas trace
       limit: { type: 'string' },
+      // sendas secret
+      out: { type: 'string' },
+      recipient: { type: 'string' },
+      key: { type: 'string' },
     },
     strict: true,
-    allowPositionals: command === 'queue' || command === 'oauth' || command === 'trace',
+    allowPositionals: command === 'queue' || command === 'oauth' || command === 'trace' || command === 'secret',
   });
   } catch (err) {
     // unknown option, stray argument, missing value: a usage mistake, not a bad config
@@ -83,6 +89,10 @@ async function main(argv: string[]): Promise<number> {
   }
   const { values, positionals } = parsed;
   const file = values.config ?? process.env.SENDAS_CONFIG;
+  // the key needs no valid config (it may be what makes the config valid)
+  if (command === 'secret') {
+    return secretCommand({ sub: positionals[0], extra: positionals.slice(1), out: values.out, recipient: values.recipient, key: values.key, config: file }, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env });
+  }
   if (!file) {
     process.stderr.write('sendas: no configuration: pass --config FILE or set SENDAS_CONFIG\n');
     return 2;
@@ -94,7 +104,7 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write('sendas check: --dns-server and --json go with --dns\n');
         return 2;
       }
-      const snapshot = load(file);
+      const snapshot = await load(file);
       if (!snapshot) return 1;
       if (values.dns) return checkDnsCommand(snapshot, { servers: values['dns-server'] ?? [], json: values.json === true }, process.stdout, process.stderr);
       process.stdout.write(`${checkReport(snapshot)}\n`);
@@ -105,7 +115,7 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write('sendas explain: pass --from ADDR (and optionally --envelope ADDR, --login USER)\n');
         return 2;
       }
-      const snapshot = load(file);
+      const snapshot = await load(file);
       if (!snapshot) return 1;
       const result = explain(snapshot, { from: values.from, envelope: values.envelope, login: values.login });
       process.stdout.write(`${result.text}\n`);
@@ -114,7 +124,7 @@ async function main(argv: string[]): Promise<number> {
     case 'serve':
       return serve(file);
     case 'queue': {
-      const snapshot = load(file);
+      const snapshot = await load(file);
       if (!snapshot) return 1;
       return queueCommand(snapshot, { sub: positionals[0], id: positionals[1], failed: values.failed === true, all: values.all === true }, process.stdout);
     }
@@ -124,7 +134,7 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write('sendas test: pass exactly one of --server NAME, --channel NAME, --agent NAME (and optionally --to ADDR)\n');
         return 2;
       }
-      const snapshot = load(file);
+      const snapshot = await load(file);
       if (!snapshot) return 1;
       const kind = targets[0]!;
       return testCommand(snapshot, { kind, name: values[kind]! }, { to: values.to }, process.stdout, process.stderr);
@@ -134,7 +144,7 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write(`sendas trace: pass one address, Message-ID or queue id\nusage:\n${TRACE_USAGE}\n`);
         return 2;
       }
-      const snapshot = load(file);
+      const snapshot = await load(file);
       if (!snapshot) return 1;
       return traceCommand(snapshot, positionals[0], { json: values.json === true, limit: values.limit }, process.stdout, process.stderr);
     }
@@ -149,9 +159,9 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-function load(file: string): ConfigSnapshot | undefined {
+async function load(file: string): Promise<ConfigSnapshot | undefined> {
   try {
-    return loadConfigFile(file);
+    return await loadConfigFile(file);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);
@@ -164,7 +174,7 @@ function load(file: string): ConfigSnapshot | undefined {
 async function serve(file: string): Promise<number> {
   let snapshot: ConfigSnapshot;
   try {
-    snapshot = loadConfigFile(file);
+    snapshot = await loadConfigFile(file);
   } catch (err) {
     if (err instanceof ConfigError) {
       const logger = createLogger();
@@ -213,8 +223,7 @@ async function serve(file: string): Promise<number> {
   // hot reload: file and secret changes (debounced) and SIGHUP; after each, the watch follows the
   // files the config now references (a new secret file, a ConfigMap's new directory)
   const reload = (reason: string) => {
-    relay.reloadFromFile(reason);
-    watcher.watch(relay.configFiles);
+    void relay.reloadFromFile(reason).then(() => watcher.watch(relay.configFiles));
   };
   const watcher = new ConfigWatcher(reload);
   watcher.watch(relay.configFiles);

@@ -50,7 +50,7 @@ export interface OAuthLoginDeps {
 export async function oauthCommand(
   positionals: readonly string[],
   args: OAuthArgs,
-  loadSnapshot: () => ConfigSnapshot | undefined,
+  loadSnapshot: () => ConfigSnapshot | undefined | Promise<ConfigSnapshot | undefined>,
   out: Output,
   err: Output,
   deps: OAuthLoginDeps = {},
@@ -77,7 +77,7 @@ export async function oauthCommand(
   if (flow === 'browser' && args.deviceUrl !== undefined) return usage('--device-url is for --flow device');
   if (flow === 'device' && args.authorizeUrl !== undefined) return usage('--authorize-url is for --flow browser');
 
-  const snapshot = loadSnapshot();
+  const snapshot = await loadSnapshot();
   if (!snapshot) return 1;
   const target = resolveLoginAccount(snapshot, args.account);
   if (!target.ok) return usage(target.message);
@@ -470,7 +470,7 @@ class Login {
     if (accessToken) this.secrets.push(accessToken);
     let file: string;
     try {
-      file = await saveLoginRefreshToken(this.snapshot.stateDir, this.account, refreshToken);
+      file = await saveLoginRefreshToken(this.snapshot.stateDir, this.account, refreshToken, undefined, this.snapshot.secretKey);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
       return this.fail(

@@ -24,6 +24,7 @@ export function checkReport(snapshot: ConfigSnapshot, env: NodeJS.ProcessEnv = p
   out.push(`state ${dirs.state.dir} (${dirs.state.origin})`);
   out.push(`clients: ${snapshot.clients.length === 0 ? '(none: only listen.allow may relay)' : snapshot.clients.map((c) => `${c.username}${c.sendAs ? ` (send as ${c.sendAs.join(', ')})` : ' (send as anyone)'}`).join(', ')}`);
   out.push(`policy: from ${snapshot.policy.from}, unknown sender ${snapshot.policy.unknownSender}`);
+  if (snapshot.secretKey) out.push(`secret key: ${snapshot.secretKey.where} (encrypt new secrets to ${snapshot.secretKey.recipient})`);
   out.push('servers:');
   for (const server of snapshot.servers) {
     const own = hasOwnAccount(server);

@@ -191,6 +191,7 @@ export async function testCommand(
     // the relay's own provider and state directory: a rotated refresh token is used (and kept) as the relay would
     tokens = new TokenProvider({
       stateDir: () => snapshot.stateDir,
+      secretKey: () => snapshot.secretKey,
       logger: silentLogger(),
       loginHint: `sendas oauth login --config ${snapshot.file}`,
       ...(opts.fetch ? { fetch: opts.fetch } : {}),

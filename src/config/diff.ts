@@ -45,6 +45,8 @@ export function diffSnapshots(before: ConfigSnapshot, after: ConfigSnapshot): Co
   const endpoint = (h: ConfigSnapshot['http']) => (h === false ? false : [h.host, h.port]);
   if (differ(endpoint(before.http), endpoint(after.http))) needsRestart.push('http');
   else if (before.http && after.http && !sameSecret(before.http.token, after.http.token)) settings.push('http.token');
+  // the token store reads the current snapshot's key at each write
+  if (before.secretKey?.recipient !== after.secretKey?.recipient) settings.push('secrets.key_file');
 
   // a new key or selector signs the next message (the queue reads the current snapshot at each attempt)
   const dkim = (s: ConfigSnapshot) => [...s.dkim.values()].map((k) => [k.domain, k.selector, k.algorithm, k.publicKey, k.headers]);

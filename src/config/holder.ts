@@ -23,8 +23,8 @@ export type ConfigEvent =
   | { readonly type: 'recovered'; readonly reason: string; readonly snapshot: ConfigSnapshot };
 
 export interface ConfigHolderOptions {
-  /** How a file becomes a snapshot; tests count or replace it. */
-  readonly load?: (file: string) => ConfigSnapshot;
+  /** How a file becomes a snapshot (asynchronous: {age: …} secrets are decrypted); tests count or replace it. */
+  readonly load?: (file: string) => ConfigSnapshot | Promise<ConfigSnapshot>;
 }
 
 /**
@@ -40,7 +40,9 @@ export class ConfigHolder {
   #attemptedSecretFiles: readonly string[] = [];
   #seenFiles: string | undefined;
   readonly #listeners = new Set<(event: ConfigEvent) => void>();
-  readonly #load: (file: string) => ConfigSnapshot;
+  readonly #load: (file: string) => ConfigSnapshot | Promise<ConfigSnapshot>;
+  /** The reload running now: the next one waits for it, so reloads apply in the order asked. */
+  #reloading: Promise<unknown> = Promise.resolve();
 
   constructor(initial: ConfigSnapshot, opts: ConfigHolderOptions = {}) {
     this.#current = initial;
@@ -74,15 +76,22 @@ export class ConfigHolder {
   /**
    * Re-reads the file, unless neither it nor a secret file changed since the last time (a SIGHUP
    * and the watcher's event for one edit, an editor touching the file). Returns what changed when
-   * a new snapshot became current.
+   * a new snapshot became current. Reloads run one at a time: loading waits for decryption, and
+   * a reload asked meanwhile starts (and fingerprints the files) after the running one is done.
    */
-  reload(reason: string): ConfigChange | undefined {
+  reload(reason: string): Promise<ConfigChange | undefined> {
+    const run = this.#reloading.then(() => this.reloadNow(reason));
+    this.#reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  private async reloadNow(reason: string): Promise<ConfigChange | undefined> {
     const seen = this.filesFingerprint();
     if (seen !== undefined && seen === this.#seenFiles) return undefined;
     this.#seenFiles = seen;
     let next: ConfigSnapshot;
     try {
-      next = this.#load(this.#current.file);
+      next = await this.#load(this.#current.file);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       const repeated = this.#lastReloadError !== undefined && JSON.stringify(this.#lastReloadError.issues) === JSON.stringify(err.issues);

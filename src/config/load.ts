@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { checkDkim } from './dkim.js';
+import { decryptSecrets, type Decryption } from './decrypt.js';
 import { ConfigError, errnoText, sortIssues, type ConfigIssue } from './issues.js';
 import { withPreset } from './presets.js';
 import { checkListeners } from './listeners.js';
@@ -10,18 +11,28 @@ import { configSchema } from './schema.js';
 import { reportSchemaIssue } from './schema-issues.js';
 import { resolveSecrets, secretFilesOf } from './secret-refs.js';
 import { buildSnapshot } from './snapshot.js';
-import type { ConfigSnapshot } from './types.js';
+import { KEY_FILE_ENV } from './secret-key.js';
+import type { ConfigSnapshot, ConfigWarning } from './types.js';
 import { parseYaml } from './yaml.js';
 
 export { closest, ConfigError, formatIssue, formatIssues, formatPath, type ConfigIssue } from './issues.js';
 
 export interface LoadOptions {
-  /** Environment to resolve {env: NAME} secrets from; defaults to process.env. */
+  /** Environment to resolve {env: NAME} secrets and the secret key from; defaults to process.env. */
   readonly env?: NodeJS.ProcessEnv;
 }
 
-/** Reads and validates the file; throws ConfigError listing every problem found. */
-export function loadConfigFile(file: string, opts: LoadOptions = {}): ConfigSnapshot {
+export interface ParseOptions extends LoadOptions {
+  /** The key and the {age: …} ciphertexts, opened by loadConfigText; without it a ciphertext is reported. */
+  readonly decryption?: Decryption;
+}
+
+/**
+ * Reads, decrypts and validates the file; rejects with ConfigError listing every problem found.
+ * "load" is asynchronous because decrypting {age: …} secrets is; "parse" (parseConfig) is the
+ * synchronous validation of text whose ciphertexts are already open.
+ */
+export async function loadConfigFile(file: string, opts: LoadOptions = {}): Promise<ConfigSnapshot> {
   const absolute = resolve(file);
   let text: string;
   try {
@@ -29,11 +40,20 @@ export function loadConfigFile(file: string, opts: LoadOptions = {}): ConfigSnap
   } catch (err) {
     throw new ConfigError(absolute, [{ path: '', line: undefined, col: undefined, message: `cannot read the configuration file (${errnoText(err)})` }]);
   }
-  return parseConfig(text, absolute, opts);
+  return loadConfigText(text, absolute, opts);
+}
+
+/** parseConfig after opening the key and every {age: …} secret of the text. */
+export async function loadConfigText(text: string, file: string, opts: LoadOptions = {}): Promise<ConfigSnapshot> {
+  const env = opts.env ?? process.env;
+  const yaml = parseYaml(text);
+  // a syntax error or a non-mapping: parseConfig says so
+  const decryption = isRecord(yaml.value) ? await decryptSecrets(yaml.value, dirname(file), env) : undefined;
+  return parseConfig(text, file, { env, decryption });
 }
 
 /** Validates YAML text; `file` names it in messages and anchors relative {file: …} secret paths. */
-export function parseConfig(text: string, file: string, opts: LoadOptions = {}): ConfigSnapshot {
+export function parseConfig(text: string, file: string, opts: ParseOptions = {}): ConfigSnapshot {
   const env = opts.env ?? process.env;
   const yaml = parseYaml(text);
   if (yaml.syntaxIssues.length > 0) throw new ConfigError(file, yaml.syntaxIssues);
@@ -55,11 +75,30 @@ export function parseConfig(text: string, file: string, opts: LoadOptions = {}):
   }
   // cross-key rules and secrets run on the raw document even when the schema failed, so one run
   // of `sendas check` lists every problem rather than one layer at a time
-  const secrets = resolveSecrets(raw, dirname(file), env, at);
-  const warnings = [...checkRelations(raw, at), ...checkListeners(raw, secrets, at), ...checkDkim(raw, secrets, at)];
+  const decryption = opts.decryption;
+  const secrets = resolveSecrets(raw, dirname(file), env, at, decryption?.values);
+  if (decryption?.keyProblem) reportKeyProblem(decryption, at, issues);
+  const warnings = [...checkRelations(raw, at), ...checkListeners(raw, secrets, at), ...checkDkim(raw, secrets, at), ...keyWarnings(decryption, dirname(file), env)];
+  // the key file is watched and fingerprinted like a secret file: a rotated key is a reload
+  const secretFiles = [...secretFilesOf(secrets), ...(decryption?.place?.file ? [decryption.place.file] : [])];
 
   if (issues.length > 0 || !parsed.success) {
-    throw new ConfigError(file, issues.length > 0 ? sortIssues(issues) : [{ path: '', line: undefined, col: undefined, message: 'invalid configuration' }], secretFilesOf(secrets));
+    throw new ConfigError(file, issues.length > 0 ? sortIssues(issues) : [{ path: '', line: undefined, col: undefined, message: 'invalid configuration' }], secretFiles);
   }
-  return buildSnapshot({ data: parsed.data, secrets, file, text, warnings, env, lineOf: (path) => yaml.issueAt(path, '').line });
+  return buildSnapshot({ data: parsed.data, secrets, file, text, warnings, env, secretKey: decryption?.key, secretFiles, lineOf: (path) => yaml.issueAt(path, '').line });
+}
+
+/** A configured key that is unusable is a config error even when nothing is encrypted yet: state_dir files are encrypted to it. */
+function reportKeyProblem(decryption: Decryption, at: (path: (string | number)[], message: string) => void, issues: ConfigIssue[]): void {
+  const place = decryption.place!;
+  if (place.setBy === 'secrets.key_file') at(['secrets', 'key_file'], decryption.keyProblem!);
+  else issues.push({ path: '', line: undefined, col: undefined, message: `${place.setBy}: ${decryption.keyProblem!}` });
+}
+
+/** Both the YAML and the variable name a key file: the YAML's is used, and ops should know the variable is not. */
+function keyWarnings(decryption: Decryption | undefined, baseDir: string, env: NodeJS.ProcessEnv): ConfigWarning[] {
+  const place = decryption?.place;
+  const fromEnv = env[KEY_FILE_ENV];
+  if (place?.setBy !== 'secrets.key_file' || !fromEnv || resolve(baseDir, fromEnv) === place.file) return [];
+  return [{ path: 'secrets.key_file', message: `${KEY_FILE_ENV} names ${resolve(baseDir, fromEnv)}, but secrets.key_file (${place.file}) is used: the config file wins` }];
 }

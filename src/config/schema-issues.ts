@@ -105,6 +105,7 @@ const SECTION: Readonly<Record<string, keyof typeof KNOWN_KEYS>> = {
   dkim: 'dkim',
   deliverability: 'deliverability',
   history: 'history',
+  secrets: 'secrets',
 };
 
 function knownKeysAt(path: Path): string[] {

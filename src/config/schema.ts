@@ -12,15 +12,16 @@ import { parseSize } from './size.js';
  * is reported together, each with its own key path.
  */
 
-/** A secret as written in YAML: a plain string, {env: NAME} or {file: PATH}. Resolved in secret-refs.ts. */
-export type SecretRef = string | { env: string } | { file: string };
+/** A secret as written in YAML: a plain string, {env: NAME}, {file: PATH} or {age: CIPHERTEXT}. Resolved in secret-refs.ts. */
+export type SecretRef = string | { env: string } | { file: string } | { age: string };
 
 const secretRef = z.custom<SecretRef>(
   (v) =>
     (typeof v === 'string' && v.length > 0) ||
     (isRecord(v) && Object.keys(v).length === 1 && typeof v.env === 'string' && v.env.length > 0) ||
-    (isRecord(v) && Object.keys(v).length === 1 && typeof v.file === 'string' && v.file.length > 0),
-  { error: 'must be a string, {env: VARIABLE} or {file: PATH}' },
+    (isRecord(v) && Object.keys(v).length === 1 && typeof v.file === 'string' && v.file.length > 0) ||
+    (isRecord(v) && Object.keys(v).length === 1 && typeof v.age === 'string' && v.age.length > 0),
+  { error: 'must be a string, {env: VARIABLE}, {file: PATH} or {age: CIPHERTEXT}' },
 );
 
 /**
@@ -244,6 +245,11 @@ const httpEndpoint = z.strictObject({
   token: secretRef.optional(),
 });
 
+/** The age identity file that opens {age: …} secrets (config/secret-key.ts); no default: SENDAS_SECRET_KEY_FILE comes next. */
+const secrets = z.strictObject({
+  key_file: z.string({ error: 'must be the path of an age identity file' }).min(1).optional(),
+});
+
 const http = z.union([z.literal(false), httpEndpoint], { error: 'must be false, or a mapping with host, port and token' });
 
 const policy = z.strictObject({
@@ -303,6 +309,7 @@ export const configSchema = z.strictObject({
   dkim: orDefault(z.array(dkim, { error: 'must be a list of {domain, selector, key}' }), []),
   deliverability: orDefault(deliverability, {}),
   history: orDefault(history, {}),
+  secrets: orDefault(secrets, {}),
 });
 
 export type RawConfig = z.infer<typeof configSchema>;
@@ -330,4 +337,5 @@ export const KNOWN_KEYS = {
   dkim: Object.keys(dkim.shape),
   deliverability: Object.keys(deliverability.shape),
   history: Object.keys(historyKeep.shape),
+  secrets: Object.keys(secrets.shape),
 };

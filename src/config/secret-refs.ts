@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { looksLikeArmor } from './age.js';
 import { errnoText, formatPath, type ReportIssue } from './issues.js';
 import { getIn, isRecord, type Path } from './raw.js';
 import { Secret } from './secret.js';
@@ -7,8 +8,15 @@ import { Secret } from './secret.js';
 /** What a secret is for; the key path says whose it is. */
 export type SecretKind = 'client login password' | 'password' | 'tls ca' | 'oauth client secret' | 'refresh token' | 'tls certificate' | 'tls key' | 'http token' | 'dkim key';
 
-/** How the YAML gives the value: written inline, {env: NAME}, or {file: PATH} (absolute here). */
-export type SecretSource = { readonly type: 'inline' } | { readonly type: 'env'; readonly name: string } | { readonly type: 'file'; readonly file: string };
+/** How the YAML gives the value: written inline, {env: NAME}, {file: PATH} (absolute here), or {age: CIPHERTEXT} (config/decrypt.ts). */
+export type SecretSource =
+  | { readonly type: 'inline' }
+  | { readonly type: 'env'; readonly name: string }
+  | { readonly type: 'file'; readonly file: string }
+  | { readonly type: 'age' };
+
+/** What the loader made of an {age: …} ciphertext before the (synchronous) resolution: its plaintext, or why not. */
+export type Decrypted = { readonly value: string; readonly source: string } | { readonly problem: string };
 
 /** One secret of relay.yaml: where it is written, what it is for, where its value comes from, the value. */
 export interface SecretReference {
@@ -49,20 +57,22 @@ function itemsOf(raw: Record<string, unknown>, section: (typeof PLACES)[number][
 
 /**
  * Finds and resolves every secret of the (unvalidated) document; a problem (unset variable,
- * unreadable or empty file) is reported at the secret's key path. A value of the wrong shape is
- * skipped: the schema reports it.
+ * unreadable or empty file, a ciphertext that did not open) is reported at the secret's key path.
+ * A value of the wrong shape is skipped: the schema reports it. {age: …} values were decrypted
+ * beforehand (decryption is asynchronous); `decrypted` holds the outcome by ciphertext.
  */
-export function resolveSecrets(raw: Record<string, unknown>, baseDir: string, env: NodeJS.ProcessEnv, at: ReportIssue): SecretReference[] {
+export function resolveSecrets(raw: Record<string, unknown>, baseDir: string, env: NodeJS.ProcessEnv, at: ReportIssue, decrypted: ReadonlyMap<string, Decrypted> = new Map()): SecretReference[] {
   const refs: SecretReference[] = [];
-  for (const place of PLACES) {
-    itemsOf(raw, place.list).forEach(([itemPath, item]) => {
-      const path: Path = [...itemPath, ...place.key];
-      const value = getIn(item, place.key);
-      const source = sourceOf(value, baseDir);
-      if (source) refs.push({ path: formatPath(path), kind: place.kind, source, secret: resolveOne(value as string | Record<string, string>, source, env, (m) => at(path, m)) });
-    });
+  for (const { path, kind, value } of secretPlacesIn(raw)) {
+    const source = sourceOf(value, baseDir);
+    if (source) refs.push({ path: formatPath(path), kind, source, secret: resolveOne(value as string | Record<string, string>, source, env, decrypted, (m) => at(path, m)) });
   }
   return refs;
+}
+
+/** Every secret place present in the document, with its key path and the value as written. */
+export function secretPlacesIn(raw: Record<string, unknown>): { path: Path; kind: SecretKind; value: unknown }[] {
+  return PLACES.flatMap((place) => itemsOf(raw, place.list).map(([itemPath, item]) => ({ path: [...itemPath, ...place.key], kind: place.kind, value: getIn(item, place.key) })));
 }
 
 /** The {file: …} secrets' files, each once: what a watcher and the files fingerprint cover. */
@@ -82,13 +92,31 @@ function sourceOf(value: unknown, baseDir: string): SecretSource | undefined {
   if (typeof value.env === 'string') return { type: 'env', name: value.env };
   // a relative path is relative to the YAML file, like the queue directory
   if (typeof value.file === 'string') return { type: 'file', file: resolve(baseDir, value.file) };
+  if (typeof value.age === 'string') return { type: 'age' };
   return undefined;
 }
 
-function resolveOne(value: string | Record<string, string>, source: SecretSource, env: NodeJS.ProcessEnv, problem: (message: string) => void): Secret | undefined {
+function resolveOne(value: string | Record<string, string>, source: SecretSource, env: NodeJS.ProcessEnv, decrypted: ReadonlyMap<string, Decrypted>, problem: (message: string) => void): Secret | undefined {
   switch (source.type) {
     case 'inline':
+      // a ciphertext pasted as `password: |` would be sent upstream as the password itself
+      if (looksLikeArmor(value as string)) {
+        problem('is an age ciphertext written as a plain string: write it as {age: …} (what `sendas secret encrypt` prints) so it is decrypted');
+        return undefined;
+      }
       return new Secret(value as string, 'inline');
+    case 'age': {
+      const outcome = decrypted.get((value as Record<string, string>).age!);
+      if (outcome === undefined) {
+        problem('is encrypted, and this reader does not decrypt: load the file with loadConfigFile');
+        return undefined;
+      }
+      if ('problem' in outcome) {
+        problem(outcome.problem);
+        return undefined;
+      }
+      return new Secret(outcome.value, outcome.source);
+    }
     case 'env': {
       const v = env[source.name];
       if (v === undefined || v === '') {

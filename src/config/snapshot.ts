@@ -6,6 +6,7 @@ import { DEFAULTS, MICROSOFT_GRAPH_URL, PORT_BY_SECURITY } from './defaults.js';
 import type { Path } from './raw.js';
 import type { RawConfig } from './schema.js';
 import { listenEntries } from './raw.js';
+import type { SecretKey } from './secret-key.js';
 import { secretAt, secretFilesOf, type SecretReference } from './secret-refs.js';
 import type { ClientConfig, ConfigSnapshot, DailyConfig, ConfigWarning, IdentityConfig, IdentityKind, ServerConfig } from './types.js';
 import { configVersion } from './version.js';
@@ -21,6 +22,10 @@ export interface SnapshotInput {
   readonly env: NodeJS.ProcessEnv;
   /** Line of a key path in the file, for entries that keep it (dkim). */
   readonly lineOf?: (path: Path) => number | undefined;
+  /** The age key that opened the {age: …} secrets, if one is configured. */
+  readonly secretKey?: SecretKey;
+  /** The secret files and the key file; defaults to the secrets' files. */
+  readonly secretFiles?: readonly string[];
 }
 
 /** `daily:` with every budget off (or none given) counts nothing: no budget at all. */
@@ -32,7 +37,7 @@ function dailyOf(raw: RawConfig['servers'][number]['daily']): DailyConfig | unde
 }
 
 /** The immutable snapshot the stages read, from a document that passed every check. */
-export function buildSnapshot({ data, secrets, file, text, warnings, env, lineOf = () => undefined }: SnapshotInput): ConfigSnapshot {
+export function buildSnapshot({ data, secrets, file, text, warnings, env, lineOf = () => undefined, secretKey, secretFiles }: SnapshotInput): ConfigSnapshot {
   const secret = secretAt(secrets);
   const servers: ServerConfig[] = data.servers.map((s, i) => {
     const path = `servers[${i}]`;
@@ -113,7 +118,7 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env, lineOf
   // relative to the config file, like {file: …} secrets, so the relay finds them whatever its working directory
   const base = dirname(file);
   return Object.freeze({
-    version: configVersion(text, secrets),
+    version: configVersion(text, secrets, secretKey?.recipient),
     file,
     listeners: Object.freeze(
       listenEntries(data.listen).map(([path, l]) =>
@@ -166,7 +171,8 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env, lineOf
     history: data.history === false ? false : Object.freeze({ keepMs: data.history.keep }),
     http: data.http === false ? false : Object.freeze({ host: data.http.host, port: data.http.port, token: secret('http.token') }),
     warnings: Object.freeze([...warnings]),
-    secretFiles: Object.freeze(secretFilesOf(secrets)),
+    secretFiles: Object.freeze([...(secretFiles ?? secretFilesOf(secrets))]),
+    secretKey,
     dkim: dkimKeysOf(data.dkim, secrets, lineOf),
     deliverability: Object.freeze({ check: data.deliverability.check, intervalMs: data.deliverability.interval, dnsServers: Object.freeze([...data.deliverability.dns_servers]) }),
     defaultServer,

@@ -1,4 +1,5 @@
 import type { Secret } from './secret.js';
+import type { SecretKey } from './secret-key.js';
 
 /**
  * The immutable, typed snapshot the rest of sendas reads. It is built once from the YAML file
@@ -262,11 +263,13 @@ export interface ConfigSnapshot {
   readonly warnings: readonly ConfigWarning[];
   /** Where rotated OAuth refresh tokens are kept (mode 0600). */
   readonly stateDir: string;
-  /** Absolute paths of the {file: …} secrets: watched for rotation. */
+  /** Absolute paths of the {file: …} secrets and of the key file: watched for rotation. */
   readonly secretFiles: readonly string[];
   /** `dkim:` keyed by domain as `dkimDomainKey()` (config/dkim.ts) writes it; a From domain not in it is sent unsigned. */
   readonly dkim: ReadonlyMap<string, DkimKeyConfig>;
   readonly deliverability: DeliverabilityConfig;
+  /** The age key (secrets.key_file, SENDAS_SECRET_KEY_FILE or SENDAS_SECRET_KEY); state_dir's refresh tokens are encrypted to it. */
+  readonly secretKey: SecretKey | undefined;
 
   readonly defaultServer: ServerConfig;
   readonly serversByName: ReadonlyMap<string, ServerConfig>;

@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { OAuthConfig } from '../config/types.js';
+import type { SecretKey } from '../config/secret-key.js';
+import { isStoredToken, openToken, sealToken, type StoredToken } from './sealed-token.js';
 import { RelayError, oneLine } from '../errors/relay-error.js';
 import type { Account } from '../config/account.js';
 import type { Logger } from '../log.js';
@@ -30,6 +32,8 @@ export interface TokenProviderOptions {
   readonly marginMs?: number;
   /** How to tell ops to get a new refresh token, e.g. "sendas oauth login --config /etc/sendas/relay.yaml". */
   readonly loginHint?: string;
+  /** The current snapshot's age key: rotated refresh tokens are encrypted to it (read at each use, like stateDir). */
+  readonly secretKey?: () => SecretKey | undefined;
 }
 
 /**
@@ -136,8 +140,29 @@ export class TokenProvider {
   private async refreshToken(account: Account, o: OAuthConfig): Promise<StoredRefreshToken> {
     const configured = o.refreshToken?.reveal();
     const origin = configured ? digest(configured) : null;
-    const saved = await readState(this.stateFile(account));
-    if (saved && (origin === null || saved.origin === origin)) return { token: saved.refresh_token, origin: saved.origin };
+    const file = this.stateFile(account);
+    const saved = await readState(file);
+    if (saved && (origin === null || saved.origin === origin)) {
+      const key = this.opts.secretKey?.();
+      const opened = await openToken(saved.refresh_token, key);
+      if ('problem' in opened) {
+        const login = `${this.opts.loginHint ?? 'sendas oauth login --config FILE'} --account ${accountName(account)}`;
+        throw new RelayError('auth', { code: 451, enhanced: '4.7.0' }, `The stored OAuth refresh token ${file} of account ${account.username ?? account.address} cannot be read: ${opened.problem}`, {
+          fix: `configure the key it was encrypted to, or run \`${login}\``,
+        });
+      }
+      // a file from before the key was configured: encrypted now rather than at the next rotation (which Gmail may never do)
+      if (opened.plain && key) {
+        try {
+          await writeState(file, { ...saved, refresh_token: await sealToken(opened.token, key) });
+          this.opts.logger.info({ account: account.key }, 'OAuth refresh token in the state directory encrypted to the secret key');
+        } catch (err) {
+          // the token still works; the file stays in clear until a write succeeds
+          this.opts.logger.warn({ account: account.key, file, code: (err as NodeJS.ErrnoException).code }, 'cannot encrypt the OAuth refresh token in the state directory');
+        }
+      }
+      return { token: opened.token, origin: saved.origin };
+    }
     if (configured) return { token: configured, origin };
     throw new RelayError(
       'auth',
@@ -149,7 +174,7 @@ export class TokenProvider {
 
   private async saveRefreshToken(account: Account, o: OAuthConfig, token: string): Promise<void> {
     const configured = o.refreshToken?.reveal();
-    await writeState(this.stateFile(account), { account: account.key, refresh_token: token, origin: configured ? digest(configured) : null, updated_at: new Date(this.now()).toISOString() });
+    await writeState(this.stateFile(account), { account: account.key, refresh_token: await sealToken(token, this.opts.secretKey?.()), origin: configured ? digest(configured) : null, updated_at: new Date(this.now()).toISOString() });
     this.opts.logger.info({ account: account.key }, 'OAuth refresh token rotated; the new one is kept in the state directory');
   }
 
@@ -165,7 +190,8 @@ interface StoredRefreshToken {
 
 interface StateFile {
   account: string;
-  refresh_token: string;
+  /** In clear, or {age: …} when a key is configured (sealed-token.ts). */
+  refresh_token: StoredToken;
   /** Digest of the YAML's refresh token this one descends from (null: from `sendas oauth login`). */
   origin: string | null;
   updated_at: string;
@@ -175,10 +201,10 @@ interface StateFile {
  * Stores a refresh token obtained by `sendas oauth login`. It is marked as descending from the
  * YAML's current refresh token (if any), so it wins over it until ops put a different one there.
  */
-export async function saveLoginRefreshToken(stateDir: string, account: Account, token: string, now: () => number = wallClock): Promise<string> {
+export async function saveLoginRefreshToken(stateDir: string, account: Account, token: string, now: () => number = wallClock, key?: SecretKey): Promise<string> {
   const file = refreshTokenFile(stateDir, account);
   const configured = account.oauth?.refreshToken?.reveal();
-  await writeState(file, { account: account.key, refresh_token: token, origin: configured ? digest(configured) : null, updated_at: new Date(now()).toISOString() });
+  await writeState(file, { account: account.key, refresh_token: await sealToken(token, key), origin: configured ? digest(configured) : null, updated_at: new Date(now()).toISOString() });
   return file;
 }
 
@@ -198,7 +224,7 @@ export async function writeState(file: string, state: StateFile): Promise<void> 
 async function readState(file: string): Promise<StateFile | undefined> {
   try {
     const s = JSON.parse(await readFile(file, 'utf8')) as StateFile;
-    return typeof s.refresh_token === 'string' ? s : undefined;
+    return isStoredToken(s.refresh_token) ? s : undefined;
   } catch {
     return undefined;
   }

@@ -7,6 +7,7 @@ import { isRelayError } from '../errors/relay-error.js';
 import type { Logger } from '../log.js';
 import type { UpstreamEnvelope } from '../mail/envelope.js';
 import { TokenProvider } from '../oauth/tokens.js';
+import type { SecretKey } from '../config/secret-key.js';
 import { DEFAULT_TUNING } from './options.js';
 import { TransportPools } from './pools.js';
 import { deliverInThread, deliverNow, type SendOutcome } from './send.js';
@@ -20,6 +21,8 @@ export interface TransportOptions {
   readonly stateDir: () => string;
   /** The command that signs an OAuth account in, named when a token can't be had. */
   readonly loginHint: string;
+  /** The current snapshot's age key, which rotated refresh tokens are encrypted to. */
+  readonly secretKey?: () => SecretKey | undefined;
 }
 
 /**
@@ -33,7 +36,7 @@ export class Transport {
 
   constructor(opts: TransportOptions) {
     const tuning = { ...DEFAULT_TUNING, helo: opts.helo };
-    const tokens = new TokenProvider({ stateDir: opts.stateDir, logger: opts.logger, loginHint: opts.loginHint });
+    const tokens = new TokenProvider({ stateDir: opts.stateDir, logger: opts.logger, loginHint: opts.loginHint, secretKey: opts.secretKey });
     this.pools = new TransportPools(tuning, tokens, () => join(opts.stateDir(), 'graph-spool'));
     this.thread = new UpstreamThread(this.pools, tuning);
   }

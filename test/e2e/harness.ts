@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { parseConfig } from '../../src/config/load.js';
+import { loadConfigText } from '../../src/config/load.js';
 import { OpsServer } from '../../src/ops/http.js';
 import { Relay } from '../../src/relay.js';
 
@@ -21,7 +21,7 @@ export interface RunningRelay {
   /** Resolves with the first log line (already written or still to come) that matches. */
   waitForLog(match: (line: Record<string, unknown>) => boolean, opts?: { after?: number; timeoutMs?: number }): Promise<Record<string, unknown>>;
   /** Re-reads relay.yaml (and its secret files) as a SIGHUP would. */
-  reload(): void;
+  reload(): Promise<void>;
   /** The /metrics text. */
   metrics(): Promise<string>;
   /** With `ops: true`: GETs a monitoring path (/status, /metrics) from the relay's real ops server. */
@@ -36,7 +36,8 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
   const dir = mkdtempSync(join(tmpdir(), 'sendas-e2e-'));
   const file = join(dir, 'relay.yaml');
   writeFileSync(file, yaml);
-  const snapshot = parseConfig(yaml, file, { env: opts.env ?? {} });
+  // as the CLI loads it: {age: …} secrets are decrypted
+  const snapshot = await loadConfigText(yaml, file, { env: opts.env ?? {} });
   const chunks: string[] = [];
   const waiters: { match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
   const sink = new Writable({
@@ -82,7 +83,7 @@ export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
         waiters.push({ match, resolve: (l) => (clearTimeout(timer), resolve(l)) });
       });
     },
-    reload: () => void relay.reloadFromFile('test'),
+    reload: () => relay.reloadFromFile('test').then(() => undefined),
     metrics: () => relay.metrics.registry.metrics(),
     ops: async (path) => {
       if (opsPort === undefined) throw new Error('startRelay without ops: true');

@@ -145,7 +145,7 @@ agents:
 servers:
 ${xoauthServer('main', 'relay@acme.example', 'refresh_token', hasty.tokenUrl)}`,
   );
-  snapshot = loadConfigFile(config, { env: ENV });
+  snapshot = await loadConfigFile(config, { env: ENV });
 }, 120_000);
 
 afterAll(async () => {

@@ -104,21 +104,21 @@ describe('dkim: in the snapshot', () => {
 });
 
 describe('a key file is a secret file', () => {
-  it('is watched with the config: replacing it (rotation) reloads the key; a broken key keeps the one before', () => {
+  it('is watched with the config: replacing it (rotation) reloads the key; a broken key keeps the one before', async () => {
     const file = join(dir, 'rotate.yaml');
     writeFileSync(join(dir, 'rotate.key'), RSA);
     writeFileSync(file, `${BASE_YAML}\ndkim:\n  - {domain: acme.example, selector: s1, key: {file: rotate.key}}\n`);
-    const holder = new ConfigHolder(loadConfigFile(file), { load: (f) => loadConfigFile(f) });
+    const holder = new ConfigHolder(await loadConfigFile(file), { load: (f) => loadConfigFile(f) });
     expect(holder.files).toContain(join(dir, 'rotate.key'));
     const before = holder.current.dkim.get('acme.example')!.publicKey;
 
     writeFileSync(join(dir, 'rotate.key'), ED);
-    expect(holder.reload('file changed')?.settings).toContain('dkim');
+    expect((await holder.reload('file changed'))?.settings).toContain('dkim');
     expect(holder.current.dkim.get('acme.example')).toMatchObject({ keyType: 'ed25519', algorithm: 'ed25519-sha256' });
     expect(holder.current.dkim.get('acme.example')!.publicKey).not.toBe(before);
 
     writeFileSync(join(dir, 'rotate.key'), 'not a key');
-    holder.reload('file changed');
+    await holder.reload('file changed');
     expect(holder.current.dkim.get('acme.example')!.keyType).toBe('ed25519');
   });
 });

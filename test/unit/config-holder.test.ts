@@ -22,14 +22,14 @@ describe('the config holder', () => {
   });
 
   /** A holder over a real file, counting how often it parses the file. */
-  const setup = (text: string, files: Record<string, string> = {}) => {
+  const setup = async (text: string, files: Record<string, string> = {}) => {
     const dir = mkdtempSync(join(tmpdir(), 'sendas-holder-'));
     dirs.push(dir);
     for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content);
     const file = join(dir, 'relay.yaml');
     writeFileSync(file, text);
     const counter = { loads: 0 };
-    const holder = new ConfigHolder(loadConfigFile(file), {
+    const holder = new ConfigHolder(await loadConfigFile(file), {
       load: (f) => {
         counter.loads++;
         return loadConfigFile(f);
@@ -40,17 +40,17 @@ describe('the config holder', () => {
     return { dir, file, holder, events, counter };
   };
 
-  it('parses again only when the file or a secret file changed, and tells subscribers what changed', () => {
-    const { dir, file, holder, events, counter } = setup(YAML('{file: pw}'), { pw: 'one\n' });
+  it('parses again only when the file or a secret file changed, and tells subscribers what changed', async () => {
+    const { dir, file, holder, events, counter } = await setup(YAML('{file: pw}'), { pw: 'one\n' });
     const first = holder.current;
     expect(holder.files).toEqual([file, join(dir, 'pw')]);
 
     writeFileSync(file, YAML('{file: pw}')); // same bytes: an editor saving without a change
-    expect(holder.reload('touch')).toBeUndefined();
+    expect(await holder.reload('touch')).toBeUndefined();
     expect(counter.loads).toBe(0);
 
     writeFileSync(join(dir, 'pw'), 'two\n');
-    const change = holder.reload('file changed');
+    const change = await holder.reload('file changed');
     expect(counter.loads).toBe(1);
     expect(change?.servers.changed).toEqual(['main']);
     expect(holder.current).not.toBe(first);
@@ -58,31 +58,31 @@ describe('the config holder', () => {
     expect(events).toEqual([{ type: 'applied', reason: 'file changed', previous: first, snapshot: holder.current, change, recovered: false }]);
   });
 
-  it('keeps the last good snapshot on a broken file, marks a failure with the same problems as repeated, and recovers', () => {
-    const { file, holder, events } = setup(YAML('pw-1'));
+  it('keeps the last good snapshot on a broken file, marks a failure with the same problems as repeated, and recovers', async () => {
+    const { file, holder, events } = await setup(YAML('pw-1'));
     const good = holder.current;
     writeFileSync(file, BROKEN);
-    expect(holder.reload('edit')).toBeUndefined();
+    expect(await holder.reload('edit')).toBeUndefined();
     expect(holder.current).toBe(good);
     expect(holder.lastReloadError?.issues.map((i) => [i.path, i.line])).toEqual([['servers[0].securty', 5]]);
     writeFileSync(file, `${BROKEN}\n`); // other bytes, same problem at the same place
-    holder.reload('edit');
+    await holder.reload('edit');
     writeFileSync(file, `#\n${BROKEN}`); // the problem moved a line: said again
-    holder.reload('edit');
+    await holder.reload('edit');
     expect(events.map((e) => e.type === 'failed' && e.repeated)).toEqual([false, true, false]);
     expect(events.every((e) => e.type === 'failed' && e.serving === good)).toBe(true);
 
     writeFileSync(file, YAML('pw-1')); // back to what is being served
-    holder.reload('edit');
+    await holder.reload('edit');
     expect(events.at(-1)).toEqual({ type: 'recovered', reason: 'edit', snapshot: good });
     expect(holder.lastReloadError).toBeUndefined();
     expect(holder.current).toBe(good);
   });
 
-  it('sees the secret file a broken config names when it appears', () => {
-    const { dir, file, holder, events, counter } = setup(YAML('pw-1'));
+  it('sees the secret file a broken config names when it appears', async () => {
+    const { dir, file, holder, events, counter } = await setup(YAML('pw-1'));
     writeFileSync(file, YAML('{file: secrets/pw}'));
-    holder.reload('edit');
+    await holder.reload('edit');
     expect(holder.lastReloadError?.issues[0]?.message).toMatch(/cannot read secret file .*secrets\/pw \(no such file\)/);
     // the watcher is pointed at it too
     expect(holder.files).toEqual([file, join(dir, 'secrets/pw')]);
@@ -90,7 +90,7 @@ describe('the config holder', () => {
     mkdirSync(join(dir, 'secrets'));
     writeFileSync(join(dir, 'secrets/pw'), 'pw-2\n');
     const loads = counter.loads;
-    const change = holder.reload('file changed');
+    const change = await holder.reload('file changed');
     expect(counter.loads).toBe(loads + 1);
     expect(change?.servers.changed).toEqual(['main']);
     expect(events.at(-1)).toMatchObject({ type: 'applied', recovered: true });
@@ -98,10 +98,10 @@ describe('the config holder', () => {
   });
 
   it('apply() makes a snapshot current and stamps loadedAt', async () => {
-    const { holder, events } = setup(YAML('pw-1'));
+    const { holder, events } = await setup(YAML('pw-1'));
     const before = holder.loadedAt;
     await new Promise((r) => setTimeout(r, 5));
-    const next = loadConfigFile(holder.current.file);
+    const next = await loadConfigFile(holder.current.file);
     holder.apply(next, 'api');
     expect(holder.current).toBe(next);
     expect(holder.loadedAt.getTime()).toBeGreaterThan(before.getTime());

@@ -403,9 +403,9 @@ ${ONE_SERVER.replace('password: main-pw', 'password: {file: a-directory}')}chann
 
   it('refuses a secret written in another shape', () => {
     const err = configError(withPassword('{env: A, file: b}'));
-    expect(err.issues).toContainEqual({ path: 'servers[0].password', line: 5, col: 15, message: 'must be a string, {env: VARIABLE} or {file: PATH}' });
+    expect(err.issues).toContainEqual({ path: 'servers[0].password', line: 5, col: 15, message: 'must be a string, {env: VARIABLE}, {file: PATH} or {age: CIPHERTEXT}' });
     const err2 = configError(withPassword('{vault: x}'));
-    expect(err2.issues).toEqual([{ path: 'servers[0].password', line: 5, col: 15, message: 'must be a string, {env: VARIABLE} or {file: PATH}' }]);
+    expect(err2.issues).toEqual([{ path: 'servers[0].password', line: 5, col: 15, message: 'must be a string, {env: VARIABLE}, {file: PATH} or {age: CIPHERTEXT}' }]);
   });
 
   it('never prints a secret value: not in ConfigError, JSON, util.inspect or String()', () => {
@@ -841,8 +841,8 @@ describe('formatIssue / formatIssues', () => {
 });
 
 describe('loadConfigFile', () => {
-  it('loads a file by relative path, resolving {file: …} secrets against the file’s directory, not the cwd', () => {
-    const snapshot: ConfigSnapshot = loadConfigFile(relative(process.cwd(), join(FIXTURES, 'good.yaml')), {
+  it('loads a file by relative path, resolving {file: …} secrets against the file’s directory, not the cwd', async () => {
+    const snapshot: ConfigSnapshot = await loadConfigFile(relative(process.cwd(), join(FIXTURES, 'good.yaml')), {
       env: {
         CRM_RELAY_PASSWORD: 'a',
         HELPDESK_RELAY_PASSWORD: 'b',
@@ -858,11 +858,11 @@ describe('loadConfigFile', () => {
     expect(support.override?.password?.source).toBe(`file ${join(FIXTURES, 'support.secret')}`);
   });
 
-  it('names a configuration file that does not exist, by absolute path', () => {
+  it('names a configuration file that does not exist, by absolute path', async () => {
     const missing = join(tmp, 'no-such-dir/relay.yaml');
     let err: unknown;
     try {
-      loadConfigFile(missing, { env: {} });
+      await loadConfigFile(missing, { env: {} });
     } catch (e) {
       err = e;
     }
@@ -873,9 +873,9 @@ describe('loadConfigFile', () => {
     expect(ce.message).toBe(`${missing}: 1 problem in the configuration\n  ${missing} cannot read the configuration file (no such file)`);
   });
 
-  it('reports problems in a loaded file under its absolute path', () => {
+  it('reports problems in a loaded file under its absolute path', async () => {
     const file = tmpFile('load/relay.yaml', `${ONE_SERVER}    securty: tls\n`);
-    expect(() => loadConfigFile(file, { env: {} })).toThrow(`${file}:6:5 servers[0].securty: unknown key "securty" (did you mean "security"?)`);
+    await expect(loadConfigFile(file, { env: {} })).rejects.toThrow(`${file}:6:5 servers[0].securty: unknown key "securty" (did you mean "security"?)`);
   });
 });
 
