@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildPrivateCli, runProcess } from '../support/cli.js';
+import { compiledCli, runProcess } from '../support/cli.js';
 import { startDnsServer, type TestDnsServer, type ZoneRecord } from '../support/dns-server.js';
 import { startRelay, type RunningRelay } from './harness.js';
 
@@ -96,7 +96,7 @@ describe('sendas check --dns (the compiled CLI, against a DNS server on loopback
     dir = mkdtempSync(join(tmpdir(), 'sendas-dns-'));
     file = join(dir, 'relay.yaml');
     writeFileSync(file, config(dir));
-    cli = await buildPrivateCli(mkdtempSync(join(tmpdir(), 'sendas-dns-cli-')));
+    cli = await compiledCli(mkdtempSync(join(tmpdir(), 'sendas-dns-cli-')));
   }, 120_000);
 
   afterAll(async () => {

@@ -9,7 +9,7 @@
  * to the code exchange request (refused with unsupported_grant_type); a small token endpoint in
  * this file, which checks the PKCE verifier, redirect URI and client secret, covers the rest.
  *
- * The CLI is compiled once, in beforeAll, into a private temp directory (as test-send.test.ts does).
+ * The CLI is dist/, or a private build when dist/ is older than the sources (support/cli.ts).
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -18,7 +18,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildPrivateCli, runProcess, type ProcessResult } from '../support/cli.js';
+import { compiledCli, runProcess, type ProcessResult } from '../support/cli.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authorizeEndpoint, deviceEndpoint, resolveLoginAccount } from '../../src/cli/oauth-login.js';
 import { loadConfigFile } from '../../src/config/load.js';
@@ -54,7 +54,7 @@ let snapshot: ConfigSnapshot;
 
 beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'sendas-oauth-login-'));
-  cli = await buildPrivateCli(tmp);
+  cli = await compiledCli(tmp);
 
   oauth = await startOAuthServer({ clients: [{ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET }] });
   hasty = await startOAuthServer({ clients: [{ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET }], deviceCodeTtlSeconds: 1 });

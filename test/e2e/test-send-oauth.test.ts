@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { simpleParser } from 'mailparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildPrivateCli, runProcess, type ProcessResult } from '../support/cli.js';
+import { compiledCli, runProcess, type ProcessResult } from '../support/cli.js';
 import { startOAuthServer, type OAuthServer } from '../support/oauth-server.js';
 import { startTestUpstream, type TestUpstream } from '../support/upstream.js';
 import { startGraphServer, type GraphServer } from '../support/graph-server.js';
@@ -35,7 +35,7 @@ let graph: GraphServer;
 
 beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'sendas-test-oauth-'));
-  cli = await buildPrivateCli(tmp);
+  cli = await compiledCli(tmp);
   oauth = await startOAuthServer({
     clients: [APP],
     rotateRefreshTokens: true,

@@ -2,15 +2,13 @@
  * `sendas test` as ops run it: the compiled CLI in a real process against test upstreams that
  * check each account's password (plain, and STARTTLS with the test CA).
  *
- * The CLI is compiled once, in beforeAll, with tsconfig.build.json into a private temp directory
- * (as test/unit/cli.test.ts does): rebuilding dist/ in place would race with the other e2e files
- * that run dist/cli/main.js at the same time.
+ * The CLI is dist/, or a private build when dist/ is older than the sources (support/cli.ts).
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { simpleParser } from 'mailparser';
-import { buildPrivateCli, runProcess, type ProcessResult } from '../support/cli.js';
+import { compiledCli, runProcess, type ProcessResult } from '../support/cli.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, startTestUpstream, TEST_TLS, type ReceivedMessage, type TestUpstream } from '../support/upstream.js';
 
@@ -38,7 +36,7 @@ let deadPort: number;
 
 beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'sendas-test-send-'));
-  cli = await buildPrivateCli(tmp);
+  cli = await compiledCli(tmp);
 
   plain = await startTestUpstream({
     accounts: [

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -25,10 +25,14 @@ export function runProcess(cmd: string, args: readonly string[], opts: { cwd: st
 }
 
 /**
- * Compiles the CLI into `tmp/dist` and returns the path of its main.js. A private build, so test
- * files running in parallel never race on the shared dist/.
+ * The compiled CLI to run: this tree's dist/cli/main.js when it is newer than every source file
+ * (`npm test` builds it before vitest starts, so nobody rebuilds dist/ while tests run), else a
+ * private build into `tmp/dist` (a bare `npx vitest` after an edit), so a stale dist/ is never
+ * what a test checks and parallel files never race on rebuilding the shared one.
  */
-export async function buildPrivateCli(tmp: string): Promise<string> {
+export async function compiledCli(tmp: string): Promise<string> {
+  const shared = join(REPO, 'dist/cli/main.js');
+  if (existsSync(shared) && statSync(shared).mtimeMs >= newestSource(join(REPO, 'src'))) return shared;
   const out = join(tmp, 'dist');
   const tsc = join(REPO, 'node_modules/typescript/bin/tsc');
   const build = await runProcess(process.execPath, [tsc, '-p', join(REPO, 'tsconfig.build.json'), '--outDir', out], { cwd: REPO, env: { PATH: process.env.PATH } }, 90_000);
@@ -39,4 +43,12 @@ export async function buildPrivateCli(tmp: string): Promise<string> {
   const cli = join(out, 'cli/main.js');
   if (!existsSync(cli)) throw new Error(`the build did not produce ${cli}`);
   return cli;
+}
+
+function newestSource(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile() && entry.name.endsWith('.ts')) newest = Math.max(newest, statSync(join(entry.parentPath, entry.name)).mtimeMs);
+  }
+  return newest;
 }

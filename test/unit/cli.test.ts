@@ -2,15 +2,14 @@
  * The `sendas` command as ops run it: the compiled CLI in a real process, its exit code, stdout
  * and stderr. `check` and `explain` never touch the network, so no upstream is needed.
  *
- * The CLI is compiled once per run with tsconfig.build.json into a private temp directory (not
- * dist/), so this file neither races with other test files that run or rebuild dist/ nor tests
- * a stale build.
+ * The CLI is dist/ as `npm test` built it, or a private build when dist/ is older than the
+ * sources (support/cli.ts compiledCli), so this file never tests a stale build.
  */
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildPrivateCli, runProcess, type ProcessResult } from '../support/cli.js';
+import { compiledCli, runProcess, type ProcessResult } from '../support/cli.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -35,7 +34,7 @@ let cli: string;
 
 beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'sendas-cli-test-'));
-  cli = await buildPrivateCli(tmp);
+  cli = await compiledCli(tmp);
 }, 60_000);
 
 afterAll(() => {
