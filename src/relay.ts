@@ -105,7 +105,7 @@ export class Relay {
     const snapshot = this.config.current;
     // the budgets counted before a restart still count: read before the first message
     await this.accounts.load(snapshot.stateDir, Date.now());
-    this.history?.start();
+    await this.history?.start();
     if (this.queue) {
       const pending = await this.queue.start();
       this.logger.info({ dir: this.queue.store.dir, pending }, pending ? `picked up ${pending} queued message${pending === 1 ? '' : 's'}` : 'queue is empty');

@@ -11,6 +11,8 @@ export type HistoryProtocol = {
   prune: { request: { path: string; before: string }; reply: number };
   /** The events a query finds (db.ts findEvents), oldest first. */
   find: { request: { path: string; query: string; limit: number }; reply: TraceEvent[] };
+  /** Opens (or creates) the file, so the thread and the file are ready before the first message. */
+  open: { request: { path: string }; reply: undefined };
   /** The oldest event's time, if any. */
   oldest: { request: { path: string }; reply: string | undefined };
 };

@@ -50,7 +50,8 @@ const server = new ThreadServer<HistoryProtocol>({
     // reads after the writes of the same batch: a search sees what was recorded before it
     for (const r of requests) {
       try {
-        if (r.op === 'prune') server.reply(r, prune(db(r.body.path).db, r.body.before));
+        if (r.op === 'open') server.reply(r, void db(r.body.path));
+        else if (r.op === 'prune') server.reply(r, prune(db(r.body.path).db, r.body.before));
         else if (r.op === 'find') server.reply(r, findEvents(db(r.body.path).db, r.body.query, r.body.limit));
         else if (r.op === 'oldest') server.reply(r, oldestEvent(db(r.body.path).db));
       } catch (err) {

@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { ThreadClient } from '../threads/client.js';
@@ -48,20 +47,26 @@ export class HistoryWriter {
   }
 
   /**
-   * Prunes the file at start (in the background: the relay does not wait for it), then once an
-   * hour. The thread starts with the first request: a relay that has no history file yet starts
-   * it with its first event. A history that can't be opened is reported; mail flows without it.
+   * Starts the writer thread and opens (or creates) the file before the listeners bind, so the
+   * first message never waits for a thread to start or a file to be made, and a history that
+   * can't be opened is said at start (mail flows without it). Then prunes in the background
+   * (a relay that was down long may have many expired events) and once an hour.
    */
-  start(): void {
+  async start(): Promise<void> {
     const prune = () => {
-      if (!this.thread.running && !existsSync(this.path)) return;
       this.prune().catch((err: unknown) => {
         this.opts.logger.warn({ path: this.path, err: { message: (err as Error).message } }, 'the delivery history could not be pruned; mail is not affected');
       });
     };
-    prune();
     this.pruner = setInterval(prune, PRUNE_EVERY_MS);
     this.pruner.unref();
+    try {
+      await this.thread.request('open', { path: this.path });
+    } catch (err) {
+      this.opts.logger.warn({ path: this.path, err: { message: (err as Error).message } }, 'the delivery history could not be opened; mail is not affected');
+      return;
+    }
+    prune();
   }
 
   add(event: TraceEvent): void {
