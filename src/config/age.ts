@@ -1,4 +1,6 @@
-import { armor, Decrypter, Encrypter, generateX25519Identity, identityToRecipient } from 'age-encryption';
+// loaded when a key or a ciphertext is met: age-encryption's modules cost a tenth of a second at
+// every start and every CLI command, and most configs have neither
+const age = () => import('age-encryption');
 import { Secret } from './secret.js';
 
 /**
@@ -36,7 +38,7 @@ export async function parseIdentityFile(text: string): Promise<AgeKey> {
   for (const [i, line] of lines.entries()) {
     if (!/^AGE-SECRET-KEY-1[0-9A-Z]+$/.test(line)) throw new Error(`line ${i + 1} of its identities is not an age identity (AGE-SECRET-KEY-1…)`);
     try {
-      const r = await identityToRecipient(line);
+      const r = await (await age()).identityToRecipient(line);
       recipient ??= r;
     } catch {
       throw new Error(`identity ${i + 1} is not a valid age X25519 identity (damaged or cut short)`);
@@ -48,6 +50,7 @@ export async function parseIdentityFile(text: string): Promise<AgeKey> {
 
 /** A new identity file's text and its recipient. */
 export async function newIdentityFile(now: Date): Promise<{ text: string; recipient: string }> {
+  const { generateX25519Identity, identityToRecipient } = await age();
   const identity = await generateX25519Identity();
   const recipient = await identityToRecipient(identity);
   return { text: `# created: ${now.toISOString()}\n# public key: ${recipient}\n${identity}\n`, recipient };
@@ -59,6 +62,7 @@ export function isRecipient(value: string): boolean {
 
 /** The armored ciphertext of `plaintext` for `recipient`, ending in a newline. */
 export async function encryptTo(recipient: string, plaintext: string): Promise<string> {
+  const { Encrypter, armor } = await age();
   const e = new Encrypter();
   e.addRecipient(recipient);
   return armor.encode(await e.encrypt(plaintext));
@@ -70,6 +74,7 @@ export async function encryptTo(recipient: string, plaintext: string): Promise<s
  * wrapped again as the armor wants it. Throws `age: …` for what the library refused.
  */
 export async function decryptWith(key: AgeKey, armored: string): Promise<string> {
+  const { armor, Decrypter } = await age();
   let bytes: Uint8Array;
   try {
     bytes = armor.decode(normalizeArmor(armored));

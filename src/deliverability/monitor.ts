@@ -1,7 +1,7 @@
 import type { ConfigSnapshot } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { DeliverabilityStatus } from '../ops/status.js';
-import { checkDeliverability, type DeliverabilityReport } from './check.js';
+import type { DeliverabilityReport } from './check.js';
 import { dnsResolve } from './dns.js';
 
 export interface MonitorOptions {
@@ -48,7 +48,9 @@ export class DeliverabilityMonitor {
       return;
     }
     this.inFlight = resolve;
-    checkDeliverability(snapshot, resolve, this.opts.now).then(
+    // loaded at the first check: mailauth's SPF and DMARC code and the public suffix list cost a
+    // quarter of a second, which the relay's start need not wait for
+    import('./check.js').then(({ checkDeliverability }) => checkDeliverability(snapshot, resolve, this.opts.now)).then(
       (report) => {
         if (generation !== this.generation || this.stopped) return;
         this.report = report;

@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import type { TraceEvent, TraceEventKind } from './types.js';
 
 /** The delivery history's file, in state_dir. */
-export const HISTORY_FILE = 'history.sqlite';
+export { HISTORY_FILE } from './protocol.js';
 
 type Db = Database.Database;
 

@@ -1,3 +1,6 @@
+/** The history's file in state_dir. Here, not in db.ts, so the main thread never loads SQLite for a name. */
+export const HISTORY_FILE = 'history.sqlite';
+
 import type { TraceEvent } from './types.js';
 
 /**

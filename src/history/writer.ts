@@ -2,8 +2,7 @@ import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { ThreadClient } from '../threads/client.js';
 import { workerModule } from '../threads/module.js';
-import { HISTORY_FILE } from './db.js';
-import type { HistoryProtocol } from './protocol.js';
+import { HISTORY_FILE, type HistoryProtocol } from './protocol.js';
 import type { TraceEvent, TraceLookup } from './types.js';
 
 /** Events waiting for the writer (buffered here and sent, not yet committed) beyond which new ones are dropped. */

@@ -27,25 +27,37 @@ interface BodyHasher {
 /** The tags of the DKIM-Signature being made, as mailauth's relaxedHeaders returns them (b= comes last). */
 export type SignatureTags = Record<string, string | number>;
 
-const { dkimBody } = require('mailauth/lib/dkim/body/index.js') as { dkimBody: (canonicalization: string, hashAlgo: string, maxBodyLength: false) => BodyHasher };
-const { generateCanonicalizedHeader } = require('mailauth/lib/dkim/header/index.js') as {
-  generateCanonicalizedHeader: (
+interface MailauthParts {
+  readonly dkimBody: (canonicalization: string, hashAlgo: string, maxBodyLength: false) => BodyHasher;
+  readonly generateCanonicalizedHeader: (
     type: 'DKIM',
     lines: { keys: string; headers: ParsedHeaderLine[] },
     opts: { signingDomain: string; selector: string; algorithm: string; canonicalization: string; bodyHash: string; signTime: Date },
   ) => { canonicalizedHeader: Buffer; dkimHeaderOpts: SignatureTags };
-};
-const tools = require('mailauth/lib/tools.js') as {
-  parseHeaders: (buf: Buffer) => { parsed: ParsedHeaderLine[] };
-  getSigningHeaderLines: (parsed: ParsedHeaderLine[], fieldNames: string) => { keys: string; headers: ParsedHeaderLine[] };
-  formatSignatureHeaderLine: (type: 'DKIM', values: SignatureTags, folded: boolean) => string;
-};
+  readonly tools: {
+    parseHeaders: (buf: Buffer) => { parsed: ParsedHeaderLine[] };
+    getSigningHeaderLines: (parsed: ParsedHeaderLine[], fieldNames: string) => { keys: string; headers: ParsedHeaderLine[] };
+    formatSignatureHeaderLine: (type: 'DKIM', values: SignatureTags, folded: boolean) => string;
+  };
+}
+
+let parts: MailauthParts | undefined;
+
+/** Loaded at the first signature: mailauth's modules cost a fifth of a second at every start, and most relays sign nothing. */
+function mailauth(): MailauthParts {
+  parts ??= {
+    dkimBody: (require('mailauth/lib/dkim/body/index.js') as Pick<MailauthParts, 'dkimBody'>).dkimBody,
+    generateCanonicalizedHeader: (require('mailauth/lib/dkim/header/index.js') as Pick<MailauthParts, 'generateCanonicalizedHeader'>).generateCanonicalizedHeader,
+    tools: require('mailauth/lib/tools.js') as MailauthParts['tools'],
+  };
+  return parts;
+}
 
 const CANONICALIZATION = 'relaxed/relaxed';
 
 /** The relaxed/sha256 body hash, fed the body chunk by chunk (it holds only trailing empty lines back). */
 export function relaxedBodyHasher(): BodyHasher {
-  return dkimBody(CANONICALIZATION, 'sha256', false);
+  return mailauth().dkimBody(CANONICALIZATION, 'sha256', false);
 }
 
 export interface SignatureInput {
@@ -60,6 +72,7 @@ export interface SignatureInput {
  * which matches no field: a From added later breaks the signature instead of being shown.
  */
 export function signatureInput(headerSection: Buffer, fields: readonly string[], oversign: readonly string[], tags: { domain: string; selector: string; algorithm: string; bodyHash: string; time: Date }): SignatureInput {
+  const { tools, generateCanonicalizedHeader } = mailauth();
   const { parsed } = tools.parseHeaders(headerSection);
   const signing = tools.getSigningHeaderLines(parsed, fields.join(':'));
   const keys = [signing.keys, ...oversign].filter((k) => k !== '').join(': ');
@@ -76,5 +89,5 @@ export function signatureInput(headerSection: Buffer, fields: readonly string[],
 
 /** The DKIM-Signature header field, folded, with its CRLF. */
 export function signatureField(tags: SignatureTags, b: string): string {
-  return `${tools.formatSignatureHeaderLine('DKIM', { ...tags, b }, true)}\r\n`;
+  return `${mailauth().tools.formatSignatureHeaderLine('DKIM', { ...tags, b }, true)}\r\n`;
 }
