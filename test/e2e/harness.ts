@@ -31,10 +31,17 @@ export interface RunningRelay {
   readonly relay: Relay;
 }
 
-/** Starts the real Relay object with the given YAML, every listener on a free loopback port. */
-export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; shutdownGraceMs?: number; ops?: boolean } = {}): Promise<RunningRelay> {
+/**
+ * Starts the real Relay object with the given YAML, every listener on a free loopback port.
+ * Unless the YAML says otherwise, the background DNS check is off (tests stay on loopback; it
+ * would ask the system's resolver) and so is the delivery history (its thread and file cost a
+ * third of a second per relay; `history: true` here, or a `history:` key, keeps the relay's default).
+ */
+export async function startRelay(yaml: string, opts: { env?: NodeJS.ProcessEnv; shutdownGraceMs?: number; ops?: boolean; history?: boolean } = {}): Promise<RunningRelay> {
   const dir = mkdtempSync(join(tmpdir(), 'sendas-e2e-'));
   const file = join(dir, 'relay.yaml');
+  if (!/^deliverability:/m.test(yaml)) yaml = `${yaml}\ndeliverability: {check: false}\n`;
+  if (!opts.history && !/^history:/m.test(yaml)) yaml = `${yaml}\nhistory: false\n`;
   writeFileSync(file, yaml);
   // as the CLI loads it: {age: …} secrets are decrypted
   const snapshot = await loadConfigText(yaml, file, { env: opts.env ?? {} });

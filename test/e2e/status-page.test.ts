@@ -44,7 +44,7 @@ describe('status page in a browser', () => {
     });
     primaryHost = `127.0.0.1:${primaryPort}`;
     alternateHost = `127.0.0.1:${alternate.port}`;
-    r = await startRelay(yaml(primaryPort, alternate.port));
+    r = await startRelay(yaml(primaryPort, alternate.port), { history: true });
     const endpoints = { ready: () => r.relay.ready(), status: () => r.relay.status(), registry: r.relay.metrics.registry, logger: pino({ level: 'silent' }), token: () => new Secret(TOKEN, 'inline') };
     // NEEDS the trace branch: Relay's delivery history lookup (TraceLookup), as cli/main.ts wires it;
     // until it is merged this is undefined and the search test below fails

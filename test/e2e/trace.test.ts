@@ -121,7 +121,7 @@ describe('message trace and sendas trace', () => {
 
   it('passthrough: relayed and refused per recipient, the partial line counts right, GET /trace and sendas trace find them', async () => {
     const u = await upstream();
-    const r = await startRelay(relayYaml(u.port), { ops: true });
+    const r = await startRelay(relayYaml(u.port), { ops: true, history: true });
     relays.push(r);
     const sent = await send(r.port);
     expect(sent.finalCode).toBe(250);
@@ -151,7 +151,7 @@ describe('message trace and sendas trace', () => {
 
   it('passthrough: a message sendas refuses is one line naming its recipients, and the history finds it by each', async () => {
     const u = await upstream();
-    const r = await startRelay(relayYaml(u.port));
+    const r = await startRelay(relayYaml(u.port), { history: true });
     relays.push(r);
     const sent = await swaks({ server: '127.0.0.1', port: r.port, from: 'stranger@elsewhere.example', to: ['x@example.net', 'y@example.net'], data: message({ From: 'stranger@elsewhere.example', Subject: 'x' }) });
     expect(sent.finalCode).toBeGreaterThanOrEqual(500);
