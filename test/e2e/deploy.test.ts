@@ -128,7 +128,11 @@ function containerScript(work: string, hostRoot: string, volumesDir: string): st
         lines.push(`cp -r ${q(local)} ${q(M + target)}`);
       }
     } else if (i.op === 'RUN') {
-      if (/^npm ci\b/.test(i.args)) lines.push(`ln -s ${q(realpathSync(join(REPO, 'node_modules')))} ${q(`${M}${workdir}/node_modules`)}`);
+      if (/^npm ci\b/.test(i.args)) {
+        // bound, not linked: a checkout under /tmp would be hidden by the container's own /tmp
+        const modules = `${M}${workdir}/node_modules`;
+        lines.push(`mkdir -p ${q(modules)}`, `mount --bind ${q(realpathSync(join(REPO, 'node_modules')))} ${q(modules)}`, `mount -o remount,bind,ro ${q(modules)}`);
+      }
       else lines.push(`chroot ${q(M)} /bin/sh -c ${q(`cd ${workdir} && ${i.args}`)}`);
     }
   }
