@@ -4,7 +4,7 @@ import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ConfigSnapshot } from '../config/types.js';
 import { formatAge } from '../config/duration.js';
-import { identityLabel } from '../delivery/queue-runner.js';
+import { identityLabel } from '../history/types.js';
 import type { QueueEntryMeta } from '../queue/entry.js';
 import { queueHolder, runQueueRequest, type QueueRequest, type QueueResponse } from '../queue/control.js';
 import { QueueStore, type QueueArea } from '../queue/store.js';
@@ -106,7 +106,7 @@ export function listTable(metas: readonly QueueEntryMeta[], area: QueueArea, now
       m.id,
       formatAge(now - Date.parse(m.receivedAt)),
       m.envelope.originalFrom || '<>',
-      m.notice ? 'notice' : identityLabel(m),
+      m.notice ? 'notice' : identityLabel(m.identity),
       m.serverName,
       rcpts,
       String(m.attempts),
@@ -135,7 +135,7 @@ export function showEntry(m: QueueEntryMeta, area: QueueArea, now: number): stri
     `id:            ${m.id}${area === 'failed' ? ' (failed area)' : ''}${m.notice ? ' (a failure notice written by sendas)' : ''}`,
     `received:      ${m.receivedAt} (${formatAge(now - Date.parse(m.receivedAt))} ago) from ${m.client.address}${m.client.login ? ` as ${m.client.login}` : ''}`,
     `envelope from: ${m.envelope.originalFrom || '<>'}`,
-    `identity:      ${identityLabel(m)} via server ${m.serverName}, sent as ${m.accountAddress}`,
+    `identity:      ${identityLabel(m.identity)} via server ${m.serverName}, sent as ${m.accountAddress}`,
     `From:          ${m.fromBefore ?? '(none)'} -> ${m.fromAfter}`,
     `subject:       ${m.subject ?? '(none)'}`,
     ...(m.dkimSignature ? [`DKIM:          signed ${dkimTags(m.dkimSignature)} at acceptance`] : []),

@@ -18,7 +18,7 @@ import { FailoverRegistry, Lane } from './lane.js';
 import type { RelayMetrics } from '../ops/metrics.js';
 import type { FailureStatus, QueueDetail, ServerRoute } from '../ops/status.js';
 import type { Trace } from '../history/trace.js';
-import type { TraceEvent } from '../history/types.js';
+import { identityLabel, type TraceEvent } from '../history/types.js';
 import { batchEvents, expiredEvents, pendingEvents, type AttemptContext } from './trace-events.js';
 import { RecentFailures } from './recent-failures.js';
 
@@ -307,7 +307,7 @@ export class QueueRunner {
       const deferred = applyUnusableAccount(meta, account, this.clock.now());
       this.opts.metrics?.failed.inc({ reason: deferred.kind, server: meta.serverName, outcome: 'deferred' });
       this.logAttempt(meta, undefined, undefined, 'deferred', started, { ...deferred.toLog() });
-      if (meta.lastError) this.failures.record({ queueId: meta.id, result: 'deferred', recipients: pendingRecipients(meta).map((r) => r.address), identity: identityLabel(meta), server: meta.serverName }, meta.lastError);
+      if (meta.lastError) this.failures.record({ queueId: meta.id, result: 'deferred', recipients: pendingRecipients(meta).map((r) => r.address), identity: identityLabel(meta.identity), server: meta.serverName }, meta.lastError);
       this.traceAll(pendingEvents(meta, 'deferred', deferred, this.traceContext(meta, undefined, undefined)));
       await this.conclude(t, snapshot);
       return;
@@ -391,7 +391,7 @@ export class QueueRunner {
     if (t.deleteAfterAttempt) return;
     const conclusion = applyQuotaWait(meta, error, until, this.clock.now());
     t.dueAt = (conclusion as Extract<Conclusion, { kind: 'retry' }>).at;
-    this.opts.logger.info({ id: meta.id, result: 'quota', identity: identityLabel(meta), server: account.server.name, account: account.key, next: meta.nextAttemptAt, ...error.toLog() }, 'delivery waits for the account quota');
+    this.opts.logger.info({ id: meta.id, result: 'quota', identity: identityLabel(meta.identity), server: account.server.name, account: account.key, next: meta.nextAttemptAt, ...error.toLog() }, 'delivery waits for the account quota');
     this.traceAll(pendingEvents(meta, 'quota', error, this.traceContext(meta, account, undefined)));
     await this.opts.store.update(meta);
   }
@@ -427,7 +427,7 @@ export class QueueRunner {
     const result = applyBatchOutcome(meta, batch, outcome, route.host, this.clock.now());
     this.traceAll(batchEvents(meta, batch, outcome, this.traceContext(meta, account, route)));
     const server = account.server.name;
-    const noted = { queueId: meta.id, identity: identityLabel(meta), server, account: account.key };
+    const noted = { queueId: meta.id, identity: identityLabel(meta.identity), server, account: account.key };
     if (!outcome.ok && meta.lastError) this.failures.record({ ...noted, result: result === 'failed' ? 'failed' : 'deferred', recipients: batch.map((r) => r.address) }, meta.lastError);
     else if (outcome.ok) {
       for (const x of outcome.refused) {
@@ -482,7 +482,7 @@ export class QueueRunner {
     }
     await this.opts.store.moveToFailed(meta);
     this.opts.logger.warn(
-      { id: meta.id, result: 'failed', identity: identityLabel(meta), failed: failed.map((r) => ({ recipient: r.address, reason: r.lastError?.reason })), delivered: meta.recipients.length - failed.length },
+      { id: meta.id, result: 'failed', identity: identityLabel(meta.identity), failed: failed.map((r) => ({ recipient: r.address, reason: r.lastError?.reason })), delivered: meta.recipients.length - failed.length },
       `message failed for ${failed.length} recipient${failed.length === 1 ? '' : 's'}; moved to the failed area`,
     );
     await this.opts.writeNotice(meta, failed, conclusion.gaveUpAfter);
@@ -494,7 +494,7 @@ export class QueueRunner {
       account: account?.key,
       server: account?.server.name ?? meta.serverName,
       host: route ? `${route.host}:${route.port}` : undefined,
-      identity: identityLabel(meta),
+      identity: identityLabel(meta.identity),
     };
   }
 
@@ -510,7 +510,7 @@ export class QueueRunner {
         id: meta.id,
         result,
         attempt: meta.attempts,
-        identity: identityLabel(meta),
+        identity: identityLabel(meta.identity),
         server: account?.server.name ?? meta.serverName,
         upstreamLogin: account && account.server.auth !== 'none' ? account.username : undefined,
         host: route ? `${route.host}:${route.port}${route.alternate ? ' (alternate)' : ''}` : undefined,
@@ -528,6 +528,3 @@ export class QueueRunner {
 /** Line keys of entries whose account can't be resolved: each waits alone. */
 const UNRESOLVED = 'unresolved/';
 
-export function identityLabel(meta: QueueEntryMeta): string {
-  return meta.identity ? `${meta.identity.kind}:${meta.identity.name}` : '(default account)';
-}

@@ -45,5 +45,10 @@ export interface TraceEvent {
   readonly fix?: string;
 }
 
+/** The `identity` of a trace event (and of the log lines beside it): `channel:NAME`, `agent:NAME` or `(default account)`. */
+export function identityLabel(identity: { readonly kind: string; readonly name: string } | null | undefined): string {
+  return identity ? `${identity.kind}:${identity.name}` : '(default account)';
+}
+
 /** What a search for an address, a Message-ID or a queue id finds: events oldest first, at most `limit`. */
 export type TraceLookup = (query: string, limit?: number) => Promise<readonly TraceEvent[]>;

@@ -1,7 +1,7 @@
 import type { Readable, Transform } from 'node:stream';
 import { receptionError } from '../errors/local.js';
 import { RelayError } from '../errors/relay-error.js';
-import type { TraceEvent, TraceEventKind } from '../history/types.js';
+import { identityLabel, type TraceEvent, type TraceEventKind } from '../history/types.js';
 import { HeaderRewriteStream } from '../mail/header-stream.js';
 import type { IncomingMessage } from './incoming.js';
 import type { OutcomeLog } from './outcome-log.js';
@@ -123,7 +123,7 @@ export class MessageInFlight {
       messageId: decision?.messageId,
       envelopeFrom: msg.envelope.mailFrom ?? '',
       recipient,
-      identity: decision ? identityLabel(decision) : undefined,
+      identity: decision ? identityLabel(decision.resolution.identity) : undefined,
       account: account?.key,
       server: account?.server.name,
       ...more,
@@ -151,14 +151,11 @@ export class MessageInFlight {
   }
 }
 
-function identityLabel({ resolution }: MessageDecision): string {
-  return resolution.identity ? `${resolution.identity.kind}:${resolution.identity.name}` : '(default account)';
-}
 
 function decisionFields(decision: MessageDecision): Record<string, unknown> {
   const { resolution, plan, headerFrom } = decision;
   return {
-    identity: identityLabel(decision),
+    identity: identityLabel(decision.resolution.identity),
     matchedBy: resolution.matchedBy,
     server: resolution.account.server.name,
     upstreamLogin: resolution.account.server.auth === 'none' ? undefined : resolution.account.username,
