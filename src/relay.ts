@@ -19,6 +19,7 @@ import { Redactor, redactKey, redactingLogger } from './history/redact.js';
 import { Trace } from './history/trace.js';
 import type { TraceLookup } from './history/types.js';
 import { HistoryWriter } from './history/writer.js';
+import { Cluster } from './cluster/cluster.js';
 
 export interface RelayOptions {
   readonly snapshot: ConfigSnapshot;
@@ -53,6 +54,8 @@ export class Relay {
   private readonly history: HistoryWriter | undefined;
   /** With log.redact: how addresses are hashed in the log and the history. */
   private readonly redactor: Redactor | undefined;
+  /** `cluster:`: the replicas' shared limits, leases, tokens and registry in Redis; undefined for one relay. */
+  readonly cluster: Cluster | undefined;
 
   constructor(opts: RelayOptions) {
     this.config = new ConfigHolder(opts.snapshot);
@@ -63,8 +66,11 @@ export class Relay {
     const name = opts.hostname ?? hostname();
     const snapshot = () => this.config.current;
     const first = this.config.current;
-    this.transport = new Transport({ helo: name, logger: this.logger, stateDir: () => snapshot().stateDir, secretKey: () => snapshot().secretKey, loginHint: `sendas oauth login --config ${first.file}` });
-    this.accounts = new AccountBook(this.logger);
+    if (first.cluster) {
+      this.cluster = new Cluster({ config: first.cluster, logger: this.logger, configVersion: () => snapshot().version, queueDepth: () => this.queue?.runner.size ?? 0, startedAt: this.startedAt });
+    }
+    this.transport = new Transport({ helo: name, logger: this.logger, stateDir: () => snapshot().stateDir, secretKey: () => snapshot().secretKey, loginHint: `sendas oauth login --config ${first.file}`, cluster: this.cluster });
+    this.accounts = new AccountBook(this.logger, undefined, this.cluster);
     this.metrics = new RelayMetrics({
       queueStats: () => this.queue?.runner.stats() ?? { depth: 0, oldestAgeSeconds: 0 },
       upstreamConnections: () => this.transport.openConnections(),
@@ -91,7 +97,7 @@ export class Relay {
     }
     const reception = new Reception({ hostname: name, logger: this.logger, metrics: this.metrics, queue: this.queue?.intake, transport: this.transport, trace, ...(this.queue ? {} : { accounts: this.accounts }) });
     // one guard for every listener, so the per-address counts and lockouts add up across them
-    const guard = new ListenerGuard({ logger: this.logger, metrics: this.metrics });
+    const guard = new ListenerGuard({ logger: this.logger, metrics: this.metrics, cluster: this.cluster });
     this.listeners = first.listeners.map((_, index) => new Listener({ getSnapshot: snapshot, index, handleMessage: (m) => reception.handle(m), logger: this.logger, hostname: name, guard }));
     this.deliverability = new DeliverabilityMonitor({ getSnapshot: snapshot, logger: this.logger });
     this.config.subscribe((event) => this.configChanged(event));
@@ -103,6 +109,8 @@ export class Relay {
    */
   async start(bind?: { host?: string; port?: number }): Promise<AddressInfo> {
     const snapshot = this.config.current;
+    // before anything counts: a Redis that is down is no error (the local shares apply)
+    await this.cluster?.start();
     // the budgets counted before a restart still count: read before the first message
     await this.accounts.load(snapshot.stateDir, Date.now());
     await this.history?.start();
@@ -214,6 +222,8 @@ export class Relay {
     await this.transport.close();
     // after the last delivery: its events are in the history before the file closes
     await this.history?.close();
+    // the last: leases and the registry entry go when nothing of this replica needs them
+    await this.cluster?.stop();
   }
 
   /**

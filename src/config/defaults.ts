@@ -44,6 +44,8 @@ export const DEFAULTS = {
   /** The delivery history (state_dir/history.sqlite): events older than this are pruned. */
   history: { keepMs: 30 * 86_400_000 },
   policy: { from: 'rewrite', unknownSender: 'reject' },
+  /** `cluster:` (src/cluster/): Redis keys start with the prefix; a replica's connection leases and its registry entry outlive it by at most the TTL. */
+  cluster: { keyPrefix: 'sendas', leaseTtlMs: 15_000 },
   /** The relay's background DNS check of the From domains: at start, after each reload, and this often. */
   deliverability: { check: true, intervalMs: 6 * 3_600_000 },
   /** The header fields a DKIM signature covers when `dkim[].headers` is left out (RFC 6376 §5.4.1's advice). */

@@ -38,6 +38,8 @@ export function diffSnapshots(before: ConfigSnapshot, after: ConfigSnapshot): Co
   if (before.log.level !== after.log.level) settings.push('log.level');
   // the logger's destination is made once at start
   if (before.log.format !== after.log.format) needsRestart.push('log.format');
+  // the Redis connection and the node's name are made once at start
+  if (!sameCluster(before.cluster, after.cluster)) needsRestart.push('cluster');
   // the log's and the history's hashes are set up at start: a change mid-run would mix both forms
   if (before.log.redact !== after.log.redact) needsRestart.push('log.redact');
   if ((before.history === false) !== (after.history === false)) needsRestart.push('history');
@@ -148,4 +150,9 @@ function sameOverridePassword(a: IdentityConfig, b: IdentityConfig): boolean {
 
 function sameSecret(a: Secret | undefined, b: Secret | undefined): boolean {
   return a === undefined ? b === undefined : a.equals(b);
+}
+
+function sameCluster(a: ConfigSnapshot['cluster'], b: ConfigSnapshot['cluster']): boolean {
+  if (a === false || b === false) return a === b;
+  return a.url.equals(b.url) && a.keyPrefix === b.keyPrefix && a.nodeId === b.nodeId && a.leaseTtlMs === b.leaseTtlMs;
 }

@@ -53,9 +53,10 @@ const CHILDREN: Readonly<Partial<Record<keyof typeof KNOWN_KEYS, readonly (keyof
   servers: ['tls', 'oauth', 'alternate', 'daily'],
   identity: ['override'],
   limits: ['limitsAuth'],
+  cluster: ['clusterRedis'],
 };
 /** The key a child section is written under (limits.auth's keys are KNOWN_KEYS.limitsAuth). */
-const KEY_OF: Readonly<Partial<Record<keyof typeof KNOWN_KEYS, string>>> = { limitsAuth: 'auth' };
+const KEY_OF: Readonly<Partial<Record<keyof typeof KNOWN_KEYS, string>>> = { limitsAuth: 'auth', clusterRedis: 'redis' };
 
 /**
  * A key that is not known at its level but is one of a mapping's beside or above it: indented out
@@ -106,6 +107,8 @@ const SECTION: Readonly<Record<string, keyof typeof KNOWN_KEYS>> = {
   deliverability: 'deliverability',
   history: 'history',
   secrets: 'secrets',
+  cluster: 'cluster',
+  redis: 'clusterRedis',
 };
 
 function knownKeysAt(path: Path): string[] {

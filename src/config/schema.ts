@@ -250,6 +250,21 @@ const secrets = z.strictObject({
   key_file: z.string({ error: 'must be the path of an age identity file' }).min(1).optional(),
 });
 
+/** Several relays sharing limits, tokens and lockouts through Redis (src/cluster/); off by default. */
+const clusterRedis = z.strictObject({
+  url: secretRef,
+  key_prefix: z.string({ error: 'must be a key prefix (text)' }).regex(/^[A-Za-z0-9._:-]+$/, { error: 'must use only letters, digits, ".", "_", ":" and "-"' }).default(DEFAULTS.cluster.keyPrefix),
+});
+
+const clusterSection = z.strictObject({
+  redis: clusterRedis,
+  // no default here: the host name (a StatefulSet pod's own name), taken at start (snapshot.ts)
+  node_id: name.optional(),
+  lease_ttl: duration.refine((ms) => ms >= 2_000, { error: 'must be at least 2s (leases are renewed every third of it)' }).default(DEFAULTS.cluster.leaseTtlMs),
+});
+
+const cluster = z.union([z.literal(false), clusterSection], { error: 'must be false, or a mapping with redis: {url: …}' });
+
 const http = z.union([z.literal(false), httpEndpoint], { error: 'must be false, or a mapping with host, port and token' });
 
 const policy = z.strictObject({
@@ -310,6 +325,7 @@ export const configSchema = z.strictObject({
   deliverability: orDefault(deliverability, {}),
   history: orDefault(history, {}),
   secrets: orDefault(secrets, {}),
+  cluster: z.preprocess((v) => (v === null || v === undefined ? false : v), cluster),
 });
 
 export type RawConfig = z.infer<typeof configSchema>;
@@ -338,4 +354,6 @@ export const KNOWN_KEYS = {
   deliverability: Object.keys(deliverability.shape),
   history: Object.keys(historyKeep.shape),
   secrets: Object.keys(secrets.shape),
+  cluster: Object.keys(clusterSection.shape),
+  clusterRedis: Object.keys(clusterRedis.shape),
 };

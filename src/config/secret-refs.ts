@@ -6,7 +6,7 @@ import { getIn, isRecord, type Path } from './raw.js';
 import { Secret } from './secret.js';
 
 /** What a secret is for; the key path says whose it is. */
-export type SecretKind = 'client login password' | 'password' | 'tls ca' | 'oauth client secret' | 'refresh token' | 'tls certificate' | 'tls key' | 'http token' | 'dkim key';
+export type SecretKind = 'client login password' | 'password' | 'tls ca' | 'oauth client secret' | 'refresh token' | 'tls certificate' | 'tls key' | 'http token' | 'dkim key' | 'redis url';
 
 /** How the YAML gives the value: written inline, {env: NAME}, {file: PATH} (absolute here), or {age: CIPHERTEXT} (config/decrypt.ts). */
 export type SecretSource =
@@ -32,7 +32,7 @@ export interface SecretReference {
  * Every place relay.yaml can hold a secret. Order is file-independent and fixed: it is the order of
  * the references, and so of the version digest.
  */
-const PLACES: readonly { readonly list: 'clients' | 'servers' | 'channels' | 'agents' | 'listen' | 'http' | 'dkim'; readonly key: Path; readonly kind: SecretKind }[] = [
+const PLACES: readonly { readonly list: 'clients' | 'servers' | 'channels' | 'agents' | 'listen' | 'http' | 'dkim' | 'cluster'; readonly key: Path; readonly kind: SecretKind }[] = [
   { list: 'clients', key: ['password'], kind: 'client login password' },
   { list: 'servers', key: ['password'], kind: 'password' },
   { list: 'servers', key: ['tls', 'ca'], kind: 'tls ca' },
@@ -46,13 +46,15 @@ const PLACES: readonly { readonly list: 'clients' | 'servers' | 'channels' | 'ag
   { list: 'listen', key: ['key'], kind: 'tls key' },
   { list: 'http', key: ['token'], kind: 'http token' },
   { list: 'dkim', key: ['key'], kind: 'dkim key' },
+  // the URL may carry the password (redis://:PASSWORD@host)
+  { list: 'cluster', key: ['redis', 'url'], kind: 'redis url' },
 ];
 
-/** The items of a section with their YAML paths: a list's items, or `listen:` and `http:` as one mapping. */
+/** The items of a section with their YAML paths: a list's items, or `listen:`, `http:` and `cluster:` as one mapping. */
 function itemsOf(raw: Record<string, unknown>, section: (typeof PLACES)[number]['list']): [Path, unknown][] {
   const value = raw[section];
   if (Array.isArray(value)) return value.map((item, i) => [[section, i], item]);
-  return (section === 'listen' || section === 'http') && isRecord(value) ? [[[section], value]] : [];
+  return (section === 'listen' || section === 'http' || section === 'cluster') && isRecord(value) ? [[[section], value]] : [];
 }
 
 /**

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { addressKey } from '../mail/address.js';
 import { effectiveAuth } from './auth.js';
@@ -175,6 +176,10 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env, lineOf
     secretKey,
     dkim: dkimKeysOf(data.dkim, secrets, lineOf),
     deliverability: Object.freeze({ check: data.deliverability.check, intervalMs: data.deliverability.interval, dnsServers: Object.freeze([...data.deliverability.dns_servers]) }),
+    cluster:
+      data.cluster === false
+        ? false
+        : Object.freeze({ url: secret('cluster.redis.url')!, keyPrefix: data.cluster.redis.key_prefix, nodeId: data.cluster.node_id ?? env.HOSTNAME ?? hostname(), leaseTtlMs: data.cluster.lease_ttl }),
     defaultServer,
     serversByName: new Map(servers.map((s) => [s.name, s])),
     identitiesByAddress: new Map(identities.map((i) => [addressKey(i.address), i])),

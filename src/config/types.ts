@@ -235,6 +235,16 @@ export interface ConfigWarning {
   readonly message: string;
 }
 
+/** `cluster:`: the replicas' shared state in Redis (src/cluster/). */
+export interface ClusterConfig {
+  /** redis://[:password@]host:port[/db] or rediss:// (TLS); a secret because it may carry the password. */
+  readonly url: Secret;
+  readonly keyPrefix: string;
+  /** This replica's name in the registry: cluster.node_id, else the host name. */
+  readonly nodeId: string;
+  readonly leaseTtlMs: number;
+}
+
 export interface ConfigSnapshot {
   /** Short hash of the file's text and its secrets (version.ts): tells two loaded configs apart in logs. */
   readonly version: string;
@@ -268,6 +278,8 @@ export interface ConfigSnapshot {
   /** `dkim:` keyed by domain as `dkimDomainKey()` (config/dkim.ts) writes it; a From domain not in it is sent unsigned. */
   readonly dkim: ReadonlyMap<string, DkimKeyConfig>;
   readonly deliverability: DeliverabilityConfig;
+  /** false: one relay, every limit kept in memory and state_dir as before. */
+  readonly cluster: ClusterConfig | false;
   /** The age key (secrets.key_file, SENDAS_SECRET_KEY_FILE or SENDAS_SECRET_KEY); state_dir's refresh tokens are encrypted to it. */
   readonly secretKey: SecretKey | undefined;
 

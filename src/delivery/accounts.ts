@@ -7,6 +7,7 @@ import type { SendOutcome } from '../transport/send.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Logger } from '../log.js';
 import { DirSync } from '../queue/dir-sync.js';
+import type { Cluster } from '../cluster/cluster.js';
 import { BUDGETS, WINDOW_MS, clockTime, holdAfterQuota, crossed, prune, record, release, roomFor, usage, type Backoff, type Bucket, type BudgetName, type Want } from './budget.js';
 
 /** What one account has done lately, for /status. */
@@ -187,6 +188,8 @@ export class AccountBook {
   constructor(
     readonly logger: Logger,
     private readonly clock: Clock = systemClock,
+    /** `cluster:`: budgets, rate windows and connection leases shared with the other replicas. */
+    readonly cluster?: Cluster,
   ) {}
 
   of(key: string): AccountState {

@@ -7,6 +7,7 @@ import { AuthLimiter, lockoutError, memoryFailureStore, type FailureStoreFactory
 import { ConnectionCounts, SessionTracker, systemSessionClock, type LimitName, type SessionClock } from './session-limits.js';
 import type { ConnectionObserver } from './smtp-server-adapter.js';
 import type { LockoutScope } from './auth-limits.js';
+import type { Cluster } from '../cluster/cluster.js';
 
 // /metrics seeds a zero series for every limit and scope: one added here must be added there (ops/metrics.ts)
 const _seeded: [Exclude<LimitName, (typeof CLIENT_LIMITS)[number]>, Exclude<LockoutScope, (typeof LOCKOUT_SCOPES)[number]>] extends [never, never] ? true : never = true;
@@ -19,6 +20,8 @@ export interface GuardOptions {
   readonly clock?: SessionClock;
   /** Where failed logins are counted; memory unless relays share a store. */
   readonly failureStore?: FailureStoreFactory;
+  /** `cluster:`: failed logins counted with the other replicas (Redis), each keeping its share while Redis is away. */
+  readonly cluster?: Cluster;
 }
 
 /**

@@ -12,6 +12,7 @@ import { DEFAULT_TUNING } from './options.js';
 import { TransportPools } from './pools.js';
 import { deliverInThread, deliverNow, type SendOutcome } from './send.js';
 import { UpstreamThread } from './upstream-thread.js';
+import type { Cluster } from '../cluster/cluster.js';
 
 export interface TransportOptions {
   /** Our name in EHLO. */
@@ -23,6 +24,8 @@ export interface TransportOptions {
   readonly loginHint: string;
   /** The current snapshot's age key, which rotated refresh tokens are encrypted to. */
   readonly secretKey?: () => SecretKey | undefined;
+  /** `cluster:`: OAuth tokens shared with the other replicas (one refresh for all). */
+  readonly cluster?: Cluster;
 }
 
 /**
