@@ -85,6 +85,7 @@ describe('a valid configuration', () => {
       version: expect.stringMatching(/^[0-9a-f]{12}$/),
       file,
       deliverability: { check: true, intervalMs: 21_600_000, dnsServers: [] },
+      cluster: false,
       listeners: [{ host: '0.0.0.0', port: 2525, allow: ['127.0.0.0/8', '::1'], maxMessageSize: 26214400, tls: 'none', cert: undefined, key: undefined, minTlsVersion: 'TLSv1.2', allowPlaintextAuth: false, bareNewline: 'normalize', maxAttachmentSize: undefined, path: 'listen' }],
       limits: {
         connections: 500,
