@@ -46,6 +46,16 @@ export interface ReceivedMessage {
   repliedAt?: number;
 }
 
+/** One authenticated connection opened (change 1) or closed (change -1). */
+export interface SessionChange {
+  readonly at: number;
+  readonly login: string;
+  /** the login's authenticated connections open after this change */
+  readonly open: number;
+  readonly remotePort: number;
+  readonly change: 1 | -1;
+}
+
 export interface SmtpReply {
   code: number;
   message: string;
@@ -101,6 +111,8 @@ export interface TestUpstreamOptions {
   refuseAuth?: (username: string, method: string) => SmtpReply | undefined;
   /** keep every byte clients send, per connection, in `wire` (for checking what is on the wire, e.g. dot-stuffing); plain connections only */
   recordWire?: boolean;
+  /** a slow provider: hold the reply after DATA this many ms for a login, so transactions overlap and a relay needs its connections */
+  replyDelayMs?: (login: string | null) => number;
 }
 
 export interface TestUpstream {
@@ -122,6 +134,12 @@ export interface TestUpstream {
   peakConcurrent: Map<string | null, number>;
   /** recipients counted per login in the current window (recipientsPerLogin) */
   recipientsUsed: Map<string | null, number>;
+  /** authenticated connections open now per login (idle ones included): from the accepted AUTH to the close */
+  sessions: Map<string, number>;
+  /** the most authenticated connections one login had open at once */
+  peakSessions: Map<string, number>;
+  /** every change of `sessions`: performance.now(), the login, its open sessions after the change, the client's port, +1 signed in / -1 closed */
+  sessionTimeline: SessionChange[];
   /** starts a new recipients window: every login's count back to 0 */
   resetRecipientWindow(): void;
   /** with recordWire: the bytes each connection's client sent, as they came (before dot-unstuffing) */
@@ -212,6 +230,21 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
   const inTransaction = new Map<string | null, number>();
   const peakConcurrent = new Map<string | null, number>();
   const recipientsUsed = new Map<string | null, number>();
+  const sessions = new Map<string, number>();
+  const peakSessions = new Map<string, number>();
+  const sessionTimeline: SessionChange[] = [];
+  /** the login of each authenticated connection, by session id */
+  const signedIn = new Map<string, string>();
+  const sessionChange = (session: SMTPServerSession, login: string, change: 1 | -1): void => {
+    const open = (sessions.get(login) ?? 0) + change;
+    sessions.set(login, open);
+    peakSessions.set(login, Math.max(peakSessions.get(login) ?? 0, open));
+    sessionTimeline.push({ at: performance.now(), login, open, remotePort: session.remotePort, change });
+  };
+  const openSession = (session: SMTPServerSession, login: string): void => {
+    signedIn.set(session.id, login);
+    sessionChange(session, login, 1);
+  };
   /** sessions with a transaction counted in inTransaction, by session id */
   const counted = new Map<string, string | null>();
   const endTransaction = (session: SMTPServerSession): void => {
@@ -252,7 +285,7 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
     authMethods: opts.xoauth2 ? ['PLAIN', 'LOGIN', 'CRAM-MD5', 'XOAUTH2'] : ['PLAIN', 'LOGIN', 'CRAM-MD5'],
     closeTimeout: 2_000,
     socketTimeout: 30_000,
-    onAuth(auth, _session, callback) {
+    onAuth(auth, session, callback) {
       const username = auth.username ?? '';
       if (auth.method === 'XOAUTH2' && opts.xoauth2) {
         const accessToken = auth.accessToken ?? '';
@@ -277,6 +310,7 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
               callback(null, { data: { status: '401', schemes: 'bearer', scope: opts.xoauth2Scope ?? 'https://mail.google.com/' } });
               return;
             }
+            openSession(session, username);
             callback(null, { user: username });
           });
         return;
@@ -296,10 +330,16 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
         callback(smtpError({ code: 535, message: '5.7.8 Authentication credentials invalid' }));
         return;
       }
+      openSession(session, username);
       callback(null, { user: username });
     },
     onClose(session) {
       endTransaction(session);
+      const login = signedIn.get(session.id);
+      if (login !== undefined) {
+        signedIn.delete(session.id);
+        sessionChange(session, login, -1);
+      }
     },
     onMailFrom(address, session, callback) {
       const login = sessionLogin(session);
@@ -348,6 +388,11 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
       stream.on('data', (chunk: Buffer) => chunks.push(chunk));
       stream.on('error', (err: Error) => callback(err));
       stream.on('end', () => {
+        const delay = opts.replyDelayMs?.(sessionLogin(session)) ?? 0;
+        if (delay > 0) setTimeout(finish, delay);
+        else finish();
+      });
+      const finish = (): void => {
         if (stream.sizeExceeded) {
           // smtp-server answers 552 itself; do not record
           callback(smtpError({ code: 552, message: '5.3.4 Message exceeds fixed maximum message size' }));
@@ -385,7 +430,7 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
         callback(null, override?.message ?? `2.0.0 OK queued as ${randomBytes(6).toString('hex')}`);
         // before any waiter's continuation runs (those are microtasks)
         msg.repliedAt = performance.now();
-      });
+      };
     },
   };
   if (security !== 'none') {
@@ -408,6 +453,9 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
     limitRefusals,
     peakConcurrent,
     recipientsUsed,
+    sessions,
+    peakSessions,
+    sessionTimeline,
     resetRecipientWindow() {
       recipientsUsed.clear();
     },
