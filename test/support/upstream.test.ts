@@ -452,4 +452,22 @@ describe('startTestUpstream playing Microsoft 365 limits', () => {
     expect(up.messages.map((m) => m.rcptTo.length)).toEqual([2, 1, 2]);
     expect(up.rejected).toHaveLength(1);
   });
+
+  it('sessions: signed-in connections per login, idle pooled ones included, until they close; replyDelayMs holds the 250', async () => {
+    const up = await upstream({ accounts: [ALICE, BOB], replyDelayMs: (login) => (login === ALICE.username ? 150 : 0) });
+    const pool = nodemailer.createTransport({ host: up.host, port: up.port, ignoreTLS: true, pool: true, maxConnections: 2, auth: { user: ALICE.username, pass: ALICE.password } });
+    const started = performance.now();
+    await Promise.all([1, 2].map((i) => pool.sendMail({ envelope: { from: ALICE.username, to: ['x@example.net'] }, raw: `Subject: ${i}\r\n\r\nx\r\n` })));
+    expect(performance.now() - started).toBeGreaterThanOrEqual(150);
+    // both pooled connections stay open, idle and signed in
+    expect(up.sessions.get(ALICE.username)).toBe(2);
+    await transport(up, { auth: { user: BOB.username, pass: BOB.password } }).sendMail({ envelope: { from: BOB.username, to: ['x@example.net'] }, raw: 'Subject: bob\r\n\r\nx\r\n' });
+    pool.close();
+    while ((up.sessions.get(ALICE.username) ?? 0) > 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(up.peakSessions.get(ALICE.username)).toBe(2);
+    expect(up.peakSessions.get(BOB.username)).toBe(1);
+    const alice = up.sessionTimeline.filter((c) => c.login === ALICE.username);
+    expect(alice.map((c) => [c.change, c.open])).toEqual([[1, 1], [1, 2], [-1, 1], [-1, 0]]);
+    expect(new Set(alice.map((c) => c.remotePort)).size).toBe(2);
+  });
 });
