@@ -29,7 +29,7 @@ import { renderReport, evaluateTargets, computeRatios } from './lib/report.js';
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 const USAGE = `usage: tsx bench/run.ts [--runs N] [--quick | --tiny] [--scenarios 1,2,3,4]
-       [--sink smtp-sink|node] [--no-postfix] [--relays ceiling,postfix,sendas-queue,sendas-passthrough[,sendas-queue-dkim,sendas-passthrough-dkim]]
+       [--sink smtp-sink|node] [--no-postfix] [--relays ceiling,postfix,sendas-queue,sendas-passthrough[,sendas-queue-dkim,sendas-passthrough-dkim,sendas-queue-cluster,sendas-passthrough-cluster]]
        [--out FILE] [--cli dist/cli/main.js] [--cpu-prof DIR] [--keep-tmp] [--no-install] [--no-verify]
        [--s1-messages N] [--s2-sizes 1,10,50] [--s4-agents 10,10000]
        tsx bench/run.ts --report bench/results/latest.json   (print a saved run again)`;
@@ -95,8 +95,8 @@ async function main(): Promise<number> {
   const scenarios = values.scenarios.split(',').map((s) => Number(s.trim())).filter((n) => [1, 2, 3, 4].includes(n));
   const allRelays: RelayKind[] = ['ceiling', 'postfix', 'sendas-queue', 'sendas-passthrough'];
   let relays = values.relays ? (values.relays.split(',').map((s) => s.trim()) as RelayKind[]) : allRelays;
-  // the DKIM variants run when named only (the A/B of signing's cost)
-  const knownRelays: RelayKind[] = [...allRelays, 'sendas-queue-dkim', 'sendas-passthrough-dkim'];
+  // the DKIM and cluster variants run when named only (the A/B of signing's and of Redis's cost)
+  const knownRelays: RelayKind[] = [...allRelays, 'sendas-queue-dkim', 'sendas-passthrough-dkim', 'sendas-queue-cluster', 'sendas-passthrough-cluster'];
   for (const r of relays) if (!knownRelays.includes(r)) throw new Error(`unknown relay ${r}; known: ${knownRelays.join(', ')}`);
   if (!withPostfix) relays = relays.filter((r) => r !== 'postfix');
   const cli = resolve(values.cli);

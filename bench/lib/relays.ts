@@ -6,11 +6,16 @@
 import { join } from 'node:path';
 import { PostfixInstance } from './postfix.js';
 import { freePort } from './proc.js';
+import { startBenchRedis } from './redis.js';
 import { startSendas, writeSendasConfig, type DeliveryMode, type SendasProcess } from './sendas.js';
 import type { Sink } from './sink.js';
 
-/** The -dkim variants sign every message (an RSA-2048 key for the bench domain): the A/B of DKIM's cost. */
-export type RelayKind = 'ceiling' | 'postfix' | 'sendas-queue' | 'sendas-passthrough' | 'sendas-queue-dkim' | 'sendas-passthrough-dkim';
+/**
+ * The -dkim variants sign every message (an RSA-2048 key for the bench domain): the A/B of DKIM's
+ * cost. The -cluster variants are the same relay with `cluster:` pointing at a redis-server the
+ * harness starts for it (one replica: the cost of the shared rate, lease and registry traffic).
+ */
+export type RelayKind = 'ceiling' | 'postfix' | 'sendas-queue' | 'sendas-passthrough' | 'sendas-queue-dkim' | 'sendas-passthrough-dkim' | 'sendas-queue-cluster' | 'sendas-passthrough-cluster';
 
 export interface RelayUnderTest {
   readonly kind: RelayKind;
@@ -66,8 +71,22 @@ export async function startRelay(opts: StartRelayOptions): Promise<RelayUnderTes
     };
   }
   const mode: DeliveryMode = kind.startsWith('sendas-queue') ? 'queue' : 'passthrough';
-  const config = writeSendasConfig({ dir: join(opts.dir, 'sendas'), mode, sinkPort: sink.port, agents: opts.agents, dkim: kind.endsWith('-dkim') });
-  const proc = await startSendas(config, opts.cli, { nodeArgs: opts.nodeArgs });
+  const redis = kind.endsWith('-cluster') ? await startBenchRedis(opts.dir) : undefined;
+  const config = writeSendasConfig({ dir: join(opts.dir, 'sendas'), mode, sinkPort: sink.port, agents: opts.agents, dkim: kind.endsWith('-dkim'), redisUrl: redis?.url });
+  let proc: SendasProcess;
+  try {
+    proc = await startSendas(config, opts.cli, { nodeArgs: opts.nodeArgs });
+  } catch (err) {
+    await redis?.stop();
+    throw err;
+  }
+  // the relay connects before it listens: a Redis it could not reach would measure the local fallback
+  const unreached = proc.problems().find((l) => l.includes('Redis does not answer'));
+  if (redis && unreached) {
+    await proc.stop();
+    await redis.stop();
+    throw new Error(`sendas did not reach the bench's Redis: ${unreached}`);
+  }
   return {
     kind,
     port: proc.port,
@@ -76,6 +95,9 @@ export async function startRelay(opts: StartRelayOptions): Promise<RelayUnderTes
     peakKb: () => proc.memory()?.hwmKb,
     cpuTicks: () => proc.cpuTicks(),
     sendas: proc,
-    stop: () => proc.stop(),
+    stop: async () => {
+      await proc.stop();
+      await redis?.stop();
+    },
   };
 }

@@ -29,6 +29,8 @@ export interface SendasConfigOptions {
   extra?: number;
   /** sign every message: an RSA-2048 `dkim:` key for BENCH_DOMAIN (the rewritten From's domain) */
   dkim?: boolean;
+  /** `cluster:` with this Redis (the -cluster variants) */
+  redisUrl?: string;
 }
 
 /** Writes the config (and creates its queue/state dirs); returns the file's path. */
@@ -59,6 +61,7 @@ export function writeSendasConfig(opts: SendasConfigOptions): string {
     if (!existsSync(key)) writeFileSync(key, generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
     parts.push('dkim:', `  - {domain: ${BENCH_DOMAIN}, selector: bench, key: {file: ${key}}}`);
   }
+  if (opts.redisUrl) parts.push('cluster:', `  redis: {url: ${opts.redisUrl}, key_prefix: bench}`, '  node_id: bench1');
   parts.push('http: false', 'log: {level: info}', '');
   writeFileSync(file, parts.join('\n'));
   return file;
