@@ -5,6 +5,7 @@ import { formatSize } from '../config/size.js';
 import { formatDuration } from '../config/duration.js';
 import { hasOwnAccount } from '../config/account.js';
 import { dirOrigins } from '../config/dir-origin.js';
+import { describeRedis } from '../config/redis-url.js';
 
 export function checkReport(snapshot: ConfigSnapshot, env: NodeJS.ProcessEnv = process.env): string {
   const dirs = dirOrigins(snapshot, env);
@@ -24,6 +25,10 @@ export function checkReport(snapshot: ConfigSnapshot, env: NodeJS.ProcessEnv = p
   out.push(`state ${dirs.state.dir} (${dirs.state.origin})`);
   out.push(`clients: ${snapshot.clients.length === 0 ? '(none: only listen.allow may relay)' : snapshot.clients.map((c) => `${c.username}${c.sendAs ? ` (send as ${c.sendAs.join(', ')})` : ' (send as anyone)'}`).join(', ')}`);
   out.push(`policy: from ${snapshot.policy.from}, unknown sender ${snapshot.policy.unknownSender}`);
+  if (snapshot.cluster) {
+    const c = snapshot.cluster;
+    out.push(`cluster: Redis ${describeRedis(c.url.reveal())}, key prefix ${c.keyPrefix}, this node ${c.nodeId}, leases and registry entries live ${formatDuration(c.leaseTtlMs)}`);
+  }
   if (snapshot.secretKey) out.push(`secret key: ${snapshot.secretKey.where} (encrypt new secrets to ${snapshot.secretKey.recipient})`);
   out.push('servers:');
   for (const server of snapshot.servers) {

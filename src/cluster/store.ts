@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { Redis } from 'ioredis';
 import type { ClusterConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
+import { describeRedis } from '../config/redis-url.js';
 
 /** This build's version, for the node registry (package.json, one level above src/ and dist/). */
 export const RELAY_VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
@@ -175,8 +176,7 @@ export class ClusterStore {
 
   /** host:port of the Redis in use, never the URL (it may carry the password). */
   private where(): string {
-    const o = this.redis.options;
-    return `${o.host ?? '?'}:${o.port ?? '?'}`;
+    return describeRedis(this.opts.config.url.reveal());
   }
 }
 

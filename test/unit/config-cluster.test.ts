@@ -1,0 +1,52 @@
+/** `cluster:` as ops write it: the snapshot, the errors with their lines, what sendas check prints, what a reload means. */
+import { describe, expect, it } from 'vitest';
+import { ConfigError, formatIssue, parseConfig } from '../../src/config/load.js';
+import { diffSnapshots } from '../../src/config/diff.js';
+import { checkReport } from '../../src/cli/report.js';
+
+const FILE = '/etc/sendas/relay.yaml';
+const MAIN = `servers:
+  - name: main
+    host: smtp.acme.example
+    username: relay@acme.example
+    password: server-secret
+`;
+
+function problems(text: string, env: NodeJS.ProcessEnv = {}): string[] {
+  try {
+    parseConfig(text, FILE, { env });
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues.map((i) => formatIssue(FILE, i).slice(FILE.length + 1));
+    throw err;
+  }
+  throw new Error('the config was accepted');
+}
+
+describe('cluster: in relay.yaml', () => {
+  it('is off unless written; written, the URL is a secret and the node defaults to the host name', () => {
+    expect(parseConfig(MAIN, FILE, { env: {} }).cluster).toBe(false);
+    const s = parseConfig(`${MAIN}cluster:\n  redis:\n    url: {env: REDIS_URL}\n`, FILE, { env: { REDIS_URL: 'redis://:pw-7731@10.0.0.9:6380/2', HOSTNAME: 'sendas-1' } });
+    expect(s.cluster).toMatchObject({ keyPrefix: 'sendas', nodeId: 'sendas-1', leaseTtlMs: 15_000 });
+    expect(String(s.cluster && s.cluster.url)).toBe('[secret]');
+    const report = checkReport(s, {});
+    expect(report).toContain('cluster: Redis 10.0.0.9:6380/2 (no TLS, password), key prefix sendas, this node sendas-1, leases and registry entries live 15s');
+    expect(report).not.toContain('pw-7731');
+    // a password in clear over the network is said
+    expect(s.warnings.map((w) => `${w.path}: ${w.message}`)).toContain('cluster.redis.url: the Redis password goes to 10.0.0.9 in clear: use rediss:// (TLS)');
+  });
+
+  it('refuses a URL that is not redis:// without quoting it, a short lease TTL and a misspelt key, each at its line', () => {
+    expect(problems(`${MAIN}cluster:\n  redis:\n    url: http://:pw-7731@redis:6379\n`)).toEqual([
+      '8:10 cluster.redis.url: must be a redis:// or rediss:// URL such as redis://redis:6379 or rediss://:PASSWORD@redis.example:6380 (the value is not shown: it may hold a password)',
+    ]);
+    expect(problems(`${MAIN}cluster:\n  redis: {url: redis://redis}\n  lease_ttl: 1s\n`)[0]).toMatch(/^8:14 cluster\.lease_ttl: must be at least 2s/);
+    expect(problems(`${MAIN}cluster:\n  redis:\n    ur: redis://redis\n`).join('\n')).toMatch(/cluster\.redis.*url/);
+  });
+
+  it('a changed cluster section needs a restart', () => {
+    const a = parseConfig(`${MAIN}cluster:\n  redis: {url: redis://redis}\n  node_id: r1\n`, FILE, { env: {} });
+    const b = parseConfig(`${MAIN}cluster:\n  redis: {url: redis://redis}\n  node_id: r2\n`, FILE, { env: {} });
+    expect(diffSnapshots(a, b).needsRestart).toContain('cluster');
+    expect(diffSnapshots(a, a).needsRestart).not.toContain('cluster');
+  });
+});
