@@ -27,6 +27,8 @@ export interface SharedTokensOptions {
   readonly secretKey: () => SecretKey | undefined;
   /** The token provider's clock (epoch ms); converted to the replicas' shared clock for what is stored. */
   readonly now?: () => number;
+  /** The replicas' shared clock (Redis' TIME, `cluster.store.now()` by default); tests give their own clock for both. */
+  readonly sharedNow?: () => number;
   /** The lock's life: longer than a token request may take (its fetch gives up after 15 s). */
   readonly lockTtlMs?: number;
   /** How long a replica waits for the lock holder's token before it asks on its own. */
@@ -73,6 +75,7 @@ const MAX_POLL_MS = 200;
  */
 export class SharedTokens {
   private readonly now: () => number;
+  private readonly sharedNow: () => number;
   private readonly lockTtlMs: number;
   private readonly waitMs: number;
   private readonly release: (keys: readonly string[], args: readonly (string | number)[]) => Promise<unknown>;
@@ -81,6 +84,7 @@ export class SharedTokens {
 
   constructor(private readonly opts: SharedTokensOptions) {
     this.now = opts.now ?? Date.now;
+    this.sharedNow = opts.sharedNow ?? (() => opts.cluster.store.now());
     this.lockTtlMs = opts.lockTtlMs ?? 20_000;
     this.waitMs = opts.waitMs ?? this.lockTtlMs;
     this.release = opts.cluster.store.script('sendasTokenRelease', RELEASE, 1);
@@ -203,11 +207,11 @@ export class SharedTokens {
 
   /** Times in Redis are on the shared clock, so a replica whose own clock is off reads them right. */
   private toShared(t: number): number {
-    return t + (this.opts.cluster.store.now() - this.now());
+    return t + (this.sharedNow() - this.now());
   }
 
   private fromShared(t: number): number {
-    return t - (this.opts.cluster.store.now() - this.now());
+    return t - (this.sharedNow() - this.now());
   }
 }
 
