@@ -150,6 +150,8 @@ export class TokenProvider {
     }
     const expiresIn = Number(json.expires_in ?? 3600);
     const token: AccessToken = { token: json.access_token, expiresAt: started + expiresIn * 1000, obtainedAt: this.now() };
+    // cached before the refresh token is kept: a state directory that refuses the write fails this call, the token still serves the next
+    this.cache.set(key, token);
     if (o.grant === 'refresh_token' && typeof json.refresh_token === 'string' && json.refresh_token !== stored?.token) {
       await this.saveRefreshToken(account, o, key, json.refresh_token);
     }
