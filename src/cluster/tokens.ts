@@ -64,11 +64,12 @@ const MAX_POLL_MS = 200;
  * of the cache key, so no account or app is named in Redis.
  *
  * A refresh is one flight across the replicas: the replica that takes the lock (SET NX PX) asks
- * the token endpoint; the others poll for its token with a short backoff. Polling rather than
- * pub/sub: a refresh happens about once an hour per account and lasts a few hundred ms, so a few
- * GETs cost less than a second, subscribed connection per replica with its own reconnects, and
- * polling needs nothing more when Redis goes away in the middle. A waiter whose holder gives up
- * (lock gone without a token) takes the lock itself; after `waitMs` it asks on its own.
+ * the token endpoint; the others poll for its token (25 ms, doubling to 200 ms). Polling rather
+ * than pub/sub: a refresh happens about once an hour per account and lasts a few hundred ms, so
+ * the few GETs of a wait cost less than a second connection per replica in subscriber mode, with
+ * reconnects and missed messages of its own; and a poll notices at once when Redis goes away or
+ * the holder gives up (lock gone without a token: the waiter takes the lock itself). After
+ * `waitMs` (the lock's life) a waiter asks on its own.
  *
  * Redis down (or no key): every call answers "nothing shared" and the caller refreshes on its own,
  * as one relay does; no exception reaches the caller.
