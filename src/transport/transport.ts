@@ -13,6 +13,7 @@ import { TransportPools } from './pools.js';
 import { deliverInThread, deliverNow, type SendOutcome } from './send.js';
 import { UpstreamThread } from './upstream-thread.js';
 import type { Cluster } from '../cluster/cluster.js';
+import { SharedTokens } from '../cluster/tokens.js';
 
 export interface TransportOptions {
   /** Our name in EHLO. */
@@ -39,7 +40,8 @@ export class Transport {
 
   constructor(opts: TransportOptions) {
     const tuning = { ...DEFAULT_TUNING, helo: opts.helo };
-    const tokens = new TokenProvider({ stateDir: opts.stateDir, logger: opts.logger, loginHint: opts.loginHint, secretKey: opts.secretKey });
+    const shared = opts.cluster ? new SharedTokens({ cluster: opts.cluster, logger: opts.logger, secretKey: () => opts.secretKey?.() }) : undefined;
+    const tokens = new TokenProvider({ stateDir: opts.stateDir, logger: opts.logger, loginHint: opts.loginHint, secretKey: opts.secretKey, shared });
     this.pools = new TransportPools(tuning, tokens, () => join(opts.stateDir(), 'graph-spool'));
     this.thread = new UpstreamThread(this.pools, tuning);
   }
