@@ -201,6 +201,8 @@ export class AccountLeases {
   /** The account's `connections` when its leases were last asked for (the limit the scripts check). */
   limitInRedis = 1;
   private users = 0;
+  /** A transaction ran since the connections were last closed: some may be open. */
+  private used = false;
   private acquiring = false;
   private nextTryAt = 0;
   private retryMs = RETRY_MIN_MS;
@@ -244,6 +246,7 @@ export class AccountLeases {
   /** A transaction of the account begins (the lane's attempt, a passthrough message). */
   enter(): void {
     this.users++;
+    this.used = true;
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
   }
@@ -275,9 +278,18 @@ export class AccountLeases {
     const now = this.releasing ? 0 : !store.up || this.stale ? this.book.opts.share(this.limitInRedis) : this.held;
     // more connections may be open than are allowed now (a lease lost, Redis gone with more held
     // than the share): they close, those in a transaction after it; the lane starts no new one above
-    if (now < this.allowedBefore && !this.releasing) void this.book.close(this.account).catch(() => undefined);
+    if (now < this.allowedBefore && !this.releasing && this.used) void this.closeConnections();
     this.allowedBefore = now;
     for (const l of [...this.listeners]) l();
+  }
+
+  private async closeConnections(): Promise<void> {
+    try {
+      await this.book.close(this.account);
+      if (this.users === 0) this.used = false;
+    } catch {
+      // said by the transport; the next shrink or idle spell tries again
+    }
   }
 
   /** Gives every lease back (a clean stop). */
@@ -302,7 +314,10 @@ export class AccountLeases {
         this.retryMs = RETRY_MIN_MS;
         this.nextTryAt = 0;
         this.armIdle();
-      } else if (r) {
+        this.changed(); // the lane may start one more
+        return;
+      }
+      if (r) {
         // every lease is taken: ask again soon, no later than the earliest one expires
         const wait = Math.max(RETRY_MIN_MS, Math.min(this.retryMs, r.earliest - this.book.opts.store.now()));
         this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs * 2);
@@ -335,6 +350,7 @@ export class AccountLeases {
     this.releasing = (async () => {
       try {
         await this.book.close(this.account);
+        if (this.users === 0) this.used = false;
       } catch {
         // a pool that would not close stays counted: its leases are kept, renewed, and given back at the next idle spell
         return;
@@ -345,6 +361,7 @@ export class AccountLeases {
       await this.book.release(this.account, members);
     })().finally(() => {
       this.releasing = undefined;
+      this.allowedBefore = 0; // closed just now: nothing to close again
       this.changed();
       this.armIdle();
     });
