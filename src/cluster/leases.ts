@@ -18,36 +18,63 @@ export interface ConnectionLeasesOptions {
 const RETRY_MIN_MS = 50;
 const RETRY_MAX_MS = 1_000;
 
-// KEYS[1] the account's leases (member = lease, score = expiry); ARGV: now, ttl, limit, member.
-// Drops the expired, takes one while fewer than the limit are held; else returns when the earliest expires.
+// KEYS[1] the account's leases (member = lease, score = expiry), KEYS[2] the replicas waiting for
+// their first lease of it in order (score = since when), KEYS[3] when each of them last asked;
+// ARGV: now, ttl, limit, the new lease's name, the node, how many it holds. Drops the expired
+// leases and the waiters that stopped asking; takes a free lease if fewer replicas wait ahead of
+// this one than there are free leases; else a node holding none queues up, and the answer is
+// when the earliest lease expires.
 const ACQUIRE = `
 local now = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local node = ARGV[5]
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - ttl)) do
+  redis.call('ZREM', KEYS[2], gone)
+  redis.call('ZREM', KEYS[3], gone)
+end
+local free = tonumber(ARGV[3]) - redis.call('ZCARD', KEYS[1])
+local ahead = redis.call('ZRANK', KEYS[2], node) or redis.call('ZCARD', KEYS[2])
+if free > ahead then
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[4])
+  redis.call('ZREM', KEYS[2], node)
+  redis.call('ZREM', KEYS[3], node)
+  redis.call('PEXPIRE', KEYS[1], 2 * ttl)
   return {1, 0}
 end
+if tonumber(ARGV[6]) == 0 then
+  redis.call('ZADD', KEYS[2], 'NX', now, node)
+  redis.call('ZADD', KEYS[3], now, node)
+  redis.call('PEXPIRE', KEYS[2], 2 * ttl)
+  redis.call('PEXPIRE', KEYS[3], 2 * ttl)
+end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, tonumber(first[2])}
+return {0, tonumber(first[2] or now)}
 `;
 
-// ARGV: now, ttl, the number of accounts, then per account its key, its limit, the count n and n
-// members (the keys in ARGV: how many there are varies, and one Redis, not a Redis Cluster, is used).
-// Each member still held (or free again while fewer than the limit are held: an outage let it
-// expire, Redis restarted empty) gets a new expiry; returns, per key, the members kept.
+// ARGV: now, ttl, this node, the number of accounts, then per account its leases' key, the key of
+// when its waiters last asked, its limit, the count n and n members (the keys in ARGV: how many there are
+// varies; one Redis is used, never a Redis Cluster). Each member still held (or free again while
+// fewer than the limit are held: an outage let it expire, Redis restarted empty) gets a new
+// expiry; returns, per account, how many other replicas wait for their first lease, then the
+// members kept.
 const RENEW = `
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
-local i = 4
+local node = ARGV[3]
+local i = 5
 local out = {}
-for k = 1, tonumber(ARGV[3]) do
+for k = 1, tonumber(ARGV[4]) do
   local key = ARGV[i]
-  local limit = tonumber(ARGV[i + 1])
-  local n = tonumber(ARGV[i + 2])
-  i = i + 3
+  local wish = ARGV[i + 1]
+  local limit = tonumber(ARGV[i + 2])
+  local n = tonumber(ARGV[i + 3])
+  i = i + 4
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  local kept = {}
+  local asked = redis.call('ZSCORE', wish, node)
+  local mine = (asked and tonumber(asked) > now - ttl) and 1 or 0
+  local waiting = redis.call('ZCOUNT', wish, '(' .. (now - ttl), '+inf') - mine
+  local kept = {waiting}
   for m = 1, n do
     local member = ARGV[i]
     i = i + 1
@@ -89,7 +116,7 @@ export class ConnectionLeases {
   readonly idleMs: number;
 
   constructor(readonly opts: ConnectionLeasesOptions) {
-    this.acquireScript = opts.store.script('sendasLeaseAcquire', ACQUIRE, 1);
+    this.acquireScript = opts.store.script('sendasLeaseAcquire', ACQUIRE, 3);
     this.renewScript = opts.store.script('sendasLeaseRenew', RENEW, 0);
     this.idleMs = opts.idleMs ?? Math.min(5_000, Math.max(100, Math.floor(opts.ttlMs / 3)));
     opts.store.onHealth((up) => {
@@ -144,10 +171,10 @@ export class ConnectionLeases {
   }
 
   /** @internal takes one lease if fewer than `limit` are held: true, or when the earliest expires (shared clock); undefined while Redis is away */
-  async acquire(account: string, member: string, limit: number): Promise<true | { earliest: number } | undefined> {
+  async acquire(account: string, member: string, limit: number, held: number): Promise<true | { earliest: number } | undefined> {
     const { store, ttlMs } = this.opts;
     const now = store.now();
-    const r = await store.run(() => this.acquireScript([this.key(account)], [now, ttlMs, limit, member]));
+    const r = await store.run(() => this.acquireScript([this.key(account), this.queueKey(account), this.wishKey(account)], [now, ttlMs, limit, member, store.nodeId, held]));
     if (!Array.isArray(r)) return undefined;
     return Number(r[0]) === 1 ? true : { earliest: Number(r[1]) };
   }
@@ -172,6 +199,14 @@ export class ConnectionLeases {
     return this.opts.store.key('lease', account);
   }
 
+  private queueKey(account: string): string {
+    return this.opts.store.key('lease-queue', account);
+  }
+
+  private wishKey(account: string): string {
+    return this.opts.store.key('lease-asked', account);
+  }
+
   private async doRenew(): Promise<void> {
     const { store, ttlMs } = this.opts;
     const held = [...this.accounts.values()].filter((a) => a.members.length > 0);
@@ -180,11 +215,14 @@ export class ConnectionLeases {
       if (store.up) for (const a of this.accounts.values()) a.verified();
       return;
     }
-    const args: (string | number)[] = [store.now(), ttlMs, held.length];
-    for (let i = 0; i < held.length; i++) args.push(this.key(held[i]!.account), held[i]!.limitInRedis, sent[i]!.length, ...sent[i]!);
+    const args: (string | number)[] = [store.now(), ttlMs, store.nodeId, held.length];
+    for (let i = 0; i < held.length; i++) args.push(this.key(held[i]!.account), this.wishKey(held[i]!.account), held[i]!.limitInRedis, sent[i]!.length, ...sent[i]!);
     const r = await store.run(() => this.renewScript([], args));
     if (!Array.isArray(r)) return; // Redis away: the share applies; checked again when it is back
-    held.forEach((a, i) => a.renewed(sent[i]!, new Set(((r[i] as unknown[]) ?? []).map(String))));
+    held.forEach((a, i) => {
+      const [waiting, ...kept] = (r[i] as unknown[]) ?? [0];
+      a.renewed(sent[i]!, new Set(kept.map(String)), Number(waiting));
+    });
     for (const a of this.accounts.values()) a.verified();
   }
 }
@@ -209,6 +247,10 @@ export class AccountLeases {
   private retryTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   private releasing: Promise<void> | undefined;
+  /** Giving one lease to a replica that waits with none: the lane runs one fewer until it is closed and back. */
+  private yielding: Promise<void> | 'waiting' | undefined;
+  /** Since when (shared clock) the leases have been held without giving one up. */
+  private heldSince = 0;
   /** What limit() allowed last: less now means connections must close. */
   private allowedBefore = 0;
   private readonly listeners = new Set<() => void>();
@@ -233,6 +275,7 @@ export class AccountLeases {
     if (this.releasing || this.book.isStopped) return 0;
     const { store } = this.book.opts;
     if (!store.up || this.stale) return Math.min(wanted, this.book.opts.share(connections));
+    if (this.yielding) return Math.min(wanted, this.held - 1);
     if (running >= this.held && this.held < wanted) this.acquire(connections);
     return Math.min(wanted, this.held);
   }
@@ -254,15 +297,24 @@ export class AccountLeases {
   /** It ended; after idleMs without another one, the connections close and the leases go back. */
   exit(): void {
     this.users = Math.max(0, this.users - 1);
+    if (this.yielding === 'waiting') this.yieldOne();
     this.armIdle();
   }
 
   /** @internal the renewal's answer for the members it sent */
-  renewed(sent: readonly string[], kept: ReadonlySet<string>): void {
+  renewed(sent: readonly string[], kept: ReadonlySet<string>, waiting: number): void {
     const lost = sent.filter((m) => !kept.has(m));
-    if (lost.length === 0) return;
-    this.members = this.members.filter((m) => !lost.includes(m));
-    this.changed();
+    if (lost.length > 0) {
+      this.members = this.members.filter((m) => !lost.includes(m));
+      this.changed();
+    }
+    // fairness: a replica busy for good would keep its leases for good; while another waits with
+    // none, each lease held a whole TTL is given up in turn (a reconnect per TTL is the cost)
+    if (waiting > 0 && this.held > 0 && !this.yielding && !this.releasing && this.book.opts.store.now() - this.heldSince >= this.book.opts.ttlMs) {
+      this.yielding = 'waiting';
+      this.changed();
+      this.yieldOne();
+    }
   }
 
   /** @internal the leases are checked since Redis came back */
@@ -275,10 +327,11 @@ export class AccountLeases {
   /** @internal something limit() depends on changed: fewer allowed closes the connections, then the listeners are told */
   changed(): void {
     const { store } = this.book.opts;
-    const now = this.releasing ? 0 : !store.up || this.stale ? this.book.opts.share(this.limitInRedis) : this.held;
+    const now = this.releasing ? 0 : !store.up || this.stale ? this.book.opts.share(this.limitInRedis) : this.yielding ? this.held - 1 : this.held;
     // more connections may be open than are allowed now (a lease lost, Redis gone with more held
     // than the share): they close, those in a transaction after it; the lane starts no new one above
-    if (now < this.allowedBefore && !this.releasing && this.used) void this.closeConnections();
+    // (a yield closes them itself)
+    if (now < this.allowedBefore && !this.releasing && !this.yielding && this.used) void this.closeConnections();
     this.allowedBefore = now;
     for (const l of [...this.listeners]) l();
   }
@@ -297,19 +350,42 @@ export class AccountLeases {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     await this.releasing;
+    if (typeof this.yielding === 'object') await this.yielding;
     const members = this.members;
     this.members = [];
     await this.book.release(this.account, members);
+  }
+
+  /** Once the account runs within one lease fewer: its connections closed, then the lease goes back. */
+  private yieldOne(): void {
+    if (this.yielding !== 'waiting' || this.users > this.held - 1) return;
+    this.yielding = (async () => {
+      try {
+        await this.book.close(this.account);
+      } catch {
+        return;
+      }
+      const member = this.members.pop();
+      if (member) await this.book.release(this.account, [member]);
+      // a replica that just gave one up lets the waiting one take it first (the script gives waiters priority)
+    })().finally(() => {
+      this.yielding = undefined;
+      this.heldSince = this.book.opts.store.now();
+      this.allowedBefore = Math.min(this.allowedBefore, this.held);
+      this.changed();
+      this.armIdle();
+    });
   }
 
   private acquire(connections: number): void {
     if (this.acquiring || this.book.localNow() < this.nextTryAt) return;
     this.acquiring = true;
     const member = this.book.nextMember();
-    void this.book.acquire(this.account, member, connections).then((r) => {
+    void this.book.acquire(this.account, member, connections, this.held).then((r) => {
       this.acquiring = false;
       if (r === true) {
         if (this.book.isStopped) return void this.book.release(this.account, [member]);
+        if (this.held === 0) this.heldSince = this.book.opts.store.now();
         this.members.push(member);
         this.retryMs = RETRY_MIN_MS;
         this.nextTryAt = 0;
@@ -336,7 +412,7 @@ export class AccountLeases {
   }
 
   private armIdle(): void {
-    if (this.users > 0 || this.held === 0 || this.idleTimer || this.releasing) return;
+    if (this.users > 0 || this.held === 0 || this.idleTimer || this.releasing || this.yielding) return;
     this.idleTimer = setTimeout(() => {
       this.idleTimer = undefined;
       if (this.users === 0) this.release();
@@ -346,7 +422,7 @@ export class AccountLeases {
 
   /** Idle: the connections close first, THEN the leases go back, so another replica never opens one while ours is still open. */
   private release(): void {
-    if (this.releasing || this.held === 0) return;
+    if (this.releasing || this.yielding || this.held === 0) return;
     this.releasing = (async () => {
       try {
         await this.book.close(this.account);

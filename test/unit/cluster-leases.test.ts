@@ -69,6 +69,14 @@ async function until(cond: () => boolean, what: string, ms = 5_000): Promise<voi
   }
 }
 
+async function untilAsync(cond: () => Promise<boolean>, what: string, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 /** A lane that is full and has entries waiting: asks for one more lease (limit() with every held one running). */
 const ask = (r: Replica, connections = 2) => r.leases.limit(connections, connections, r.leases.held);
 
@@ -168,5 +176,29 @@ describe('connection leases (real redis-server)', () => {
     expect(b.leases.limit(2, 2, 0)).toBe(0);
     expect(c.leases.limit(2, 2, 0)).toBe(0);
     await stopAll(rs);
+  });
+});
+
+describe('connection leases: fairness between busy replicas (real redis-server)', () => {
+  it('a replica busy for good gives a lease up each TTL while another waits with none; the waiter, not the giver, takes it', async () => {
+    // a short TTL, the renewal timers running: the lanes keep asking, as full lanes do
+    const [a, b, c] = await replicas(3, { ttlMs: 400 });
+    a!.leases.enter();
+    await until(() => (ask(a!), a!.leases.held === 2), 'a holds 2');
+    const queue = () => a!.cluster.store.redis.zrange(a!.cluster.store.key('lease-queue', ACCOUNT), 0, -1);
+    ask(b!);
+    await untilAsync(async () => (await queue()).length === 1, 'b waits');
+    ask(c!);
+    await untilAsync(async () => (await queue()).length === 2, 'c waits');
+    expect(await queue()).toEqual(['r2', 'r3']);
+    // within a TTL or two a's renewal sees them waiting: one lease goes, after its connections closed; b, first in line, takes it
+    let most = 0;
+    const total = () => (most = Math.max(most, a!.leases.held + b!.leases.held + c!.leases.held));
+    await until(() => (ask(a!), ask(b!), ask(c!), total(), b!.leases.held === 1), 'b gets one from a');
+    expect(a!.closed[0]!.inRedis).toBe(2);
+    // then c: a gives up its last one too (it has held it a whole TTL), and queues behind c
+    await until(() => (ask(a!), ask(b!), ask(c!), total(), c!.leases.held === 1), 'c gets one');
+    expect(most).toBeLessThanOrEqual(2);
+    await stopAll([a!, b!, c!]);
   });
 });
