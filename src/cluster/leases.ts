@@ -97,6 +97,11 @@ return out
  * the account has been idle a while and its connections are closed (the closer). A replica that
  * dies stops renewing: its leases expire within the TTL and the others take them.
  *
+ * Fair turns: a replica kept busy for good would keep its leases for good, and the others' queues
+ * would only grow. A replica that holds none and asks queues up in Redis (first come, first
+ * served: a free lease goes to those waiting longest), and a holder whose renewal finds someone
+ * waiting gives one lease up per TTL it has held them — its connections closed first.
+ *
  * Why polling while every lease is taken, not pub/sub: a dead replica's lease frees by expiring,
  * which Redis announces to nobody, so a waiter would have to poll for those anyway. It asks again
  * after a short backoff (50 ms doubling to 1 s, never later than the earliest expiry), and only
