@@ -401,7 +401,8 @@ export class AccountLeases {
       if (r) {
         // every lease is taken: ask again soon, no later than the earliest one expires
         const wait = Math.max(RETRY_MIN_MS, Math.min(this.retryMs, r.earliest - this.book.opts.store.now()));
-        this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs * 2);
+        // at least every third of the TTL: a waiter's place in the queue lapses when it stops asking
+        this.retryMs = Math.min(RETRY_MAX_MS, Math.floor(this.book.opts.ttlMs / 3), this.retryMs * 2);
         this.nextTryAt = this.book.localNow() + wait;
         if (this.retryTimer) clearTimeout(this.retryTimer);
         this.retryTimer = setTimeout(() => {

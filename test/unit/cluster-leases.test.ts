@@ -4,6 +4,12 @@ import { Cluster } from '../../src/cluster/cluster.js';
 import type { AccountLeases } from '../../src/cluster/leases.js';
 import { Secret } from '../../src/config/secret.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
+import { Readable } from 'node:stream';
+import { accountFor, type Account } from '../../src/config/account.js';
+import { DEFAULT_TUNING } from '../../src/transport/options.js';
+import { TransportPools } from '../../src/transport/pools.js';
+import { startTestUpstream } from '../support/upstream.js';
+import { snapshotOf } from './helpers.js';
 
 let redis: TestRedis;
 beforeAll(async () => {
@@ -200,5 +206,44 @@ describe('connection leases: fairness between busy replicas (real redis-server)'
     await until(() => (ask(a!), ask(b!), ask(c!), total(), c!.leases.held === 1), 'c gets one');
     expect(most).toBeLessThanOrEqual(2);
     await stopAll([a!, b!, c!]);
+  });
+});
+
+describe('transport with leased connections: one pool in use per account, closed on request', () => {
+  it('a message on another route retires the pool before (its idle connections close); closeAccount resolves once the rest are closed', async () => {
+    const login = { username: 'relay@acme.example', password: 'server-pw' };
+    const primary = await startTestUpstream({ accounts: [login] });
+    const alternate = await startTestUpstream({ accounts: [login] });
+    const pools = new TransportPools({ ...DEFAULT_TUNING, helo: 'relay.test' }, undefined, undefined, true);
+    try {
+      const s = snapshotOf(`
+servers:
+  - name: main
+    default: true
+    host: 127.0.0.1
+    port: ${primary.port}
+    security: none
+    username: relay@acme.example
+    password: server-pw
+    connections: 2
+`);
+      const a = accountFor(s, undefined) as Account;
+      const message = () => Readable.from([Buffer.from('From: <relay@acme.example>\r\nSubject: x\r\n\r\nbody\r\n')], { objectMode: false });
+      const envelope = { from: 'relay@acme.example', to: ['c@example.net'], eightBit: false };
+      await Promise.all([pools.send(a, undefined, envelope, message()), pools.send(a, undefined, envelope, message())]);
+      // pooled: both stay open while idle
+      expect(primary.openSessions.get(login.username)).toBe(2);
+      await pools.send(a, { host: '127.0.0.1', port: alternate.port }, envelope, message());
+      await until(() => primary.openSessions.get(login.username) === 0, 'the primary pool’s idle connections closed');
+      expect(alternate.openSessions.get(login.username)).toBe(1);
+      await pools.closeAccount(a.key);
+      // our side of the socket is closed: the upstream has ended the session (its onClose runs a tick later)
+      await until(() => alternate.openSessions.get(login.username) === 0, 'the alternate’s session ended', 1_000);
+      expect(await pools.closeAccount(a.key)).toEqual([]);
+    } finally {
+      pools.closeAll();
+      await primary.close();
+      await alternate.close();
+    }
   });
 });
