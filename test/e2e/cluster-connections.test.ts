@@ -11,9 +11,9 @@ import { ACCOUNTS, startRelay, type RunningRelay } from './harness.js';
  */
 const LOGIN = 'relay@acme.example';
 
-function yaml(upstream: number, redisUrl: string, prefix: string, node: string): string {
+function yaml(upstream: number, redisUrl: string, prefix: string, node: string, delivery = 'queue'): string {
   return `
-delivery: queue
+delivery: ${delivery}
 queue:
   retry: [1s]
 cluster:
@@ -58,7 +58,7 @@ describe('three relays, one account with connections: 2 (leases in a real redis-
     upstream = await startTestUpstream({ accounts: ACCOUNTS });
   });
   afterAll(async () => {
-    for (const r of relays) await r.stop();
+    for (const r of relays.splice(0)) await r.stop();
     await upstream?.close();
     await redis?.stop();
   });
@@ -88,6 +88,18 @@ describe('three relays, one account with connections: 2 (leases in a real redis-
     await Promise.all(relays.map((r, i) => send(r, `back-r${i + 1}`, 4)));
     await until('51 messages delivered', () => upstream.messages.length >= 51);
     expect(upstream.messages).toHaveLength(51);
+    expect(upstream.peakSessions.get(LOGIN)).toBeLessThanOrEqual(2);
+    for (const r of relays.splice(0)) await r.stop();
+  });
+
+  it('passthrough: a message waits for one of the account’s leases while its client waits; at most 2 sessions, all delivered', async () => {
+    const before = upstream.messages.length;
+    await until('the first test’s sessions are closed', () => (upstream.openSessions.get(LOGIN) ?? 0) === 0, 10_000);
+    upstream.peakSessions.delete(LOGIN);
+    for (const node of ['p1', 'p2', 'p3']) relays.push(await startRelay(yaml(upstream.port, redis.url, `cp${process.pid}`, node, 'passthrough')));
+    await Promise.all(relays.map((r, i) => send(r, `p${i + 1}`, 4)));
+    // passthrough answers after the upstream took it: everything is there
+    expect(upstream.messages.length - before).toBe(12);
     expect(upstream.peakSessions.get(LOGIN)).toBeLessThanOrEqual(2);
   });
 });
