@@ -97,7 +97,8 @@ export class Transport {
 
   /** Loads the upstream thread: the first message must not pay for it. */
   ready(): Promise<void> {
-    return this.thread.ready();
+    // with `cluster:` nothing goes to the thread (see leased): it is never started
+    return this.leased ? Promise.resolve() : this.thread.ready();
   }
 
   /** Open upstream connections, main thread and upstream thread together (for the metric). */
