@@ -8,6 +8,7 @@ import { systemClock, type Clock } from './clock.js';
 import type { Logger } from '../log.js';
 import { DirSync } from '../queue/dir-sync.js';
 import type { Cluster } from '../cluster/cluster.js';
+import type { AccountLeases } from '../cluster/leases.js';
 import { BUDGETS, WINDOW_MS, clockTime, holdAfterQuota, crossed, prune, record, release, roomFor, usage, type Backoff, type Bucket, type BudgetName, type Want } from './budget.js';
 
 /** What one account has done lately, for /status. */
@@ -46,6 +47,8 @@ export class AccountState {
   server = '';
   address = '';
   connections = 0;
+  /** `cluster:`: the account's connection slots leased from Redis, shared with the other replicas (see see()). */
+  leases: AccountLeases | undefined;
   private readonly warned = new Set<BudgetName>();
   private slotWaiters: (() => void)[] = [];
   private writing: Promise<void> | undefined;
@@ -62,6 +65,11 @@ export class AccountState {
     this.connections = account.server.connections;
     this.server = account.server.name;
     this.address = account.address;
+    // only an account that resolved gets leases (the queue's lanes of unresolvable entries never see one)
+    if (!this.leases && this.book.cluster) {
+      this.leases = this.book.cluster.leases.of(this.key);
+      this.leases.onChange(() => this.book.connectionsChanged(this));
+    }
   }
 
   /**
@@ -140,14 +148,23 @@ export class AccountState {
     return this.next;
   }
 
-  /** Waits for one of the account's `connections` (passthrough: the queue's lane counts its own). */
+  /** Waits for one of the account's `connections` (passthrough: the queue's lane counts its own); with `cluster:` within its leases. */
   async slot(connections: number): Promise<() => void> {
-    while (this.inUse >= connections) await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+    const leases = this.leases;
+    const room = () => (leases ? leases.limit(connections, connections, this.inUse) : connections);
+    while (this.inUse >= room()) await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
     this.inUse++;
+    leases?.enter();
     return () => {
       this.inUse--;
+      leases?.exit();
       this.slotWaiters.shift()?.();
     };
+  }
+
+  /** @internal a lease granted or lost, Redis gone or back: the waiters for a slot look again */
+  wakeSlotWaiters(): void {
+    for (const w of this.slotWaiters.splice(0)) w();
   }
 
   succeeded(now: number): void {
@@ -229,6 +246,19 @@ export class AccountBook {
         }
       },
     };
+  }
+
+  private readonly connectionListeners = new Set<() => void>();
+
+  /** Called when an account may run more transactions than before (with `cluster:`: a connection lease granted, Redis gone or back). */
+  onConnectionsChange(listener: () => void): void {
+    this.connectionListeners.add(listener);
+  }
+
+  /** @internal */
+  connectionsChanged(state: AccountState): void {
+    state.wakeSlotWaiters();
+    for (const l of this.connectionListeners) l();
   }
 
   all(): AccountState[] {

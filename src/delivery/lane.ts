@@ -35,9 +35,22 @@ export class Lane {
     this.account.see(account);
   }
 
-  /** Transactions the lane may run at once now. */
+  /** Transactions the lane may run at once now; with `cluster:` no more than the connection leases held (cluster/leases.ts). */
   limit(now: number): number {
-    return concurrency(this.connections, this.account.backoff, now);
+    const wanted = concurrency(this.connections, this.account.backoff, now);
+    const leases = this.account.leases;
+    return leases ? leases.limit(this.connections, wanted, this.running) : wanted;
+  }
+
+  /** An attempt starts: it counts against limit(), and keeps the account's leases from going back while it runs. */
+  begin(): void {
+    this.running++;
+    this.account.leases?.enter();
+  }
+
+  end(): void {
+    this.running--;
+    this.account.leases?.exit();
   }
 
   get waiting(): number {

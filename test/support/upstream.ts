@@ -120,6 +120,10 @@ export interface TestUpstream {
   limitRefusals: { login: string | null; reply: SmtpReply }[];
   /** the most transactions one login had at once (maxConcurrentPerLogin counts these) */
   peakConcurrent: Map<string | null, number>;
+  /** connections signed in with each login now, idle ones included (a session counts from its successful AUTH to its close) */
+  openSessions: Map<string, number>;
+  /** the most connections signed in with one login at once (what Microsoft 365's per-mailbox session limit counts) */
+  peakSessions: Map<string, number>;
   /** recipients counted per login in the current window (recipientsPerLogin) */
   recipientsUsed: Map<string | null, number>;
   /** starts a new recipients window: every login's count back to 0 */
@@ -214,6 +218,23 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
   const recipientsUsed = new Map<string | null, number>();
   /** sessions with a transaction counted in inTransaction, by session id */
   const counted = new Map<string, string | null>();
+  const openSessions = new Map<string, number>();
+  const peakSessions = new Map<string, number>();
+  /** signed-in sessions counted in openSessions, by session id */
+  const signedIn = new Map<string, string>();
+  const signIn = (session: SMTPServerSession, login: string): void => {
+    if (signedIn.has(session.id)) return;
+    signedIn.set(session.id, login);
+    const now = (openSessions.get(login) ?? 0) + 1;
+    openSessions.set(login, now);
+    peakSessions.set(login, Math.max(peakSessions.get(login) ?? 0, now));
+  };
+  const signOut = (session: SMTPServerSession): void => {
+    const login = signedIn.get(session.id);
+    if (login === undefined) return;
+    signedIn.delete(session.id);
+    openSessions.set(login, (openSessions.get(login) ?? 1) - 1);
+  };
   const endTransaction = (session: SMTPServerSession): void => {
     if (!counted.has(session.id)) return;
     const login = counted.get(session.id)!;
@@ -252,7 +273,7 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
     authMethods: opts.xoauth2 ? ['PLAIN', 'LOGIN', 'CRAM-MD5', 'XOAUTH2'] : ['PLAIN', 'LOGIN', 'CRAM-MD5'],
     closeTimeout: 2_000,
     socketTimeout: 30_000,
-    onAuth(auth, _session, callback) {
+    onAuth(auth, session, callback) {
       const username = auth.username ?? '';
       if (auth.method === 'XOAUTH2' && opts.xoauth2) {
         const accessToken = auth.accessToken ?? '';
@@ -277,6 +298,7 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
               callback(null, { data: { status: '401', schemes: 'bearer', scope: opts.xoauth2Scope ?? 'https://mail.google.com/' } });
               return;
             }
+            signIn(session, username);
             callback(null, { user: username });
           });
         return;
@@ -296,10 +318,12 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
         callback(smtpError({ code: 535, message: '5.7.8 Authentication credentials invalid' }));
         return;
       }
+      signIn(session, username);
       callback(null, { user: username });
     },
     onClose(session) {
       endTransaction(session);
+      signOut(session);
     },
     onMailFrom(address, session, callback) {
       const login = sessionLogin(session);
@@ -407,6 +431,8 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
     connections: 0,
     limitRefusals,
     peakConcurrent,
+    openSessions,
+    peakSessions,
     recipientsUsed,
     resetRecipientWindow() {
       recipientsUsed.clear();
