@@ -26,12 +26,16 @@ export async function statusCommand(snapshot: ConfigSnapshot, opts: { cluster: b
   }
   const store = new ClusterStore({ config, logger: pino({ level: 'silent' }) });
   const where = `${store.redis.options.host ?? '?'}:${store.redis.options.port ?? '?'}`;
+  // one attempt: a command answers now or says why not (the relay's store reconnects for ever)
+  store.redis.options.retryStrategy = () => null;
+  let firstError: string | undefined;
+  store.redis.once('error', (e: Error) => (firstError = e.message));
   try {
     await store.start();
     const view = store.up ? await readRegistry(store, config.leaseTtlMs) : undefined;
     if (!view) {
       err.write(
-        `sendas status --cluster: cannot reach the cluster's Redis at ${where}${store.lastProblem ? ` (${store.lastProblem})` : ''}; the replicas that cannot reach it either keep their own share of every limit. Check cluster.redis.url in ${snapshot.file} and that Redis runs.\n`,
+        `sendas status --cluster: cannot reach the cluster's Redis at ${where}${firstError ?? store.lastProblem ? ` (${firstError ?? store.lastProblem})` : ''}; the replicas that cannot reach it either keep their own share of every limit. Check cluster.redis.url in ${snapshot.file} and that Redis runs.\n`,
       );
       return 1;
     }

@@ -127,7 +127,10 @@ export class ListenerGuard {
     return this.auth;
   }
 
-  /** A store that can't answer (a shared one, later) must not lock everybody out: the login goes on unlimited, and it is logged. */
+  /**
+   * A store that can't answer must not lock everybody out: the login goes on unlimited, and it is
+   * logged. (The shared store never gets here for an outage: its local share answers instead.)
+   */
   private storeFailed(err: unknown): undefined {
     this.opts.logger.error({ err: { message: (err as Error).message } }, 'the failed-login counter is unavailable; logins are not limited');
     return undefined;
