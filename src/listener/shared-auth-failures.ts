@@ -16,7 +16,9 @@ import type { FailureStore, FailureStoreFactory } from './auth-limits.js';
  * outage is still enforced here until it ends (the local failures themselves are not carried over).
  */
 export function sharedFailureStore(cluster: Cluster): FailureStoreFactory {
-  return ({ keyPrefix, scope, points, duration }) => {
+  return ({ keyPrefix, scope, points, duration: windowSec }) => {
+    // Redis' expiry is in whole seconds (the library floors it): a window or lockout under 1 s would never expire there
+    const duration = wholeSeconds(windowSec);
     const local = new LocalShare({ keyPrefix, points: cluster.share(points), duration });
     const shared = new RateLimiterRedis({
       storeClient: cluster.store.redis,
@@ -43,7 +45,7 @@ export function sharedFailureStore(cluster: Cluster): FailureStoreFactory {
       },
       block(key, secDuration, options) {
         share();
-        return shared.block(key, secDuration, options);
+        return shared.block(key, wholeSeconds(secDuration), options);
       },
     };
     return store;
@@ -73,6 +75,10 @@ class LocalShare extends RateLimiterMemory {
     }
     return new RateLimiterRes(0, left, this.points + 1);
   }
+}
+
+function wholeSeconds(sec: number): number {
+  return Math.max(1, Math.ceil(sec));
 }
 
 // as AuthLimiter reads an answer: the count reached its limiter's threshold
