@@ -81,6 +81,7 @@ async function main(argv: string[]): Promise<number> {
       key: { type: 'string' },
       // sendas status
       cluster: { type: 'boolean' },
+      url: { type: 'string' },
     },
     strict: true,
     allowPositionals: command === 'queue' || command === 'oauth' || command === 'trace' || command === 'secret',
@@ -155,7 +156,7 @@ async function main(argv: string[]): Promise<number> {
     case 'status': {
       const snapshot = await load(file);
       if (!snapshot) return 1;
-      return statusCommand(snapshot, { cluster: values.cluster === true, json: values.json === true }, process.stdout, process.stderr);
+      return statusCommand(snapshot, { cluster: values.cluster === true, json: values.json === true, url: values.url }, process.stdout, process.stderr);
     }
     // sendas oauth login (src/cli/oauth-login.ts)
     case 'oauth': {

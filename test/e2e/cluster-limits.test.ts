@@ -1,7 +1,10 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Secret } from '../../src/config/secret.js';
+import { OpsServer } from '../../src/ops/http.js';
 import { compiledCli, runProcess } from '../support/cli.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { swaks } from '../support/swaks.js';
@@ -24,7 +27,11 @@ describe('two relays sharing the guessing limiter through Redis; sendas status -
     );
   const auth = (relay: RunningRelay, password: string) =>
     swaks({ server: '127.0.0.1', port: relay.port, auth: { user: 'crm', password }, from: 'crm@crm.local', to: 'customer@example.net', data: message({ From: 'support@acme.example', Subject: 'x' }) });
-  const status = (...args: string[]) => runProcess(process.execPath, [cli, 'status', ...args, '--config', a.configFile], { cwd: a.dir, env: { PATH: process.env.PATH } });
+  const status = (...args: string[]) => runProcess(process.execPath, [cli, 'status', ...args, '--config', args.includes('--url') ? withToken : a.configFile], { cwd: a.dir, env: { PATH: process.env.PATH } });
+  // relay a's monitoring port as `sendas serve` runs it, with http.token; the CLI's config names the token
+  let ops: OpsServer;
+  let opsUrl: string;
+  let withToken: string;
 
   beforeAll(async () => {
     [redis, upstream, cli] = await Promise.all([startRedis({ password: 'redis-secret-7' }), startTestUpstream({ accounts: ACCOUNTS }), compiledCli(mkdtempSync(join(tmpdir(), 'sendas-status-cli-')))]);
@@ -32,8 +39,14 @@ describe('two relays sharing the guessing limiter through Redis; sendas status -
     b = await startRelay(yaml('relay-b'));
     // b's first heartbeat was after a's: a sees it at its next one
     await a.relay.cluster!.registry.heartbeat();
+    ops = new OpsServer({ ready: () => a.relay.ready(), status: () => a.relay.status(), registry: a.relay.metrics.registry, logger: pino({ level: 'silent' }), token: () => new Secret('ops-token-5', 'inline') });
+    const at = await ops.listen('127.0.0.1', 0);
+    opsUrl = `http://127.0.0.1:${at.port}`;
+    withToken = join(a.dir, 'cli.yaml');
+    writeFileSync(withToken, `${readFileSync(a.configFile, 'utf8')}\nhttp: {host: 127.0.0.1, port: ${at.port}, token: ops-token-5}\n`);
   }, 120_000);
   afterAll(async () => {
+    await ops?.close();
     await a?.stop();
     await b?.stop();
     await upstream?.close();
@@ -79,5 +92,18 @@ describe('two relays sharing the guessing limiter through Redis; sendas status -
     expect(down.stdout).toBe('');
     expect(down.stderr).toMatch(new RegExp(`^sendas status --cluster: cannot reach the cluster's Redis at 127\\.0\\.0\\.1:${redis.port} \\(.+\\); `));
     expect(down.stderr).not.toContain('redis-secret-7');
-  }, 30_000);
+
+    // the relay's own view while Redis is down: the replicas it last saw, and that it runs on its share
+    for (const deadline = Date.now() + 10_000; a.relay.cluster!.up && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20));
+    const seen = await status('--cluster', '--url', opsUrl);
+    expect(seen.stderr).toBe('');
+    expect(seen.code).toBe(0);
+    expect(seen.stdout.split('\n')[0]).toMatch(new RegExp(`^relay-a at ${opsUrl}: Redis DOWN \\(.+\\), each replica on its own share \\(limits divided by 2\\) since \\S+; 2 replicas last seen$`));
+    expect(seen.stdout).toMatch(/^relay-b\s/m);
+    expect(seen.stdout).not.toContain('ops-token-5');
+    writeFileSync(withToken, readFileSync(withToken, 'utf8').replace('token: ops-token-5', 'token: wrong-token'));
+    const refused = await status('--cluster', '--url', opsUrl);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toBe(`sendas status --cluster: the relay at ${opsUrl} refused the http.token of ${withToken}\n`);
+  }, 40_000);
 });
