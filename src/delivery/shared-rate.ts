@@ -20,11 +20,15 @@ const windowsOf = new WeakMap<Cluster, SharedWindows>();
  * An account's rate shared by every replica (`cluster:`): each send takes a slot in one window in
  * Redis (one round trip per send). While Redis is away the replica keeps to its own share of the
  * rate in a local window (the count divided by the replicas last seen, at least 1), which also
- * counts the sends it made through Redis, so an outage does not start from an empty window.
+ * counts the sends it made through Redis, so an outage does not start from an empty window; the
+ * sends it made alone go into the shared window when Redis is back, so the others count them too.
+ * Times are the shared clock (`cluster.store.now()`); the delivery clock only waits.
  */
 export class SharedRate {
   private readonly windows: SharedWindows;
   private local: RateWindow;
+  /** Start times of the sends made while Redis was away, not yet in the shared window. */
+  private away: number[] = [];
 
   constructor(
     readonly rate: RateConfig,
@@ -34,21 +38,33 @@ export class SharedRate {
     let windows = windowsOf.get(cluster);
     if (!windows) windowsOf.set(cluster, (windows = new SharedWindows(cluster)));
     this.windows = windows;
-    this.local = new RateWindow({ count: cluster.share(rate.count), windowMs: rate.windowMs });
+    this.local = new RateWindow({ count: cluster.share(rate.count), windowMs: rate.windowMs + arrivalMarginMs(rate.windowMs) });
   }
 
   /** Waits for a slot and takes it: in Redis while it answers, else in the local share. */
   async acquire(clock: Clock = systemClock): Promise<void> {
-    const { count, windowMs } = this.rate;
+    const { count } = this.rate;
+    const windowMs = this.rate.windowMs + arrivalMarginMs(this.rate.windowMs);
+    const store = this.cluster.store;
     for (;;) {
-      const wait = await this.windows.tryTake(this.account, count, windowMs + arrivalMarginMs(windowMs), this.cluster.store.now());
+      if (this.away.length > 0 && this.cluster.up) {
+        // taken off first: sends acquiring at the same time must not put them in twice
+        const now = store.now();
+        const recent = this.away.filter((at) => at > now - windowMs);
+        this.away = [];
+        if (!(await this.windows.add(this.account, recent, windowMs, now))) this.away = [...recent, ...this.away];
+      }
+      const now = store.now();
+      const wait = await this.windows.tryTake(this.account, count, windowMs, now);
       if (wait === 0) {
-        this.localShare().record(clock.now());
+        this.localShare().record(now);
         return;
       }
-      const ms = wait ?? this.localShare().waitMs(clock.now());
+      const ms = wait ?? this.localShare().waitMs(now);
       if (ms <= 0) {
-        this.localShare().record(clock.now());
+        this.localShare().record(now);
+        this.away.push(now);
+        while (this.away[0]! <= now - windowMs) this.away.shift();
         return;
       }
       await new Promise<void>((resolve) => clock.setTimer(resolve, ms));
