@@ -25,20 +25,21 @@ async function replicas(n = 3) {
   const clusters = ['a', 'b', 'c'].slice(0, n).map(
     (nodeId) => new Cluster({ config: { url: new Secret(redis.url, 'inline'), keyPrefix, nodeId, leaseTtlMs: 60_000 }, logger: pino({ level: 'silent' }), configVersion: () => 'v1', queueDepth: () => 0, startedAt: new Date(T0), now: () => clock.now() }),
   );
+  // the replicas' clocks agree exactly (the shared clock is the manual one): the test moves time, not Redis' TIME
+  for (const c of clusters) c.store.syncClock = async () => undefined;
   for (const c of clusters) await c.start();
   for (const c of clusters) await c.registry.heartbeat();
   const windows = clusters.map((c) => new SharedRate(RATE, ACCOUNT, c));
   const started: { replica: number; at: number }[] = [];
   let asked = 0;
   /** `perReplica` sends on each replica, started at once; each records when its slot came. */
-  const send = (perReplica: number) => {
-    for (const [replica, w] of windows.entries()) {
-      for (let i = 0; i < perReplica; i++) {
-        asked++;
-        void w.acquire(clock).then(() => started.push({ replica, at: clusters[replica]!.store.now() }));
-      }
+  const sendOn = (replica: number, n: number) => {
+    for (let i = 0; i < n; i++) {
+      asked++;
+      void windows[replica]!.acquire(clock).then(() => started.push({ replica, at: clusters[replica]!.store.now() }));
     }
   };
+  const send = (perReplica: number) => windows.forEach((_, replica) => sendOn(replica, perReplica));
   /** Every send has either started or waits on a timer of the clock (its answer from Redis is in). */
   const settled = async () => {
     const deadline = Date.now() + 5_000;
@@ -53,7 +54,7 @@ async function replicas(n = 3) {
     return settled();
   };
   const stop = () => Promise.all(clusters.map((c) => c.stop()));
-  return { clock, clusters, windows, started, send, settled, advance, stop };
+  return { clock, clusters, windows, started, send, sendOn, settled, advance, stop };
 }
 
 /** The most sends that started within any `windowMs`. */
@@ -109,10 +110,15 @@ describe('an account rate shared by three replicas through Redis (rate: 20/min)'
 
     await redis.restart();
     await waitFor(() => r.clusters.every((c) => c.up), 'every replica to see Redis again');
-    // the 12 still waiting on local timers, and 10 more: the shared window already holds the 18 made alone
-    r.send(2);
-    await r.advance(1_000);
+    // the 12 still wait on local timers; a send on each replica in turn: each puts the 6 it made alone in first
+    for (const replica of [0, 1, 2]) {
+      r.sendOn(replica, 1);
+      await r.settled();
+    }
     expect(r.started).toHaveLength(20);
+    expect(r.started.slice(18).map((s) => s.replica)).toEqual([0, 1]);
+    r.send(1);
+    expect(await r.advance(1_000)).toBe(20);
     expect(await r.advance(61_000)).toBe(36);
     expect(peak(r.started, 61_000)).toBe(20);
     await r.stop();
