@@ -244,7 +244,8 @@ export class AccountBook {
       this.sharedBudgets = new SharedBudgets(cluster, BUCKET_MS + SLACK_MS + WINDOW_MS);
       // Redis answers again: each account's own count goes back in as its part at once, not at its next message
       cluster.store.onHealth((up) => {
-        if (up) for (const s of this.states.values()) void s.syncBudgets(this.clock.now());
+        // only accounts with budgets: the others never reach Redis
+        if (up) for (const s of this.states.values()) if (s.daily || s.buckets.length > 0) void s.syncBudgets(this.clock.now());
       });
     }
   }
@@ -308,7 +309,7 @@ export class AccountBook {
         const state = this.of(data.account);
         state.buckets = data.buckets.map(([at, messages, recipients]) => ({ at, messages, recipients }));
         prune(state.buckets, now);
-        if (this.sharedBudgets) void state.syncBudgets(now);
+        if (this.sharedBudgets && state.buckets.length > 0) void state.syncBudgets(now);
       } catch (err) {
         // a budget that can't be read is a budget that can't be trusted: ops should see it
         this.logger.error({ file: join(this.dir, name), err: { message: (err as Error).message } }, 'could not read an account budget; it starts from zero');
