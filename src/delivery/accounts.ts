@@ -265,7 +265,8 @@ export class AccountBook {
     const state = this.of(account.key);
     const now = this.clock.now();
     if (state.heldUntil > now && state.heldBecause) return state.heldBecause;
-    const reserved = await state.reserve(account, { messages: 1, recipients }, now);
+    const counted = state.reserve(account, { messages: 1, recipients }, now);
+    const reserved = counted instanceof Promise ? await counted : counted;
     if (reserved && 'error' in reserved) return reserved.error;
     if (reserved) await state.commit();
     const free = await state.slot(account.server.connections);

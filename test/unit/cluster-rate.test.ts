@@ -3,6 +3,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster } from '../../src/cluster/cluster.js';
 import { Secret } from '../../src/config/secret.js';
 import { SharedRate } from '../../src/delivery/shared-rate.js';
+import { accountFor, type Account } from '../../src/config/account.js';
+import { AccountBook } from '../../src/delivery/accounts.js';
+import { FailoverRegistry, Lane } from '../../src/delivery/lane.js';
+import { RateWindow } from '../../src/delivery/rate-limit.js';
+import { snapshotOf } from './helpers.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { ManualClock } from './manual-clock.js';
 
@@ -121,6 +126,16 @@ describe('an account rate shared by three replicas through Redis (rate: 20/min)'
     expect(await r.advance(1_000)).toBe(20);
     expect(await r.advance(61_000)).toBe(36);
     expect(peak(r.started, 61_000)).toBe(20);
+    await r.stop();
+  });
+
+  it('the lane picks the shared window only with cluster:, and none without rate', async () => {
+    const r = await replicas(1);
+    const account = (extra: string) => accountFor(snapshotOf(`servers:\n  - name: m365\n    host: h\n    username: relay@acme.example\n    password: pw\n${extra}`), undefined) as Account;
+    const lane = (cluster?: Cluster) => new Lane(ACCOUNT, new FailoverRegistry(), new AccountBook(pino({ level: 'silent' }), undefined, cluster).of(ACCOUNT));
+    expect(lane(r.clusters[0]).rate(account('    rate: 20/min\n'))).toBeInstanceOf(SharedRate);
+    expect(lane().rate(account('    rate: 20/min\n'))).toBeInstanceOf(RateWindow);
+    expect(lane(r.clusters[0]).rate(account(''))).toBeUndefined();
     await r.stop();
   });
 });
