@@ -5,6 +5,7 @@ import type { AccountState } from './accounts.js';
 import { concurrency } from './budget.js';
 import { FailoverState, failoverFingerprint } from './failover.js';
 import { RateWindow } from './rate-limit.js';
+import { SharedRate } from './shared-rate.js';
 
 /**
  * One upstream account's share of delivery: the entries due for it in order, how many of its
@@ -17,7 +18,7 @@ export class Lane {
   private due: string[] = [];
   private head = 0;
   running = 0;
-  private rateWindow: RateWindow | undefined;
+  private rateWindow: RateWindow | SharedRate | undefined;
   private failoverState: { server: ServerConfig; fingerprint: string; state: FailoverState } | undefined;
 
   /** The account's `connections` as last seen in the config. */
@@ -81,12 +82,18 @@ export class Lane {
     if (i >= 0) this.due.splice(i, 1);
   }
 
-  /** The rate window for the account as configured now (none without `rate`); a changed rate starts a new one. */
-  rate(account: Account): RateWindow | undefined {
+  /**
+   * The rate window for the account as configured now (none without `rate`); a changed rate starts
+   * a new one. With `cluster:` the window is shared with the other replicas through Redis.
+   */
+  rate(account: Account): RateWindow | SharedRate | undefined {
     const rate = account.server.rate;
     if (!rate) return (this.rateWindow = undefined);
     const w = this.rateWindow;
-    if (!w || w.rate.count !== rate.count || w.rate.windowMs !== rate.windowMs) this.rateWindow = new RateWindow(rate);
+    if (!w || w.rate.count !== rate.count || w.rate.windowMs !== rate.windowMs) {
+      const cluster = this.account.cluster;
+      this.rateWindow = cluster ? new SharedRate(rate, this.key, cluster) : new RateWindow(rate);
+    }
     return this.rateWindow;
   }
 

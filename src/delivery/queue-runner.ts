@@ -338,7 +338,9 @@ export class QueueRunner {
       const full = state.room(account, want, this.clock.now());
       if (!full) await own.rate(account)?.acquire(this.clock);
       // counted, and the count on disk, before the transaction starts: a crash can't let the account go over
-      const reserved = full ?? state.reserve(account, want, this.clock.now());
+      const counted = full ?? state.reserve(account, want, this.clock.now());
+      // a promise only with `cluster:`: one relay's path stays as it was, without an extra turn
+      const reserved = counted instanceof Promise ? await counted : counted;
       if (reserved && 'error' in reserved) {
         if (i === 0) meta.attempts--; // nothing was tried: waiting for the quota is not an attempt
         await this.waitForQuota(t, account, reserved.error, reserved.freeAt);
