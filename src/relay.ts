@@ -11,6 +11,7 @@ import { ListenerGuard } from './listener/guard.js';
 import { Listener } from './listener/server.js';
 import type { Logger } from './log.js';
 import { RelayMetrics } from './ops/metrics.js';
+import { registerClusterMetrics } from './ops/cluster-metrics.js';
 import { accountStatus, relayStatus, serverRoutes, type AccountStatus, type RelayStatus } from './ops/status.js';
 import { Reception } from './reception/reception.js';
 import { Transport } from './transport/transport.js';
@@ -80,6 +81,7 @@ export class Relay {
         return this.config.current.servers.flatMap((server) => serverRoutes(server, routes[server.name]).map((r) => ({ server: server.name, ...r })));
       },
     });
+    if (this.cluster) registerClusterMetrics(this.metrics.registry, this.cluster);
     this.metrics.setConfigVersion(first.version);
     this.metrics.seed(first);
     if (first.history) {
@@ -198,6 +200,7 @@ export class Relay {
       startedAt: this.startedAt,
       routes: this.queue?.runner.routes(),
       deliverability: this.deliverability.status(),
+      cluster: this.cluster?.status(),
     });
   }
 

@@ -15,6 +15,7 @@ import { OAUTH_USAGE, oauthCommand } from './oauth-login.js';
 import { DKIM_USAGE, dkimCommand } from './dkim-keygen.js';
 import { TRACE_USAGE, traceCommand } from './trace.js';
 import { SECRET_USAGE, secretCommand } from './secret.js';
+import { STATUS_USAGE, statusCommand } from './status.js';
 
 const USAGE = `usage: sendas <command> [options]
 
@@ -34,6 +35,7 @@ ${OAUTH_USAGE}
 ${DKIM_USAGE}
 ${TRACE_USAGE}
 ${SECRET_USAGE}
+${STATUS_USAGE}
 
 --config defaults to $SENDAS_CONFIG.`;
 
@@ -77,6 +79,9 @@ async function main(argv: string[]): Promise<number> {
       out: { type: 'string' },
       recipient: { type: 'string' },
       key: { type: 'string' },
+      // sendas status
+      cluster: { type: 'boolean' },
+      url: { type: 'string' },
     },
     strict: true,
     allowPositionals: command === 'queue' || command === 'oauth' || command === 'trace' || command === 'secret',
@@ -147,6 +152,11 @@ async function main(argv: string[]): Promise<number> {
       const snapshot = await load(file);
       if (!snapshot) return 1;
       return traceCommand(snapshot, positionals[0], { json: values.json === true, limit: values.limit }, process.stdout, process.stderr);
+    }
+    case 'status': {
+      const snapshot = await load(file);
+      if (!snapshot) return 1;
+      return statusCommand(snapshot, { cluster: values.cluster === true, json: values.json === true, url: values.url }, process.stdout, process.stderr);
     }
     // sendas oauth login (src/cli/oauth-login.ts)
     case 'oauth': {

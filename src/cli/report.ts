@@ -5,7 +5,7 @@ import { formatSize } from '../config/size.js';
 import { formatDuration } from '../config/duration.js';
 import { hasOwnAccount } from '../config/account.js';
 import { dirOrigins } from '../config/dir-origin.js';
-import { describeRedis } from '../config/redis-url.js';
+import { describeRedis } from '../config/cluster.js';
 
 export function checkReport(snapshot: ConfigSnapshot, env: NodeJS.ProcessEnv = process.env): string {
   const dirs = dirOrigins(snapshot, env);

@@ -1,5 +1,6 @@
 import type { ClusterConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
+import { ConnectionLeases } from './leases.js';
 import { NodeRegistry, type NodeInfo } from './registry.js';
 import { ClusterStore } from './store.js';
 
@@ -11,6 +12,8 @@ export interface ClusterOptions {
   readonly startedAt: Date;
   /** The local clock (epoch ms); tests inject one. */
   readonly now?: () => number;
+  /** How long an account goes without a transaction before its connection leases go back (tests set it short). */
+  readonly leaseIdleMs?: number;
 }
 
 /** What /status and `sendas status --cluster` show of the cluster. */
@@ -34,10 +37,13 @@ export interface ClusterStatus {
 export class Cluster {
   readonly store: ClusterStore;
   readonly registry: NodeRegistry;
+  /** Each account's connection slots, leased from Redis (leases.ts). */
+  readonly leases: ConnectionLeases;
 
   constructor(readonly opts: ClusterOptions) {
     this.store = new ClusterStore({ config: opts.config, logger: opts.logger, now: opts.now });
     this.registry = new NodeRegistry({ store: this.store, ttlMs: opts.config.leaseTtlMs, configVersion: opts.configVersion, queueDepth: opts.queueDepth, startedAt: opts.startedAt });
+    this.leases = new ConnectionLeases({ store: this.store, ttlMs: opts.config.leaseTtlMs, share: (limit) => this.share(limit), ...(opts.leaseIdleMs !== undefined ? { idleMs: opts.leaseIdleMs } : {}) });
   }
 
   get nodeId(): string {
@@ -70,6 +76,7 @@ export class Cluster {
   async start(): Promise<void> {
     await this.store.start();
     await this.registry.start();
+    this.leases.start();
   }
 
   status(): ClusterStatus {
@@ -86,6 +93,7 @@ export class Cluster {
 
   /** Leaves the registry and closes the connection: after the last delivery. */
   async stop(): Promise<void> {
+    await this.leases.stop();
     await this.registry.stop();
     await this.store.close();
   }

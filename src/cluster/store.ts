@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import { Redis } from 'ioredis';
 import type { ClusterConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
-import { describeRedis } from '../config/redis-url.js';
+import { describeRedis } from '../config/cluster.js';
 
 /** This build's version, for the node registry (package.json, one level above src/ and dist/). */
 export const RELAY_VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { checkDkim } from './dkim.js';
-import { checkCluster } from './redis-url.js';
+import { checkCluster, clusterTokenWarnings } from './cluster.js';
 import { decryptSecrets, type Decryption } from './decrypt.js';
 import { ConfigError, errnoText, sortIssues, type ConfigIssue } from './issues.js';
 import { withPreset } from './presets.js';
@@ -81,7 +81,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
   const decryption = opts.decryption;
   const secrets = resolveSecrets(raw, dirname(file), env, at, decryption?.values);
   if (decryption?.keyProblem) reportKeyProblem(decryption, at, issues);
-  const warnings = [...checkRelations(raw, at), ...checkListeners(raw, secrets, at), ...checkDkim(raw, secrets, at), ...checkCluster(raw, secrets, at), ...keyWarnings(decryption, dirname(file), env)];
+  const warnings = [...checkRelations(raw, at), ...checkListeners(raw, secrets, at), ...checkDkim(raw, secrets, at), ...checkCluster(raw, secrets, at), ...keyWarnings(decryption, dirname(file), env), ...clusterTokenWarnings(raw, decryption)];
   // the key file is watched and fingerprinted like a secret file: a rotated key is a reload
   const secretFiles = [...secretFilesOf(secrets), ...(decryption?.place?.file ? [decryption.place.file] : [])];
 

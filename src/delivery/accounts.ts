@@ -8,7 +8,10 @@ import { systemClock, type Clock } from './clock.js';
 import type { Logger } from '../log.js';
 import { DirSync } from '../queue/dir-sync.js';
 import type { Cluster } from '../cluster/cluster.js';
-import { BUDGETS, WINDOW_MS, clockTime, holdAfterQuota, crossed, prune, record, release, roomFor, usage, type Backoff, type Bucket, type BudgetName, type Want } from './budget.js';
+import type { AccountLeases } from '../cluster/leases.js';
+import { BUDGETS, BUCKET_MS, SLACK_MS, WINDOW_MS, clockTime, holdAfterQuota, crossed, prune, record, release, roomFor, usage, type Backoff, type Bucket, type BudgetName, type Room, type Want } from './budget.js';
+import { SharedBudgets } from '../cluster/budgets.js';
+import { SharedBudgetPart } from './shared-budget.js';
 
 /** What one account has done lately, for /status. */
 export interface AccountOutcome {
@@ -25,6 +28,9 @@ export interface Reservation {
   readonly want: Want;
   readonly at: number;
 }
+
+/** reserve()'s answer: counted, or which budget is in the way and when room frees; undefined without `daily`. */
+export type Reserved = { reservation: Reservation } | { error: RelayError; freeAt: number } | undefined;
 
 /**
  * One upstream account's state beyond a single message: its budget use (buckets, kept in
@@ -46,15 +52,26 @@ export class AccountState {
   server = '';
   address = '';
   connections = 0;
+  /** `cluster:`: the account's connection slots leased from Redis, shared with the other replicas (see see()). */
+  leases: AccountLeases | undefined;
   private readonly warned = new Set<BudgetName>();
   private slotWaiters: (() => void)[] = [];
   private writing: Promise<void> | undefined;
   private next: Promise<void> | undefined;
+  /** With `cluster:`: the budgets counted with the other replicas. */
+  private readonly shared: SharedBudgetPart | undefined;
 
   constructor(
     readonly key: string,
     private readonly book: AccountBook,
-  ) {}
+  ) {
+    if (book.sharedBudgets) this.shared = new SharedBudgetPart(book.sharedBudgets, key, () => this.buckets);
+  }
+
+  /** The replicas' shared state, when `cluster:` is configured (the lane's rate window shares through it). */
+  get cluster(): Cluster | undefined {
+    return this.book.cluster;
+  }
 
   /** The account as configured now: its limits and names. */
   see(account: Account): void {
@@ -62,58 +79,95 @@ export class AccountState {
     this.connections = account.server.connections;
     this.server = account.server.name;
     this.address = account.address;
+    // only an account that resolved gets leases (the queue's lanes of unresolvable entries never see one)
+    if (!this.leases && this.book.cluster) {
+      this.leases = this.book.cluster.leases.of(this.key);
+      this.leases.onChange(() => this.book.connectionsChanged(this));
+    }
   }
 
   /**
    * Counts `want` against the account's budgets when it fits, else says which budget is in the
    * way (a RelayError of kind quota: 451 4.7.0) and when room frees. The count is in memory
    * only: commit() makes it durable, and must be awaited before the transaction starts.
+   * With `cluster:` every replica's use counts (one Redis round trip; a promise), else it is
+   * answered at once.
    */
-  reserve(account: Account, want: Want, now: number): { reservation: Reservation } | { error: RelayError; freeAt: number } | undefined {
+  reserve(account: Account, want: Want, now: number): Reserved | Promise<Reserved> {
     this.see(account);
     const daily = account.server.daily;
     if (!daily) return undefined;
+    if (this.shared) return this.reserveShared(account, daily, want, now);
+    return this.reserveLocal(account, daily, want, now);
+  }
+
+  private reserveLocal(account: Account, daily: DailyConfig, want: Want, now: number, whole?: DailyConfig): Reserved {
     prune(this.buckets, now);
-    const error = this.quotaError(account, want, now);
+    const error = this.quotaError(account, daily, want, now, whole);
     if (error) return error;
     record(this.buckets, want, now);
     this.checkWarnings(now);
     return { reservation: { want, at: now } };
   }
 
-  private quotaError(account: Account, want: Want, now: number): { error: RelayError; freeAt: number } | undefined {
-    const room = roomFor(this.buckets, account.server.daily, want, now);
-    if (!room.ok) {
-      const what = room.budget === 'recipients' ? `${room.limit} recipients` : `${room.limit} messages`;
-      const error = new RelayError(
-        'quota',
-        { code: 451, enhanced: '4.7.0' },
-        `account ${account.address} (server ${account.server.name}) has used its ${what} per 24 h (${room.used} counted); try again after ${clockTime(room.freeAt, now)}`,
-        { fix: `wait: the rolling 24 h window frees room at ${new Date(room.freeAt).toISOString()}; or raise ${account.server.path}.daily.${room.budget} if the provider allows more` },
-      );
-      return { error, freeAt: room.freeAt };
-    }
-    return undefined;
+  private async reserveShared(account: Account, daily: DailyConfig, want: Want, now: number): Promise<Reserved> {
+    const outcome = await this.shared!.reserve(daily, want, now);
+    // Redis away: this replica's own count against its share of each limit
+    if (outcome.kind === 'away') return this.reserveLocal(account, this.shared!.share(daily), want, now, daily);
+    if (outcome.kind === 'full') return this.quotaFrom(account, outcome.room, now);
+    this.checkWarnings(now);
+    return { reservation: { want, at: now } };
   }
 
-  /** Whether `want` would fit now, without counting it (before waiting for a rate slot). */
+  /** `whole`: the limits `daily` is this replica's share of while Redis is away. */
+  private quotaError(account: Account, daily: DailyConfig | undefined, want: Want, now: number, whole?: DailyConfig): { error: RelayError; freeAt: number } | undefined {
+    const room = roomFor(this.buckets, daily, want, now);
+    return room.ok ? undefined : this.quotaFrom(account, room, now, whole);
+  }
+
+  private quotaFrom(account: Account, room: Extract<Room, { ok: false }>, now: number, whole?: DailyConfig): { error: RelayError; freeAt: number } {
+    const what = room.budget === 'recipients' ? `${room.limit} recipients` : `${room.limit} messages`;
+    const share = whole ? ` (this relay's share of ${whole[room.budget]} while the cluster's Redis is away)` : '';
+    const error = new RelayError(
+      'quota',
+      { code: 451, enhanced: '4.7.0' },
+      `account ${account.address} (server ${account.server.name}) has used its ${what} per 24 h${share} (${room.used} counted); try again after ${clockTime(room.freeAt, now)}`,
+      { fix: `wait: the rolling 24 h window frees room at ${new Date(room.freeAt).toISOString()}; or raise ${account.server.path}.daily.${room.budget} if the provider allows more` },
+    );
+    return { error, freeAt: room.freeAt };
+  }
+
+  /**
+   * Whether `want` would fit now, without counting it (before waiting for a rate slot). With
+   * `cluster:` no round trip: the last refusal from Redis until its time, the local share while
+   * Redis is away, and otherwise reserve() decides.
+   */
   room(account: Account, want: Want, now: number): { error: RelayError; freeAt: number } | undefined {
     const daily = account.server.daily;
     if (!daily) return undefined;
     prune(this.buckets, now);
-    return roomFor(this.buckets, daily, want, now).ok ? undefined : this.quotaError(account, want, now);
+    const shared = this.shared;
+    if (shared?.up) return shared.full && shared.full.freeAt > now ? this.quotaFrom(account, shared.full.room, now) : undefined;
+    if (shared) return this.quotaError(account, shared.share(daily), want, now, daily);
+    return this.quotaError(account, daily, want, now);
   }
 
-  /** The upstream took none of it: the count is given back (in memory; the next commit writes it). */
+  /** The upstream took none of it: the count is given back (in memory; the next commit writes it; with `cluster:` in Redis too). */
   giveBack(r: Reservation): void {
     release(this.buckets, r.want, r.at);
+    this.shared?.giveBack(r.want, r.at);
   }
 
-  /** Use of each configured budget now. */
+  /** Puts this replica's own count in Redis as its part of the shared one (`cluster:`; at load and when Redis is back). */
+  async syncBudgets(now: number): Promise<void> {
+    await this.shared?.sync(now);
+  }
+
+  /** Use of each configured budget now: with `cluster:` every replica's while Redis answers. */
   use(now: number): { budget: BudgetName; used: number; limit: number }[] {
     const daily = this.daily;
     if (!daily) return [];
-    const used = usage(this.buckets, now);
+    const used = this.shared?.usage(now) ?? usage(this.buckets, now);
     return BUDGETS.filter((b) => daily[b] !== undefined).map((b) => ({ budget: b, used: used[b], limit: daily[b]! }));
   }
 
@@ -140,14 +194,23 @@ export class AccountState {
     return this.next;
   }
 
-  /** Waits for one of the account's `connections` (passthrough: the queue's lane counts its own). */
+  /** Waits for one of the account's `connections` (passthrough: the queue's lane counts its own); with `cluster:` within its leases. */
   async slot(connections: number): Promise<() => void> {
-    while (this.inUse >= connections) await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+    const leases = this.leases;
+    const room = () => (leases ? leases.limit(connections, connections, this.inUse) : connections);
+    while (this.inUse >= room()) await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
     this.inUse++;
+    leases?.enter();
     return () => {
       this.inUse--;
+      leases?.exit();
       this.slotWaiters.shift()?.();
     };
+  }
+
+  /** @internal a lease granted or lost, Redis gone or back: the waiters for a slot look again */
+  wakeSlotWaiters(): void {
+    for (const w of this.slotWaiters.splice(0)) w();
   }
 
   succeeded(now: number): void {
@@ -184,13 +247,25 @@ export class AccountBook {
   private dir: string | undefined;
   private dirSync: DirSync | undefined;
   private made = false;
+  /** `cluster:`: the daily budgets counted in Redis. */
+  readonly sharedBudgets: SharedBudgets | undefined;
 
   constructor(
     readonly logger: Logger,
     private readonly clock: Clock = systemClock,
     /** `cluster:`: budgets, rate windows and connection leases shared with the other replicas. */
     readonly cluster?: Cluster,
-  ) {}
+  ) {
+    if (cluster) {
+      // a bucket counts a minute, the slack and 24 h after its start (budget.ts expiresAt)
+      this.sharedBudgets = new SharedBudgets(cluster, BUCKET_MS + SLACK_MS + WINDOW_MS);
+      // Redis answers again: each account's own count goes back in as its part at once, not at its next message
+      cluster.store.onHealth((up) => {
+        // only accounts with budgets: the others never reach Redis
+        if (up) for (const s of this.states.values()) if (s.daily || s.buckets.length > 0) void s.syncBudgets(this.clock.now());
+      });
+    }
+  }
 
   of(key: string): AccountState {
     let state = this.states.get(key);
@@ -207,7 +282,8 @@ export class AccountBook {
     const state = this.of(account.key);
     const now = this.clock.now();
     if (state.heldUntil > now && state.heldBecause) return state.heldBecause;
-    const reserved = state.reserve(account, { messages: 1, recipients }, now);
+    const counted = state.reserve(account, { messages: 1, recipients }, now);
+    const reserved = counted instanceof Promise ? await counted : counted;
     if (reserved && 'error' in reserved) return reserved.error;
     if (reserved) await state.commit();
     const free = await state.slot(account.server.connections);
@@ -231,6 +307,19 @@ export class AccountBook {
     };
   }
 
+  private readonly connectionListeners = new Set<() => void>();
+
+  /** Called when an account may run more transactions than before (with `cluster:`: a connection lease granted, Redis gone or back). */
+  onConnectionsChange(listener: () => void): void {
+    this.connectionListeners.add(listener);
+  }
+
+  /** @internal */
+  connectionsChanged(state: AccountState): void {
+    state.wakeSlotWaiters();
+    for (const l of this.connectionListeners) l();
+  }
+
   all(): AccountState[] {
     return [...this.states.values()];
   }
@@ -251,6 +340,7 @@ export class AccountBook {
         const state = this.of(data.account);
         state.buckets = data.buckets.map(([at, messages, recipients]) => ({ at, messages, recipients }));
         prune(state.buckets, now);
+        if (this.sharedBudgets && state.buckets.length > 0) void state.syncBudgets(now);
       } catch (err) {
         // a budget that can't be read is a budget that can't be trusted: ops should see it
         this.logger.error({ file: join(this.dir, name), err: { message: (err as Error).message } }, 'could not read an account budget; it starts from zero');

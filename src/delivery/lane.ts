@@ -5,6 +5,7 @@ import type { AccountState } from './accounts.js';
 import { concurrency } from './budget.js';
 import { FailoverState, failoverFingerprint } from './failover.js';
 import { RateWindow } from './rate-limit.js';
+import { SharedRate } from './shared-rate.js';
 
 /**
  * One upstream account's share of delivery: the entries due for it in order, how many of its
@@ -17,7 +18,7 @@ export class Lane {
   private due: string[] = [];
   private head = 0;
   running = 0;
-  private rateWindow: RateWindow | undefined;
+  private rateWindow: RateWindow | SharedRate | undefined;
   private failoverState: { server: ServerConfig; fingerprint: string; state: FailoverState } | undefined;
 
   /** The account's `connections` as last seen in the config. */
@@ -35,9 +36,22 @@ export class Lane {
     this.account.see(account);
   }
 
-  /** Transactions the lane may run at once now. */
+  /** Transactions the lane may run at once now; with `cluster:` no more than the connection leases held (cluster/leases.ts). */
   limit(now: number): number {
-    return concurrency(this.connections, this.account.backoff, now);
+    const wanted = concurrency(this.connections, this.account.backoff, now);
+    const leases = this.account.leases;
+    return leases ? leases.limit(this.connections, wanted, this.running) : wanted;
+  }
+
+  /** An attempt starts: it counts against limit(), and keeps the account's leases from going back while it runs. */
+  begin(): void {
+    this.running++;
+    this.account.leases?.enter();
+  }
+
+  end(): void {
+    this.running--;
+    this.account.leases?.exit();
   }
 
   get waiting(): number {
@@ -68,12 +82,18 @@ export class Lane {
     if (i >= 0) this.due.splice(i, 1);
   }
 
-  /** The rate window for the account as configured now (none without `rate`); a changed rate starts a new one. */
-  rate(account: Account): RateWindow | undefined {
+  /**
+   * The rate window for the account as configured now (none without `rate`); a changed rate starts
+   * a new one. With `cluster:` the window is shared with the other replicas through Redis.
+   */
+  rate(account: Account): RateWindow | SharedRate | undefined {
     const rate = account.server.rate;
     if (!rate) return (this.rateWindow = undefined);
     const w = this.rateWindow;
-    if (!w || w.rate.count !== rate.count || w.rate.windowMs !== rate.windowMs) this.rateWindow = new RateWindow(rate);
+    if (!w || w.rate.count !== rate.count || w.rate.windowMs !== rate.windowMs) {
+      const cluster = this.account.cluster;
+      this.rateWindow = cluster ? new SharedRate(rate, this.key, cluster) : new RateWindow(rate);
+    }
     return this.rateWindow;
   }
 

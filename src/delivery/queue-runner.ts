@@ -83,6 +83,8 @@ export class QueueRunner {
     this.clock = opts.clock ?? systemClock;
     this.transport = opts.transport;
     this.accounts = opts.accounts ?? new AccountBook(opts.logger);
+    // a connection lease granted (or Redis gone or back): a full lane may start more
+    this.accounts.onConnectionsChange(() => this.pump());
   }
 
   /** Picks up every entry left in the queue (after a restart or a crash). */
@@ -241,7 +243,7 @@ export class QueueRunner {
         const t = this.tracked.get(id);
         if (!t || t.state !== 'ready') continue;
         started = true;
-        lane.running++;
+        lane.begin();
         t.state = 'running';
         const attempt = this.attempt(t, lane)
           .catch((err: unknown) => {
@@ -253,7 +255,7 @@ export class QueueRunner {
             t.dueAt = this.clock.now() + delay;
           })
           .finally(() => {
-            lane.running--;
+            lane.end();
             if (lane.running === 0 && lane.waiting === 0 && key.startsWith(UNRESOLVED)) this.lanes.delete(key);
             this.attempts.delete(attempt);
             if (t.deleteAfterAttempt) {
@@ -336,7 +338,9 @@ export class QueueRunner {
       const full = state.room(account, want, this.clock.now());
       if (!full) await own.rate(account)?.acquire(this.clock);
       // counted, and the count on disk, before the transaction starts: a crash can't let the account go over
-      const reserved = full ?? state.reserve(account, want, this.clock.now());
+      const counted = full ?? state.reserve(account, want, this.clock.now());
+      // a promise only with `cluster:`: one relay's path stays as it was, without an extra turn
+      const reserved = counted instanceof Promise ? await counted : counted;
       if (reserved && 'error' in reserved) {
         if (i === 0) meta.attempts--; // nothing was tried: waiting for the quota is not an attempt
         await this.waitForQuota(t, account, reserved.error, reserved.freeAt);

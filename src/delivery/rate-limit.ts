@@ -35,6 +35,13 @@ export class RateWindow {
     }
   }
 
+  /** The same sends under another count (a replica's share of a shared rate when the replicas change). */
+  resized(count: number): RateWindow {
+    const w = new RateWindow({ count, windowMs: this.rate.windowMs });
+    w.sent.push(...this.sent);
+    return w;
+  }
+
   private prune(now: number): void {
     while (this.sent.length > 0 && this.sent[0]! <= now - this.rate.windowMs) this.sent.shift();
   }

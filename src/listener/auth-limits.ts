@@ -4,12 +4,13 @@ import { RelayError } from '../errors/relay-error.js';
 
 /**
  * Failed logins, counted per client address and per login name in a fixed window, as Postfix's
- * anvil and ZoneMTA count them. The counts live in a rate-limiter-flexible limiter; memory now,
- * and because only these calls are used, any of its stores (RateLimiterRedis for several relays
- * sharing one count) can stand in through `FailureStoreFactory`.
+ * anvil and ZoneMTA count them. The counts live in a rate-limiter-flexible limiter: memory for one
+ * relay, Redis for replicas sharing one count (`shared-auth-failures.ts`), through
+ * `FailureStoreFactory`. Each answer is held to the threshold of the limiter that gave it (its
+ * `points`), so a replica's local share while Redis is away needs nothing here.
  */
 export type FailureStore = Pick<RateLimiterMemory, 'get' | 'penalty' | 'block'>;
-export type FailureStoreFactory = (opts: { keyPrefix: string; points: number; duration: number }) => FailureStore;
+export type FailureStoreFactory = (opts: { keyPrefix: string; scope: LockoutScope; points: number; duration: number }) => FailureStore;
 
 export const memoryFailureStore: FailureStoreFactory = (opts) => new RateLimiterMemory(opts);
 
@@ -60,16 +61,17 @@ export class AuthLimiter {
     factory: FailureStoreFactory = memoryFailureStore,
   ) {
     const duration = limits.windowMs / 1000;
-    this.byAddress = factory({ keyPrefix: 'sendas-auth-address', points: limits.failuresPerAddress, duration });
-    this.byLogin = factory({ keyPrefix: 'sendas-auth-login', points: limits.failuresPerLogin, duration });
+    this.byAddress = factory({ keyPrefix: 'sendas-auth-address', scope: 'address', points: limits.failuresPerAddress, duration });
+    this.byLogin = factory({ keyPrefix: 'sendas-auth-login', scope: 'login', points: limits.failuresPerLogin, duration });
   }
 
   /** A lockout in force for this address or this login, checked before the password is. */
   async lockedOut(address: string, login: string): Promise<Lockout | undefined> {
     const [a, l] = await Promise.all([this.byAddress.get(address), this.byLogin.get(loginKey(login))]);
-    // block() stores points + 1, and only a lockout gets there: the count stops when it starts
-    if (a && a.consumedPoints > this.limits.failuresPerAddress) return { scope: 'address', retryMs: a.msBeforeNext };
-    if (l && l.consumedPoints > this.limits.failuresPerLogin) return { scope: 'login', retryMs: l.msBeforeNext };
+    // the threshold is the answering store's (its points): the full one, or a replica's share while
+    // the shared store is away; block() stores points + 1, and only a failure that reached it gets there
+    if (a && reached(a)) return { scope: 'address', retryMs: a.msBeforeNext };
+    if (l && reached(l)) return { scope: 'login', retryMs: l.msBeforeNext };
     return undefined;
   }
 
@@ -79,11 +81,11 @@ export class AuthLimiter {
     const [a, l] = await Promise.all([this.byAddress.penalty(address), this.byLogin.penalty(key)]);
     const started: { scope: LockoutScope; failures: number }[] = [];
     const lockoutSec = this.limits.lockoutMs / 1000;
-    if (reached(a, this.limits.failuresPerAddress)) {
+    if (reached(a)) {
       await this.byAddress.block(address, lockoutSec);
       started.push({ scope: 'address', failures: a.consumedPoints });
     }
-    if (reached(l, this.limits.failuresPerLogin)) {
+    if (reached(l)) {
       await this.byLogin.block(key, lockoutSec);
       started.push({ scope: 'login', failures: l.consumedPoints });
     }
@@ -93,8 +95,8 @@ export class AuthLimiter {
 }
 
 // two sessions failing at the same moment may both pass the threshold; each starts (renews) the lockout
-function reached(res: RateLimiterRes, threshold: number): boolean {
-  return res.consumedPoints >= threshold;
+function reached(res: RateLimiterRes): boolean {
+  return res.consumedPoints > 0 && res.remainingPoints <= 0;
 }
 
 function loginKey(login: string): string {

@@ -4,6 +4,7 @@ import { RelayError } from '../errors/relay-error.js';
 import type { Logger } from '../log.js';
 import type { CLIENT_LIMITS, LOCKOUT_SCOPES, RelayMetrics } from '../ops/metrics.js';
 import { AuthLimiter, lockoutError, memoryFailureStore, type FailureStoreFactory } from './auth-limits.js';
+import { sharedFailureStore } from './shared-auth-failures.js';
 import { ConnectionCounts, SessionTracker, systemSessionClock, type LimitName, type SessionClock } from './session-limits.js';
 import type { ConnectionObserver } from './smtp-server-adapter.js';
 import type { LockoutScope } from './auth-limits.js';
@@ -119,13 +120,17 @@ export class ListenerGuard {
     // a reload that changes limits.auth starts new counts: the old ones were made against other thresholds
     const key = JSON.stringify(limits);
     if (!this.auth || this.authKey !== key) {
-      this.auth = new AuthLimiter(limits, this.opts.failureStore ?? memoryFailureStore);
+      const { failureStore, cluster } = this.opts;
+      this.auth = new AuthLimiter(limits, failureStore ?? (cluster ? sharedFailureStore(cluster) : memoryFailureStore));
       this.authKey = key;
     }
     return this.auth;
   }
 
-  /** A store that can't answer (a shared one, later) must not lock everybody out: the login goes on unlimited, and it is logged. */
+  /**
+   * A store that can't answer must not lock everybody out: the login goes on unlimited, and it is
+   * logged. (The shared store never gets here for an outage: its local share answers instead.)
+   */
   private storeFailed(err: unknown): undefined {
     this.opts.logger.error({ err: { message: (err as Error).message } }, 'the failed-login counter is unavailable; logins are not limited');
     return undefined;

@@ -124,6 +124,47 @@ export function retire(transporter: Pool): void {
   else retired.add(transporter);
 }
 
+/** A pool's connection (nodemailer's PoolResource) as far as retireAndWait reads it. */
+interface PoolResourceLike {
+  _closed?: boolean;
+  connection?: { _socket?: { destroyed: boolean; closed?: boolean; once(event: 'close', fn: () => void): unknown } };
+  once(event: 'close' | 'error', fn: () => void): unknown;
+}
+
+/**
+ * retire(), resolved once every connection the pool had (and any it opens for what it still had
+ * queued) is closed down to its socket: the upstream has seen the session end. The connections
+ * are taken before retiring, because retire closes the idle ones at once.
+ */
+export async function retireAndWait(transporter: Pool): Promise<void> {
+  const pool = transporter.transporter as unknown as { _connections?: PoolResourceLike[] };
+  const first = (pool._connections ?? []).map(closed);
+  retire(transporter);
+  await Promise.all(first);
+  while ((pool._connections?.length ?? 0) > 0) await Promise.all(pool._connections!.map(closed));
+}
+
+function closed(resource: PoolResourceLike): Promise<void> {
+  return new Promise((resolve) => {
+    let left = 2;
+    const done = () => {
+      if (--left === 0) resolve();
+    };
+    const socket = resource.connection?._socket;
+    if (!socket || (socket.destroyed && socket.closed !== false)) done();
+    else socket.once('close', done);
+    if (resource._closed) done();
+    else {
+      let once = false;
+      const end = () => {
+        if (!once) (once = true), done();
+      };
+      resource.once('close', end);
+      resource.once('error', end);
+    }
+  });
+}
+
 function pending(transporter: Pool): number {
   return (transporter.transporter as unknown as { pendingCount(): number }).pendingCount();
 }

@@ -7,6 +7,7 @@ import { isStoredToken, openToken, sealToken, type StoredToken } from './sealed-
 import { RelayError, oneLine } from '../errors/relay-error.js';
 import type { Account } from '../config/account.js';
 import type { Logger } from '../log.js';
+import type { SharedRefreshToken, SharedTokens } from '../cluster/tokens.js';
 
 /** The only read of the real time in this module; everything else asks the clock it was given. */
 const wallClock = (): number => Date.now();
@@ -34,6 +35,8 @@ export interface TokenProviderOptions {
   readonly loginHint?: string;
   /** The current snapshot's age key: rotated refresh tokens are encrypted to it (read at each use, like stateDir). */
   readonly secretKey?: () => SecretKey | undefined;
+  /** `cluster:`: tokens shared with the other replicas (one refresh for all); without it, each relay on its own. */
+  readonly shared?: SharedTokens;
 }
 
 /**
@@ -44,6 +47,10 @@ export interface TokenProviderOptions {
  * client_credentials (Microsoft 365 app-only): one app token per app and scope serves every
  * mailbox the app may send as. refresh_token (Gmail, delegated Microsoft 365): one per account;
  * a rotated refresh token is persisted in the state directory (0600), never in the YAML.
+ *
+ * With a shared store (`cluster:`), the cache and the single flight span the replicas
+ * (cluster/tokens.ts), and a rotated refresh token is shared too; the state directory stays the
+ * fallback while Redis is away.
  */
 export class TokenProvider {
   private readonly cache = new Map<string, AccessToken>();
@@ -72,7 +79,12 @@ export class TokenProvider {
     // connections that are refused at the same moment share one new token
     const running = this.inflight.get(key);
     if (running) return running;
-    const request = this.request(account, key).finally(() => this.inflight.delete(key));
+    const request = this.obtain(account, key, renew ? (cached ?? 'unknown') : undefined)
+      .then((token) => {
+        this.cache.set(key, token);
+        return token;
+      })
+      .finally(() => this.inflight.delete(key));
     this.inflight.set(key, request);
     return request;
   }
@@ -92,6 +104,19 @@ export class TokenProvider {
     this.cache.clear();
   }
 
+  /**
+   * A new token for the cache: from the token endpoint, or through the shared store, where one
+   * replica's request serves all. After a refusal, another replica's token is taken only if it is
+   * not the refused one and was obtained since (three replicas refused at once refresh once).
+   */
+  private obtain(account: Account, key: string, refused: AccessToken | 'unknown' | undefined): Promise<AccessToken> {
+    const shared = this.opts.shared;
+    if (!shared) return this.request(account, key);
+    const fresh = (t: AccessToken) => t.expiresAt - this.marginMs > this.now();
+    const accept = (t: AccessToken) => refused !== 'unknown' && fresh(t) && (refused === undefined || (t.token !== refused.token && t.obtainedAt >= refused.obtainedAt));
+    return shared.flight(key, { accept, refresh: () => this.request(account, key), marginMs: this.marginMs });
+  }
+
   private async request(account: Account, key: string): Promise<AccessToken> {
     const o = requireOAuth(account);
     const body = new URLSearchParams({ client_id: o.clientId });
@@ -101,7 +126,7 @@ export class TokenProvider {
     if (o.grant === 'client_credentials') {
       body.set('grant_type', 'client_credentials');
     } else {
-      stored = await this.refreshToken(account, o);
+      stored = await this.refreshToken(account, o, key);
       body.set('grant_type', 'refresh_token');
       body.set('refresh_token', stored.token);
     }
@@ -125,43 +150,38 @@ export class TokenProvider {
     }
     const expiresIn = Number(json.expires_in ?? 3600);
     const token: AccessToken = { token: json.access_token, expiresAt: started + expiresIn * 1000, obtainedAt: this.now() };
+    // cached before the refresh token is kept: a state directory that refuses the write fails this call, the token still serves the next
     this.cache.set(key, token);
     if (o.grant === 'refresh_token' && typeof json.refresh_token === 'string' && json.refresh_token !== stored?.token) {
-      await this.saveRefreshToken(account, o, json.refresh_token);
+      await this.saveRefreshToken(account, o, key, json.refresh_token);
     }
     this.opts.logger.debug({ account: account.key, grant: o.grant, expiresIn }, 'OAuth access token obtained');
     return token;
   }
 
   /**
-   * The refresh token to use: the one in the state directory (rotated, or stored by
-   * `sendas oauth login`) unless ops put a different one in the YAML since.
+   * The refresh token to use: the newest of the shared one (another replica's rotation) and the
+   * one in the state directory (rotated, or stored by `sendas oauth login`), unless ops put a
+   * different one in the YAML since.
    */
-  private async refreshToken(account: Account, o: OAuthConfig): Promise<StoredRefreshToken> {
+  private async refreshToken(account: Account, o: OAuthConfig, key: string): Promise<StoredRefreshToken> {
     const configured = o.refreshToken?.reveal();
     const origin = configured ? digest(configured) : null;
     const file = this.stateFile(account);
-    const saved = await readState(file);
-    if (saved && (origin === null || saved.origin === origin)) {
-      const key = this.opts.secretKey?.();
-      const opened = await openToken(saved.refresh_token, key);
-      if ('problem' in opened) {
-        const login = `${this.opts.loginHint ?? 'sendas oauth login --config FILE'} --account ${accountName(account)}`;
-        throw new RelayError('auth', { code: 451, enhanced: '4.7.0' }, `The stored OAuth refresh token ${file} of account ${account.username ?? account.address} cannot be read: ${opened.problem}`, {
-          fix: `configure the key it was encrypted to, or run \`${login}\``,
-        });
-      }
-      // a file from before the key was configured: encrypted now rather than at the next rotation (which Gmail may never do)
-      if (opened.plain && key) {
-        try {
-          await writeState(file, { ...saved, refresh_token: await sealToken(opened.token, key) });
-          this.opts.logger.info({ account: account.key }, 'OAuth refresh token in the state directory encrypted to the secret key');
-        } catch (err) {
-          // the token still works; the file stays in clear until a write succeeds
-          this.opts.logger.warn({ account: account.key, file, code: (err as NodeJS.ErrnoException).code }, 'cannot encrypt the OAuth refresh token in the state directory');
-        }
-      }
-      return { token: opened.token, origin: saved.origin };
+    const [saved, sharedRt] = await Promise.all([readState(file), this.opts.shared?.readRefresh(key)]);
+    const shared = sharedRt && (origin === null || sharedRt.origin === origin) ? sharedRt : undefined;
+    const local = saved && (origin === null || saved.origin === origin) ? saved : undefined;
+    const localAt = local ? Date.parse(local.updated_at) || 0 : -Infinity;
+    if (shared && shared.updatedAt >= localAt) {
+      // the fallback for when Redis is away: the newest token, not one rotated away since
+      if (shared.updatedAt > localAt) await this.keepLocally(account, file, shared);
+      return { token: shared.token, origin: shared.origin };
+    }
+    if (local) {
+      const opened = await this.openStateFile(account, file, local);
+      // newer here (a login on this replica, a rotation while Redis was away): the others get it too
+      await this.opts.shared?.writeRefresh(key, { token: opened, origin: local.origin, updatedAt: localAt });
+      return { token: opened, origin: local.origin };
     }
     if (configured) return { token: configured, origin };
     throw new RelayError(
@@ -172,9 +192,44 @@ export class TokenProvider {
     );
   }
 
-  private async saveRefreshToken(account: Account, o: OAuthConfig, token: string): Promise<void> {
+  private async openStateFile(account: Account, file: string, saved: StateFile): Promise<string> {
+    const key = this.opts.secretKey?.();
+    const opened = await openToken(saved.refresh_token, key);
+    if ('problem' in opened) {
+      const login = `${this.opts.loginHint ?? 'sendas oauth login --config FILE'} --account ${accountName(account)}`;
+      throw new RelayError('auth', { code: 451, enhanced: '4.7.0' }, `The stored OAuth refresh token ${file} of account ${account.username ?? account.address} cannot be read: ${opened.problem}`, {
+        fix: `configure the key it was encrypted to, or run \`${login}\``,
+      });
+    }
+    // a file from before the key was configured: encrypted now rather than at the next rotation (which Gmail may never do)
+    if (opened.plain && key) {
+      try {
+        await writeState(file, { ...saved, refresh_token: await sealToken(opened.token, key) });
+        this.opts.logger.info({ account: account.key }, 'OAuth refresh token in the state directory encrypted to the secret key');
+      } catch (err) {
+        // the token still works; the file stays in clear until a write succeeds
+        this.opts.logger.warn({ account: account.key, file, code: (err as NodeJS.ErrnoException).code }, 'cannot encrypt the OAuth refresh token in the state directory');
+      }
+    }
+    return opened.token;
+  }
+
+  /** The shared refresh token, written to the state directory too; a failed write is said and the shared one still used. */
+  private async keepLocally(account: Account, file: string, rt: SharedRefreshToken): Promise<void> {
+    try {
+      await writeState(file, { account: account.key, refresh_token: await sealToken(rt.token, this.opts.secretKey?.()), origin: rt.origin, updated_at: new Date(rt.updatedAt).toISOString() });
+    } catch (err) {
+      this.opts.logger.warn({ account: account.key, file, code: (err as NodeJS.ErrnoException).code }, 'cannot keep the shared OAuth refresh token in the state directory');
+    }
+  }
+
+  private async saveRefreshToken(account: Account, o: OAuthConfig, key: string, token: string): Promise<void> {
     const configured = o.refreshToken?.reveal();
-    await writeState(this.stateFile(account), { account: account.key, refresh_token: await sealToken(token, this.opts.secretKey?.()), origin: configured ? digest(configured) : null, updated_at: new Date(this.now()).toISOString() });
+    const origin = configured ? digest(configured) : null;
+    const updatedAt = this.now();
+    // shared first: the other replicas must not refresh with the one rotated away
+    await this.opts.shared?.writeRefresh(key, { token, origin, updatedAt });
+    await writeState(this.stateFile(account), { account: account.key, refresh_token: await sealToken(token, this.opts.secretKey?.()), origin, updated_at: new Date(updatedAt).toISOString() });
     this.opts.logger.info({ account: account.key }, 'OAuth refresh token rotated; the new one is kept in the state directory');
   }
 

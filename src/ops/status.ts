@@ -3,6 +3,7 @@ import type { ConfigSnapshot } from '../config/types.js';
 import { usedBy } from '../config/used-by.js';
 import { accountFor } from '../config/account.js';
 import { isRelayError } from '../errors/relay-error.js';
+import type { ClusterStatus } from '../cluster/cluster.js';
 
 /** The host a server's messages go to now (delivery's failover state, as plain values). */
 export interface ServerRoute {
@@ -44,6 +45,8 @@ export interface RelayStatus {
   failures?: FailureStatus[];
   /** The background `sendas check --dns` (src/deliverability/monitor.ts); absent where no check runs (tests of this module). */
   deliverability?: DeliverabilityStatus;
+  /** `cluster:`: Redis up or down and the replicas in the node registry; absent for one relay. */
+  cluster?: ClusterStatus;
 }
 
 /** What waits and what gave up: entries deferred by the reason of their last attempt, and the failed area's size. */
@@ -170,6 +173,7 @@ export function relayStatus(input: {
   /** By server name; a server missing here uses its primary (passthrough has no failover). */
   routes?: Readonly<Record<string, ServerRoute>>;
   deliverability?: DeliverabilityStatus;
+  cluster?: ClusterStatus;
 }): RelayStatus {
   const { snapshot } = input;
   return {
@@ -200,6 +204,7 @@ export function relayStatus(input: {
     identities: identityStatus(snapshot),
     ...(input.failures ? { failures: input.failures } : {}),
     ...(input.deliverability ? { deliverability: input.deliverability } : {}),
+    ...(input.cluster ? { cluster: input.cluster } : {}),
   };
 }
 

@@ -5,7 +5,7 @@ import type { Account } from '../config/account.js';
 import type { UpstreamEnvelope } from '../mail/envelope.js';
 import type { TokenProvider } from '../oauth/tokens.js';
 import { sendViaGraph, type GraphOutcome, type GraphSendOptions } from './graph.js';
-import { createPool, openConnections, retire, sendRaw, type Pool } from '../mail/nodemailer-adapter.js';
+import { createPool, openConnections, retire, retireAndWait, sendRaw, type Pool } from '../mail/nodemailer-adapter.js';
 import { poolOptions, type TransportTuning } from './options.js';
 
 /** What identify() computes for an account on a route: the pool key and the settings fingerprint. */
@@ -36,6 +36,13 @@ export class PoolSet {
       this.pools.delete(key);
       retire(entry.pool);
     }
+  }
+
+  /** Takes the pool of `key` out of the set (it gets no more messages): the caller closes it. */
+  take(key: string): Pool | undefined {
+    const entry = this.pools.get(key);
+    this.pools.delete(key);
+    return entry?.pool;
   }
 
   has(key: string, fingerprint: string): boolean {
@@ -100,11 +107,27 @@ export class TransportPools {
     private readonly tokens?: TokenProvider,
     /** Where Graph spools a large passthrough message (the state_dir's graph-spool). */
     private readonly spoolDir?: () => string,
+    /**
+     * `cluster:` (connection leases): an account has one pool in use at a time; a message through
+     * another (its alternate host, a new primary generation) retires the one before, whose idle
+     * connections close at once (see Transport.closeAccount for why).
+     */
+    private readonly onePoolPerAccount = false,
   ) {}
+
+  /** With onePoolPerAccount: the key of each account's pool in use. */
+  private readonly inUse = new Map<string, string>();
 
   /** The pool for an account, on its server's primary host or on the given route (the alternate). */
   get(account: Account, route?: { host: string; port: number }): Pool {
     const [key, fingerprint] = this.cachedIdentity(account, route);
+    if (this.onePoolPerAccount) {
+      const before = this.inUse.get(account.key);
+      if (before !== key) {
+        if (before !== undefined) this.pools.retire([before]);
+        this.inUse.set(account.key, key);
+      }
+    }
     return this.pools.get(key, fingerprint, () => {
       const provision = account.method === 'xoauth2' && this.tokens ? this.tokens.provisioner(account) : undefined;
       return createPool(poolOptions(account, this.tuning, route, provision));
@@ -148,6 +171,16 @@ export class TransportPools {
     this.primaries.set(server, { generation: primary.generation + 1, keys: new Set() });
     this.pools.retire(retired);
     return retired;
+  }
+
+  /** With onePoolPerAccount: closes the account's pool; resolves when its connections are closed (retireAndWait). */
+  async closeAccount(accountKey: string): Promise<string[]> {
+    const key = this.inUse.get(accountKey);
+    if (key === undefined) return [];
+    this.inUse.delete(accountKey);
+    const pool = this.pools.take(key);
+    if (pool) await retireAndWait(pool);
+    return [key];
   }
 
   /** The pool key and settings fingerprint an account (on a route) would have. */

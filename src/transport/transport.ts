@@ -13,6 +13,7 @@ import { TransportPools } from './pools.js';
 import { deliverInThread, deliverNow, type SendOutcome } from './send.js';
 import { UpstreamThread } from './upstream-thread.js';
 import type { Cluster } from '../cluster/cluster.js';
+import { SharedTokens } from '../cluster/tokens.js';
 
 export interface TransportOptions {
   /** Our name in EHLO. */
@@ -36,12 +37,28 @@ export interface TransportOptions {
 export class Transport {
   private readonly pools: TransportPools;
   private readonly thread: UpstreamThread;
+  /**
+   * `cluster:`: each account's connections are leased from Redis (cluster/leases.ts), and this
+   * replica must never have more of them open than it holds leases — idle pooled ones included.
+   * The simplest way that is correct: every message of the account goes through the main thread's
+   * pools (not the upstream thread), one pool in use per account (TransportPools.onePoolPerAccount).
+   * Then the account's open connections are the busy ones (at most its transactions running,
+   * which delivery keeps within the leases) plus the idle ones of that one pool, which it opened
+   * only when all its others were busy; closeAccount() closes them before the leases go back.
+   * Caps split between two threads would strand connections in the thread the next message does
+   * not use; moving a lease between threads would need a round trip to close each time. The cost:
+   * the main thread carries the upstream conversations the upstream thread carries for one relay.
+   */
+  private readonly leased: boolean;
 
   constructor(opts: TransportOptions) {
     const tuning = { ...DEFAULT_TUNING, helo: opts.helo };
-    const tokens = new TokenProvider({ stateDir: opts.stateDir, logger: opts.logger, loginHint: opts.loginHint, secretKey: opts.secretKey });
-    this.pools = new TransportPools(tuning, tokens, () => join(opts.stateDir(), 'graph-spool'));
+    const shared = opts.cluster ? new SharedTokens({ cluster: opts.cluster, logger: opts.logger, secretKey: () => opts.secretKey?.() }) : undefined;
+    const tokens = new TokenProvider({ stateDir: opts.stateDir, logger: opts.logger, loginHint: opts.loginHint, secretKey: opts.secretKey, shared });
+    this.leased = Boolean(opts.cluster);
+    this.pools = new TransportPools(tuning, tokens, () => join(opts.stateDir(), 'graph-spool'), this.leased);
     this.thread = new UpstreamThread(this.pools, tuning);
+    opts.cluster?.leases.closeConnectionsWith((account) => this.closeAccount(account));
   }
 
   /**
@@ -50,7 +67,7 @@ export class Transport {
    * live on the main thread) and Graph are streamed through the main thread's pools.
    */
   takesWhole(account: Account): boolean {
-    return this.thread.handles(account);
+    return !this.leased && this.thread.handles(account);
   }
 
   /**
@@ -59,7 +76,7 @@ export class Transport {
    */
   send(account: Account, envelope: UpstreamEnvelope, message: Buffer | Readable, route?: { host: string; port: number }, reopen?: () => Readable): Promise<SendOutcome> {
     if (!Buffer.isBuffer(message)) return deliverNow(this.pools, account, envelope, message, route, reopen);
-    if (this.thread.handles(account)) return deliverInThread(this.thread, account, envelope, message, route);
+    if (!this.leased && this.thread.handles(account)) return deliverInThread(this.thread, account, envelope, message, route);
     return deliverNow(this.pools, account, envelope, Readable.from([message], { objectMode: false }), route);
   }
 
@@ -71,9 +88,19 @@ export class Transport {
     this.thread.retire(this.pools.primaryFailed(server));
   }
 
+  /**
+   * Closes the account's upstream connections (both threads; with `cluster:` only the main
+   * thread's carry any) and resolves once they are closed: before its connection leases go back.
+   */
+  async closeAccount(account: string): Promise<void> {
+    const keys = await this.pools.closeAccount(account);
+    this.thread.retire(keys);
+  }
+
   /** Loads the upstream thread: the first message must not pay for it. */
   ready(): Promise<void> {
-    return this.thread.ready();
+    // with `cluster:` nothing goes to the thread (see leased): it is never started
+    return this.leased ? Promise.resolve() : this.thread.ready();
   }
 
   /** Open upstream connections, main thread and upstream thread together (for the metric). */

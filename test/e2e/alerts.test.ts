@@ -112,7 +112,7 @@ describe('deploy/: alert rules and dashboard against the relay\'s real /metrics'
 
   it('promtool check rules accepts the file', async () => {
     const { stdout } = await run('promtool', ['check', 'rules', RULES]);
-    expect(stdout).toMatch(/SUCCESS: 9 rules found/);
+    expect(stdout).toMatch(/SUCCESS: 10 rules found/);
   });
   it('promtool test rules: quiet on a fresh relay; each alert fires, with its labels and annotations, on what the relay really reports', async () => {
     const types = metricTypes(after);
@@ -124,6 +124,8 @@ describe('deploy/: alert rules and dashboard against the relay\'s real /metrics'
       ...inputSeries(parseScrape(fresh), samples, types, (s) => (s === oldest ? `0x9 ${s.value}+60x50` : undefined)),
       // Prometheus' own series for the scrape: the relay stops answering at minute 10
       { series: `up{job="${TARGET.job}",instance="${TARGET.instance}"}`, values: '1x9 0x50' },
+      // a replica's Redis (cluster:) stops answering at minute 10; this relay has no cluster (test/unit/cluster-status.test.ts scrapes the real series)
+      { series: `sendas_cluster_redis_up{job="${TARGET.job}",instance="${TARGET.instance}"}`, values: '1x9 0x50' },
     ];
     const route = samples.find((s) => s.name === 'sendas_server_route' && s.labels.role === 'alternate')!;
     expect(route.value).toBe(1);
@@ -138,6 +140,7 @@ describe('deploy/: alert rules and dashboard against the relay\'s real /metrics'
       SendasServerOnAlternate: [{ severity: 'warning', ...at, server: 'main', host: route.labels.host!, role: 'alternate' }],
       SendasAccountBudgetNearLimit: [{ severity: 'warning', ...at, account: 'main/support@acme.example', budget: 'messages' }],
       SendasConfigReloadFailing: [{ severity: 'warning', ...at }],
+      SendasClusterRedisDown: [{ severity: 'warning', ...at }],
     };
     const test = {
       rule_files: [RULES],

@@ -62,9 +62,9 @@ describe('three replicas when one of them or Redis dies (real processes)', () =>
 
     // the two others get the whole account again once the victim's leases have run out
     await until(
-      () => [...openPorts()].filter((p) => victimPorts.has(p)).length === 0 && (upstream.sessions.get(login) ?? 0) === 2,
+      () => [...openPorts()].filter((p) => victimPorts.has(p)).length === 0 && (upstream.openSessions.get(login) ?? 0) === 2,
       LEASE_TTL_MS + 2_000,
-      () => `the others hold ${upstream.sessions.get(login) ?? 0} of 2 sessions, ${messagesOf(upstream, login).length} delivered`,
+      () => `the others hold ${upstream.openSessions.get(login) ?? 0} of 2 sessions, ${messagesOf(upstream, login).length} delivered`,
     );
     const freedMs = performance.now() - killedAt;
     expect(freedMs).toBeLessThan(LEASE_TTL_MS + 2_000);

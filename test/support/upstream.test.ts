@@ -460,10 +460,10 @@ describe('startTestUpstream playing Microsoft 365 limits', () => {
     await Promise.all([1, 2].map((i) => pool.sendMail({ envelope: { from: ALICE.username, to: ['x@example.net'] }, raw: `Subject: ${i}\r\n\r\nx\r\n` })));
     expect(performance.now() - started).toBeGreaterThanOrEqual(150);
     // both pooled connections stay open, idle and signed in
-    expect(up.sessions.get(ALICE.username)).toBe(2);
+    expect(up.openSessions.get(ALICE.username)).toBe(2);
     await transport(up, { auth: { user: BOB.username, pass: BOB.password } }).sendMail({ envelope: { from: BOB.username, to: ['x@example.net'] }, raw: 'Subject: bob\r\n\r\nx\r\n' });
     pool.close();
-    while ((up.sessions.get(ALICE.username) ?? 0) > 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    while ((up.openSessions.get(ALICE.username) ?? 0) > 0) await new Promise((resolve) => setTimeout(resolve, 10));
     expect(up.peakSessions.get(ALICE.username)).toBe(2);
     expect(up.peakSessions.get(BOB.username)).toBe(1);
     const alice = up.sessionTimeline.filter((c) => c.login === ALICE.username);

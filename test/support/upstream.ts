@@ -46,12 +46,14 @@ export interface ReceivedMessage {
   repliedAt?: number;
 }
 
-/** One authenticated connection opened (change 1) or closed (change -1). */
+/** One signed-in connection opened (change 1) or closed (change -1). */
 export interface SessionChange {
+  /** performance.now() of the change */
   readonly at: number;
   readonly login: string;
-  /** the login's authenticated connections open after this change */
+  /** the login's signed-in connections open after this change */
   readonly open: number;
+  /** the client's port: tells one relay process's sessions from another's */
   readonly remotePort: number;
   readonly change: 1 | -1;
 }
@@ -132,14 +134,14 @@ export interface TestUpstream {
   limitRefusals: { login: string | null; reply: SmtpReply }[];
   /** the most transactions one login had at once (maxConcurrentPerLogin counts these) */
   peakConcurrent: Map<string | null, number>;
+  /** connections signed in with each login now, idle ones included (a session counts from its successful AUTH to its close) */
+  openSessions: Map<string, number>;
+  /** the most connections signed in with one login at once (what Microsoft 365's per-mailbox session limit counts) */
+  peakSessions: Map<string, number>;
+  /** every change of `openSessions`, in order */
+  sessionTimeline: SessionChange[];
   /** recipients counted per login in the current window (recipientsPerLogin) */
   recipientsUsed: Map<string | null, number>;
-  /** authenticated connections open now per login (idle ones included): from the accepted AUTH to the close */
-  sessions: Map<string, number>;
-  /** the most authenticated connections one login had open at once */
-  peakSessions: Map<string, number>;
-  /** every change of `sessions`: performance.now(), the login, its open sessions after the change, the client's port, +1 signed in / -1 closed */
-  sessionTimeline: SessionChange[];
   /** starts a new recipients window: every login's count back to 0 */
   resetRecipientWindow(): void;
   /** with recordWire: the bytes each connection's client sent, as they came (before dot-unstuffing) */
@@ -230,23 +232,29 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
   const inTransaction = new Map<string | null, number>();
   const peakConcurrent = new Map<string | null, number>();
   const recipientsUsed = new Map<string | null, number>();
-  const sessions = new Map<string, number>();
-  const peakSessions = new Map<string, number>();
-  const sessionTimeline: SessionChange[] = [];
-  /** the login of each authenticated connection, by session id */
-  const signedIn = new Map<string, string>();
-  const sessionChange = (session: SMTPServerSession, login: string, change: 1 | -1): void => {
-    const open = (sessions.get(login) ?? 0) + change;
-    sessions.set(login, open);
-    peakSessions.set(login, Math.max(peakSessions.get(login) ?? 0, open));
-    sessionTimeline.push({ at: performance.now(), login, open, remotePort: session.remotePort, change });
-  };
-  const openSession = (session: SMTPServerSession, login: string): void => {
-    signedIn.set(session.id, login);
-    sessionChange(session, login, 1);
-  };
   /** sessions with a transaction counted in inTransaction, by session id */
   const counted = new Map<string, string | null>();
+  const openSessions = new Map<string, number>();
+  const peakSessions = new Map<string, number>();
+  const sessionTimeline: SessionChange[] = [];
+  /** signed-in sessions counted in openSessions, by session id */
+  const signedIn = new Map<string, string>();
+  const signIn = (session: SMTPServerSession, login: string): void => {
+    if (signedIn.has(session.id)) return;
+    signedIn.set(session.id, login);
+    const now = (openSessions.get(login) ?? 0) + 1;
+    openSessions.set(login, now);
+    peakSessions.set(login, Math.max(peakSessions.get(login) ?? 0, now));
+    sessionTimeline.push({ at: performance.now(), login, open: now, remotePort: session.remotePort, change: 1 });
+  };
+  const signOut = (session: SMTPServerSession): void => {
+    const login = signedIn.get(session.id);
+    if (login === undefined) return;
+    signedIn.delete(session.id);
+    const now = (openSessions.get(login) ?? 1) - 1;
+    openSessions.set(login, now);
+    sessionTimeline.push({ at: performance.now(), login, open: now, remotePort: session.remotePort, change: -1 });
+  };
   const endTransaction = (session: SMTPServerSession): void => {
     if (!counted.has(session.id)) return;
     const login = counted.get(session.id)!;
@@ -310,7 +318,7 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
               callback(null, { data: { status: '401', schemes: 'bearer', scope: opts.xoauth2Scope ?? 'https://mail.google.com/' } });
               return;
             }
-            openSession(session, username);
+            signIn(session, username);
             callback(null, { user: username });
           });
         return;
@@ -330,16 +338,12 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
         callback(smtpError({ code: 535, message: '5.7.8 Authentication credentials invalid' }));
         return;
       }
-      openSession(session, username);
+      signIn(session, username);
       callback(null, { user: username });
     },
     onClose(session) {
       endTransaction(session);
-      const login = signedIn.get(session.id);
-      if (login !== undefined) {
-        signedIn.delete(session.id);
-        sessionChange(session, login, -1);
-      }
+      signOut(session);
     },
     onMailFrom(address, session, callback) {
       const login = sessionLogin(session);
@@ -452,10 +456,10 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
     connections: 0,
     limitRefusals,
     peakConcurrent,
-    recipientsUsed,
-    sessions,
+    openSessions,
     peakSessions,
     sessionTimeline,
+    recipientsUsed,
     resetRecipientWindow() {
       recipientsUsed.clear();
     },

@@ -2,6 +2,7 @@ import { formatAge } from '../../config/duration.js';
 import type { AccountStatus, FailureStatus, IdentityStatus, RelayStatus } from '../status.js';
 import { Html, html } from './html.js';
 import { renderSearch, type SearchView } from './search.js';
+import { renderCluster } from './cluster.js';
 import { STYLE } from './style.js';
 
 export interface PageOptions {
@@ -47,6 +48,7 @@ ${identities(status.identities ?? [])}
 ${queue(status)}
 ${failures(status.failures, opts.now)}
 ${accounts(status.accounts, opts.now)}
+${renderCluster(status.cluster, opts.now)}
 </body>
 </html>
 `;
