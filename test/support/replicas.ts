@@ -128,9 +128,9 @@ export function messagesOf(upstream: TestUpstream, login: string): ReceivedMessa
 }
 
 /**
- * The most arrivals in any window of `windowMs`, sliding (each arrival opens a window). Callers
- * take the limiter's window less an allowance for the path from the relay's decision to the
- * upstream's reply (connection set-up, sign-in), which varies by some tens of ms under load.
+ * The most of `times` in any window of `windowMs`, sliding (each time opens a window). Callers
+ * take the limiter's window less an allowance for the time from the relay's decision to what the
+ * upstream recorded.
  */
 export function mostInWindow(times: readonly number[], windowMs: number): number {
   const sorted = [...times].sort((a, b) => a - b);

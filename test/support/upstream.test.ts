@@ -469,5 +469,12 @@ describe('startTestUpstream playing Microsoft 365 limits', () => {
     const alice = up.sessionTimeline.filter((c) => c.login === ALICE.username);
     expect(alice.map((c) => [c.change, c.open])).toEqual([[1, 1], [1, 2], [-1, 1], [-1, 0]]);
     expect(new Set(alice.map((c) => c.remotePort)).size).toBe(2);
+    // a connection's first transaction began at its accept, before the sign-in
+    for (const m of up.messages.filter((x) => x.login === ALICE.username)) {
+      const signedIn = alice.find((c) => c.change === 1 && c.remotePort === m.remotePort)!;
+      expect(m.startedAt).toBeLessThan(signedIn.at);
+    }
+    const bob = up.messages.find((x) => x.login === BOB.username)!;
+    expect(bob.startedAt).toBeLessThan(bob.repliedAt!);
   });
 });

@@ -44,6 +44,13 @@ export interface ReceivedMessage {
    * callback once the data stream has ended. Set on every message in `messages`.
    */
   repliedAt?: number;
+  /**
+   * performance.now() when the transaction began as seen here: its MAIL FROM, or for the first
+   * transaction of a connection the connection's accept (a relay opens a connection for a message
+   * it has decided to send, so this leaves connect and sign-in time out). A relay's rate is
+   * checked on these: arrivals also carry the set-up time of whichever sends opened a connection.
+   */
+  startedAt?: number;
 }
 
 /** One signed-in connection opened (change 1) or closed (change -1). */
@@ -237,6 +244,9 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
   const openSessions = new Map<string, number>();
   const peakSessions = new Map<string, number>();
   const sessionTimeline: SessionChange[] = [];
+  /** per session id: the accept time until its first MAIL FROM, then that transaction's start */
+  const connectedAt = new Map<string, number>();
+  const transactionStart = new Map<string, number>();
   /** signed-in sessions counted in openSessions, by session id */
   const signedIn = new Map<string, string>();
   const signIn = (session: SMTPServerSession, login: string): void => {
@@ -341,11 +351,19 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
       signIn(session, username);
       callback(null, { user: username });
     },
+    onConnect(session, callback) {
+      connectedAt.set(session.id, performance.now());
+      callback();
+    },
     onClose(session) {
+      connectedAt.delete(session.id);
+      transactionStart.delete(session.id);
       endTransaction(session);
       signOut(session);
     },
     onMailFrom(address, session, callback) {
+      transactionStart.set(session.id, connectedAt.get(session.id) ?? performance.now());
+      connectedAt.delete(session.id);
       const login = sessionLogin(session);
       if (opts.maxConcurrentPerLogin !== undefined) {
         // a new MAIL FROM on the same connection means the last transaction is over
@@ -411,6 +429,7 @@ export async function startTestUpstream(opts: TestUpstreamOptions = {}): Promise
           raw: Buffer.concat(chunks),
           remotePort: session.remotePort,
           secure: session.secure,
+          startedAt: transactionStart.get(session.id),
         };
         endTransaction(session);
         if (opts.recipientsPerLogin !== undefined) {
