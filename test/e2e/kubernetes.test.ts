@@ -131,7 +131,8 @@ describe('the StatefulSet', () => {
     const config = args[args.indexOf('--config') + 1]!;
     expect(config).toBe(IMAGE_ENV.SENDAS_CONFIG);
     const m = mountOf(posix.dirname(config));
-    expect(m?.subPath).toBeUndefined();
+    expect(m, `a volume mounted at ${posix.dirname(config)}`).toBeDefined();
+    expect(m!.subPath).toBeUndefined();
     expect(m?.readOnly).toBe(true);
     const cm = one(BASE, 'ConfigMap', volumeOf(m)?.configMap?.name);
     expect(Object.keys(cm.data)).toContain(posix.basename(config));
