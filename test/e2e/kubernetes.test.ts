@@ -300,6 +300,32 @@ describe('relay.yaml of the ConfigMap, with the Secret\'s keys as files where th
   });
 });
 
+describe('deploy/kubernetes/README.md', () => {
+  const README = read('deploy/kubernetes/README.md');
+
+  it('gives the stop\'s numbers as the manifest and the relay have them', () => {
+    const { deliveriesMs, sessionsMs } = relayStopMs();
+    const preStop = Number(container.lifecycle.preStop.exec.command[1]);
+    expect(README).toContain(`terminationGracePeriodSeconds: ${pod.terminationGracePeriodSeconds}`);
+    expect(README).toContain(`\`preStop\` waits ${preStop} s`);
+    expect(README).toContain(`running get ${deliveriesMs / 1000} s`);
+    expect(README).toContain(`up to ${sessionsMs / 1000} s more`);
+    expect(README).toContain(`${preStop} + ${deliveriesMs / 1000} + ${sessionsMs / 1000} = ${preStop + (deliveriesMs + sessionsMs) / 1000} s`);
+    expect(README).toContain(`ready for ${sts.spec.minReadySeconds} s`);
+  });
+
+  it('names the files, claims, Services and user the manifests have', () => {
+    for (const f of [...(readKustomization(DIR).resources ?? []), 'relay.yaml', 'redis/']) expect(README).toContain(`\`${f}\``);
+    for (const t of sts.spec.volumeClaimTemplates as { metadata: { name: string }; spec: { resources: { requests: { storage: string } } } }[]) {
+      expect(README).toContain(`\`${t.metadata.name}-sendas-N\` (${t.spec.resources.requests.storage}`);
+    }
+    for (const s of all(BASE, 'Service')) expect(README).toContain(`\`${s.metadata.name}\``);
+    expect(README).toContain(`uid and gid ${pod.securityContext.runAsUser}`);
+    expect(README).toContain('kubectl apply -k deploy/kubernetes');
+    expect(README).toContain('components: [redis]');
+  });
+});
+
 describe.skipIf(!KUBECTL)('kubectl kustomize (kubectl is on PATH)', () => {
   const kustomize = (dir: string): Loaded[] => {
     const r = spawnSync('kubectl', ['kustomize', dir], { encoding: 'utf8', timeout: 30_000 });
