@@ -98,6 +98,8 @@ export function unknownKeys(repo: string, objects: readonly Loaded[]): string[] 
     module: ts.ModuleKind.NodeNext,
     moduleResolution: ts.ModuleResolutionKind.NodeNext,
     types: [],
+    // no DOM: only the models' types are needed, and the DOM's are most of what would be read
+    lib: ['lib.es2022.d.ts'],
   };
   const host = ts.createCompilerHost(options);
   const { getSourceFile, fileExists, readFile } = host;
