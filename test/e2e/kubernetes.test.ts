@@ -7,14 +7,18 @@
  * used: it asks an API server for the resource types even with --validate=false.
  */
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, posix, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { parseConfig } from '../../src/config/load.js';
+import { Redis } from 'ioredis';
 import { envOf, runtimeStage } from '../support/deploy-files.js';
+import { startRedis, type TestRedis } from '../support/redis-server.js';
+import { startRelayProcess, type RelayProcess } from '../support/relay-process.js';
+import { freePort } from '../support/upstream.js';
 import { assemble, envSecrets, fileSecrets, readKustomization, readManifests, selects, unknownKeys, validateObject, type K8sObject, type Loaded } from '../support/kubernetes.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -297,6 +301,116 @@ describe('relay.yaml of the ConfigMap, with the Secret\'s keys as files where th
     expect(s.cluster && s.cluster.nodeId).toBe('sendas-1');
     expect(s.queue.dir).toBe(podEnv().SENDAS_QUEUE_DIR);
     expect(s.stateDir).toBe(podEnv().SENDAS_STATE_DIR);
+  });
+});
+
+/**
+ * A directory as the kubelet projects a ConfigMap or Secret: the files in a timestamped directory,
+ * `..data` pointing at it, each key a symlink through `..data`; an update swaps `..data` atomically.
+ */
+function project(dir: string, files: Record<string, string>, generation: number): void {
+  mkdirSync(dir, { recursive: true });
+  const at = `..gen_${generation}`;
+  mkdirSync(join(dir, at));
+  for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, at, name), content);
+  symlinkSync(at, join(dir, '..data_tmp'));
+  renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+  for (const name of Object.keys(files)) if (!existsSync(join(dir, name))) symlinkSync(join('..data', name), join(dir, name));
+}
+
+/** Polls until `ok` holds or the deadline passes (the kubelet's swap is seen through a debounced watch). */
+async function until(what: string, ok: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await ok())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('the relay as a pod runs it: ConfigMap and Secret projected by the kubelet, a real Redis', () => {
+  const secretMount = (container.volumeMounts as Mount[]).find((m) => volumeOf(m)?.secret)!.mountPath;
+  const configPath = (container.args as string[])[(container.args as string[]).indexOf('--config') + 1]!;
+  const secretValues = (token: string, redisUrl: string) => Object.fromEntries(secretKeys(secret).map((k) => [k, k === 'redis-url' ? redisUrl : k === 'ops-token' ? token : `test-${k}-value`]));
+  let work: string;
+  let redis: TestRedis;
+  let relay: RelayProcess;
+  let httpPort: number;
+  let configDir: string;
+  let secretsDir: string;
+  let redisUrl: string;
+  let podText: (text: string) => string;
+  const get = (path: string, token?: string) => fetch(`http://127.0.0.1:${httpPort}${path}`, token ? { headers: { authorization: `Bearer ${token}` } } : {});
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'sendas-k8s-pod-'));
+    redis = await startRedis({ password: 'test-redis-password' });
+    redisUrl = `redis://:test-redis-password@127.0.0.1:${redis.port}/0`;
+    httpPort = await freePort();
+    const smtpPort = await freePort();
+    configDir = join(work, 'etc-sendas');
+    secretsDir = join(work, 'run-secrets-sendas');
+    // this machine's loopback and free ports instead of the pod's own interfaces and fixed ports;
+    podText = (text) => text.replaceAll(`${secretMount}/`, `${secretsDir}/`).replaceAll('host: 0.0.0.0', 'host: 127.0.0.1').replace(`port: ${RELAY.listen.port}`, `port: ${smtpPort}`).replace(`port: ${RELAY.http.port}`, `port: ${httpPort}`) +
+      // no DNS lookups from the test (the background deliverability check)
+      '\ndeliverability:\n  check: false\n';
+    project(secretsDir, secretValues('test-ops-token-1', redisUrl), 1);
+    project(configDir, { [posix.basename(configPath)]: podText(RELAY_YAML) }, 1);
+    relay = await startRelayProcess(join(configDir, posix.basename(configPath)), { ...IMAGE_ENV, SENDAS_QUEUE_DIR: join(work, 'queue'), SENDAS_STATE_DIR: join(work, 'state'), HOSTNAME: 'sendas-0' }, 30_000);
+  }, 60_000);
+  afterAll(async () => {
+    if (relay) await relay.stop();
+    if (redis) await redis.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('answers every probe of the StatefulSet on its path, without a token', async () => {
+    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
+      const r = await get(container[probe].httpGet.path);
+      expect(r.status, probe).toBe(200);
+    }
+  });
+
+  it('serves /metrics to the ServiceMonitor\'s bearer token (the Secret\'s ops-token), and 401 without it', async () => {
+    expect((await get('/metrics')).status).toBe(401);
+    const r = await get('/metrics', 'test-ops-token-1');
+    expect(r.status).toBe(200);
+    expect(await r.text()).toContain('sendas_queue_depth');
+  });
+
+  it('joins the replicas\' registry in Redis under its pod name', async () => {
+    const client = new Redis(redisUrl);
+    try {
+      await until('sendas-0 in the registry', async () => (await client.zrange('sendas:nodes', 0, -1)).includes('sendas-0'));
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it('takes a Secret update (the ..data swap) live: the new token works, the old one no longer', async () => {
+    project(secretsDir, secretValues('test-ops-token-2', redisUrl), 2);
+    await until('the rotated token accepted', async () => (await get('/metrics', 'test-ops-token-2')).status === 200);
+    expect((await get('/metrics', 'test-ops-token-1')).status).toBe(401);
+  });
+
+  it('takes a ConfigMap update (the ..data swap) live', async () => {
+    const after = relay.lines.length;
+    const edited = podText(RELAY_YAML).replace('agents:\n', 'agents:\n  - name: bob\n    address: bob@acme.example\n');
+    project(configDir, { [posix.basename(configPath)]: edited }, 3);
+    const line = await relay.waitForLog((l) => String(l.msg).startsWith('configuration reloaded'), { after });
+    expect(String(line.msg)).toContain('agents: +bob');
+  });
+
+  it('stops on SIGTERM well within the grace the pod leaves after preStop, and leaves the registry', async () => {
+    const preStop = Number(container.lifecycle.preStop.exec.command[1]);
+    const started = Date.now();
+    expect(await relay.stop()).toBe(0);
+    expect(Date.now() - started).toBeLessThan((pod.terminationGracePeriodSeconds - preStop) * 1000);
+    const client = new Redis(redisUrl);
+    try {
+      expect(await client.zrange('sendas:nodes', 0, -1)).not.toContain('sendas-0');
+    } finally {
+      client.disconnect();
+    }
   });
 });
 
