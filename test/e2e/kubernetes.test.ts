@@ -401,6 +401,13 @@ describe('the relay as a pod runs it: ConfigMap and Secret projected by the kube
     expect(String(line.msg)).toContain('agents: +bob');
   });
 
+  it('writes nothing beside its config and secret files (read-only mounts in the pod), only in the queue and state volumes', () => {
+    const entries = (dir: string) => readdirSync(dir).filter((n) => !n.startsWith('..gen_')).sort();
+    expect(entries(configDir)).toEqual(['..data', posix.basename(configPath)]);
+    expect(entries(secretsDir)).toEqual(['..data', ...secretKeys(secret)].sort());
+    expect(readdirSync(work).sort()).toEqual(['etc-sendas', 'queue', 'run-secrets-sendas', 'state']);
+  });
+
   it('stops on SIGTERM well within the grace the pod leaves after preStop, and leaves the registry', async () => {
     const preStop = Number(container.lifecycle.preStop.exec.command[1]);
     const started = Date.now();
