@@ -321,6 +321,29 @@ function project(dir: string, files: Record<string, string>, generation: number)
   for (const name of Object.keys(files)) if (!existsSync(join(dir, name))) symlinkSync(join('..data', name), join(dir, name));
 }
 
+/** Whether this machine lets root make a mount namespace (a container may not). */
+const CAN_UNSHARE = spawnSync('unshare', ['--mount', '--propagation', 'private', 'true']).status === 0;
+
+/**
+ * A stand-in for the CLI that runs it as readOnlyRootFilesystem does: in a mount namespace of its
+ * own with / read-only, /tmp (the pod's emptyDir, where the test's volumes also are) writable and
+ * the config and secret directories read-only. Signals are passed on; its exit code is the relay's.
+ */
+function readOnlyRootCli(work: string, readOnly: string[]): string {
+  const q = (x: string) => `'${x.replace(/'/g, `'\\''`)}'`;
+  const script = ['set -e', 'mount --bind /tmp /tmp', ...readOnly.flatMap((d) => [`mount --bind ${q(d)} ${q(d)}`, `mount -o remount,bind,ro ${q(d)}`]), 'mount -o remount,bind,ro /', `exec ${q(process.execPath)} ${q(join(REPO, 'dist/cli/main.js'))} "$@"`].join('\n');
+  const wrapper = join(work, 'read-only-root.mjs');
+  writeFileSync(
+    wrapper,
+    `import { spawn } from 'node:child_process';
+const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', ${JSON.stringify(script)}, 'sh', ...process.argv.slice(2)], { stdio: 'inherit' });
+for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(s, () => child.kill(s));
+child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 : 1)));
+`,
+  );
+  return wrapper;
+}
+
 /** Polls until `ok` holds or the deadline passes (the kubelet's swap is seen through a debounced watch). */
 async function until(what: string, ok: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -330,7 +353,7 @@ async function until(what: string, ok: () => Promise<boolean>, timeoutMs = 10_00
   }
 }
 
-describe('the relay as a pod runs it: ConfigMap and Secret projected by the kubelet, a real Redis', () => {
+describe(`the relay as a pod runs it: ConfigMap and Secret projected by the kubelet, a real Redis${CAN_UNSHARE ? ', a read-only root' : ''}`, () => {
   const secretMount = (container.volumeMounts as Mount[]).find((m) => volumeOf(m)?.secret)!.mountPath;
   const configPath = (container.args as string[])[(container.args as string[]).indexOf('--config') + 1]!;
   const secretValues = (token: string, redisUrl: string) => Object.fromEntries(secretKeys(secret).map((k) => [k, k === 'redis-url' ? redisUrl : k === 'ops-token' ? token : `test-${k}-value`]));
@@ -358,7 +381,9 @@ describe('the relay as a pod runs it: ConfigMap and Secret projected by the kube
       '\ndeliverability:\n  check: false\n';
     project(secretsDir, secretValues('test-ops-token-1', redisUrl), 1);
     project(configDir, { [posix.basename(configPath)]: podText(RELAY_YAML) }, 1);
-    relay = await startRelayProcess(join(configDir, posix.basename(configPath)), { ...IMAGE_ENV, SENDAS_QUEUE_DIR: join(work, 'queue'), SENDAS_STATE_DIR: join(work, 'state'), HOSTNAME: 'sendas-0' }, 30_000);
+    // readOnlyRootFilesystem where this machine can show it (else the relay runs as it is)
+    const cli = CAN_UNSHARE ? readOnlyRootCli(work, [configDir, secretsDir]) : undefined;
+    relay = await startRelayProcess(join(configDir, posix.basename(configPath)), { ...IMAGE_ENV, SENDAS_QUEUE_DIR: join(work, 'queue'), SENDAS_STATE_DIR: join(work, 'state'), HOSTNAME: 'sendas-0' }, 30_000, cli);
   }, 60_000);
   afterAll(async () => {
     if (relay) await relay.stop();
@@ -408,7 +433,10 @@ describe('the relay as a pod runs it: ConfigMap and Secret projected by the kube
     const entries = (dir: string) => readdirSync(dir).filter((n) => !n.startsWith('..gen_')).sort();
     expect(entries(configDir)).toEqual(['..data', posix.basename(configPath)]);
     expect(entries(secretsDir)).toEqual(['..data', ...secretKeys(secret)].sort());
-    expect(readdirSync(work).sort()).toEqual(['etc-sendas', 'queue', 'run-secrets-sendas', 'state']);
+    // and nothing it tried to write failed (under the read-only root that would be EROFS)
+    const problems = relay.lines.map((l) => JSON.parse(l) as { level: string; msg: string }).filter((l) => ['warn', 'error', 'fatal'].includes(l.level));
+    expect(problems.map((l) => l.msg)).toEqual([]);
+    expect(readdirSync(work).filter((n) => n !== 'read-only-root.mjs').sort()).toEqual(['etc-sendas', 'queue', 'run-secrets-sendas', 'state']);
   });
 
   it('stops on SIGTERM well within the grace the pod leaves after preStop, and leaves the registry', async () => {
