@@ -32,8 +32,20 @@ export interface ReplicaSet {
  * `servers` is the YAML of the servers: list (and `channels` of channels:), the same for every
  * replica; the cluster section names the node (r1, r2, …) and the shared key prefix.
  */
-export async function startReplicas(opts: { count: number; redisUrl: string; prefix: string; servers: string; channels: string; cli: string; leaseTtl?: string }): Promise<ReplicaSet> {
+export async function startReplicas(opts: {
+  count: number;
+  redisUrl: string;
+  prefix: string;
+  servers: string;
+  channels: string;
+  cli: string;
+  leaseTtl?: string;
+  /** an age identity file's text: one key file for all replicas (`secrets.key_file`), which the shared OAuth tokens are encrypted to */
+  secretKey?: string;
+}): Promise<ReplicaSet> {
   const base = mkdtempSync(join(tmpdir(), `sendas-cluster-${opts.prefix}-`));
+  const keyFile = join(base, 'secret.agekey');
+  if (opts.secretKey) writeFileSync(keyFile, opts.secretKey, { mode: 0o600 });
   const replicas: Replica[] = [];
   const launch = async (r: Omit<Replica, 'proc' | 'httpPort'>): Promise<Replica> => {
     const proc = await startRelayProcess(r.file, {}, 15_000, opts.cli);
@@ -53,7 +65,7 @@ queue: {dir: ${join(dir, 'queue')}, retry: [200ms]}
 state_dir: ${join(dir, 'state')}
 deliverability: {check: false}
 history: false
-cluster:
+${opts.secretKey ? `secrets: {key_file: ${keyFile}}\n` : ''}cluster:
   redis: {url: ${opts.redisUrl}, key_prefix: ${opts.prefix}}
   node_id: ${node}
   lease_ttl: ${opts.leaseTtl ?? '2s'}
