@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { compiledCli } from '../support/cli.js';
+import { compiledCli, runProcess } from '../support/cli.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { channelFor, localPorts, messagesOf, mostInWindow, passwordServer, sendAll, startReplicas, subjectOf, until, UPSTREAM_ACCOUNT, type Replica, type ReplicaSet } from '../support/replicas.js';
 import { startTestUpstream, type TestUpstream } from '../support/upstream.js';
@@ -40,38 +40,40 @@ describe('three replicas when one of them or Redis dies (real processes)', () =>
     );
     const [victim, ...others] = set.replicas as [Replica, ...Replica[]];
     const subjects = set.replicas.map((r) => Array.from({ length: 12 }, (_, i) => `kill-${r.node}-${i}`));
-    const accepted = (await Promise.all(set.replicas.map((r, i) => sendAll(r.proc.port, login, subjects[i]!)))).flat();
-    expect(accepted).toHaveLength(36);
-
-    // kill the victim while it holds a signed-in session (so a lease) of the account
     const openPorts = () => {
       const open = new Set<number>();
       for (const c of upstream.sessionTimeline) if (c.login === login) c.change === 1 ? open.add(c.remotePort) : open.delete(c.remotePort);
       return open;
     };
+    const victimHolds = (ports: Set<number>) => [...openPorts()].filter((p) => ports.has(p)).length;
+
+    // the victim alone has mail: it takes both of the account's connections (leases)
+    const accepted = await sendAll(victim.proc.port, login, subjects[0]!);
+    expect(accepted).toHaveLength(12);
     let victimPorts = new Set<number>();
     await until(
       () => {
         victimPorts = localPorts(victim.proc.child.pid!);
-        return [...openPorts()].some((p) => victimPorts.has(p));
+        return victimHolds(victimPorts) === 2;
       },
       10_000,
-      'the victim never signed in upstream',
+      () => `the victim holds ${victimHolds(victimPorts)} of 2 sessions`,
     );
-    const heldByVictim = [...openPorts()].filter((p) => victimPorts.has(p)).length;
     const killedAt = performance.now();
     victim.proc.child.kill('SIGKILL');
     await victim.proc.stop('SIGKILL');
-    expect(heldByVictim).toBeGreaterThanOrEqual(1);
 
-    // the two others get the whole account again once the victim's leases have run out
+    // mail for the two others: the victim's leases hold until they run out, then the others have the whole account
+    const sending = Promise.all(others.map((r, i) => sendAll(r.proc.port, login, subjects[i + 1]!)));
     await until(
-      () => [...openPorts()].filter((p) => victimPorts.has(p)).length === 0 && (upstream.openSessions.get(login) ?? 0) === 2,
+      () => victimHolds(victimPorts) === 0 && (upstream.openSessions.get(login) ?? 0) === 2,
       LEASE_TTL_MS + 2_000,
       () => `the others hold ${upstream.openSessions.get(login) ?? 0} of 2 sessions, ${messagesOf(upstream, login).length} delivered`,
     );
     const freedMs = performance.now() - killedAt;
     expect(freedMs).toBeLessThan(LEASE_TTL_MS + 2_000);
+    accepted.push(...(await sending).flat());
+    expect(accepted).toHaveLength(36);
 
     // the others deliver theirs; the victim, started again on its queue, delivers its own
     await until(() => others.every((_, i) => subjects[i + 1]!.every((s) => received(upstream, login).has(s))), 20_000, 'the other replicas did not deliver their messages');
@@ -123,6 +125,11 @@ describe('three replicas when one of them or Redis dies (real processes)', () =>
       5_000,
       'r1 /status does not list r1, r2, r3 with Redis up',
     );
+    // and ops see them from Redis itself
+    const table = await runProcess(process.execPath, [cli, 'status', '--cluster', '--config', r1.file], { cwd: r1.dir, env: { PATH: process.env.PATH } });
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout.split('\n')[0]).toBe(`Redis 127.0.0.1:${redis.port} up, prefix outage: 3 replicas in the registry`);
+    expect(table.stdout.split('\n').slice(2, 5).map((l) => l.split(/\s+/)[0])).toEqual(['r1', 'r2', 'r3']);
 
     // shared again: the one replica may use the whole limit, more than its share while Redis was away
     const after = Array.from({ length: 9 }, (_, i) => `outage-after-${i}`);
