@@ -3,7 +3,7 @@
  * config file, queue dir and state_dir, `listen.port: 0`, monitoring on a port picked by the OS.
  * For the cluster end-to-end tests (test/e2e/cluster*.test.ts).
  */
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
@@ -88,6 +88,7 @@ ${opts.channels}
     status: async (r) => (await (await fetch(`http://127.0.0.1:${r.httpPort}/status`)).json()) as Record<string, unknown>,
     stop: async () => {
       await Promise.all(replicas.map((r) => r.proc.stop('SIGKILL')));
+      rmSync(base, { recursive: true, force: true });
     },
   };
 }
