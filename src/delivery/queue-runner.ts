@@ -336,18 +336,25 @@ export class QueueRunner {
       const want = { messages: 1, recipients: batch.length };
       // no rate slot for what the budget can't take anyway
       const full = state.room(account, want, this.clock.now());
-      if (!full) await own.rate(account)?.acquire(this.clock);
+      // with cluster: the shared window counts the send until its reply (delivery/shared-rate.ts)
+      const slot = full ? undefined : await own.rate(account)?.acquire(this.clock);
       // counted, and the count on disk, before the transaction starts: a crash can't let the account go over
       const counted = full ?? state.reserve(account, want, this.clock.now());
       // a promise only with `cluster:`: one relay's path stays as it was, without an extra turn
       const reserved = counted instanceof Promise ? await counted : counted;
       if (reserved && 'error' in reserved) {
+        slot?.settle();
         if (i === 0) meta.attempts--; // nothing was tried: waiting for the quota is not an attempt
         await this.waitForQuota(t, account, reserved.error, reserved.freeAt);
         return;
       }
       if (reserved) await state.commit();
-      const outcome = await this.sendBatch(meta, account, own, batch, started);
+      let outcome: SendOutcome;
+      try {
+        outcome = await this.sendBatch(meta, account, own, batch, started);
+      } finally {
+        slot?.settle();
+      }
       if (reserved && !outcome.ok) state.giveBack(reserved.reservation);
       else if (reserved && outcome.ok && outcome.refused.length > 0) state.giveBack({ want: { messages: 0, recipients: outcome.refused.length }, at: reserved.reservation.at });
       if (!outcome.ok && outcome.error.account) {

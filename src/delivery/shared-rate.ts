@@ -4,15 +4,12 @@ import type { RateConfig } from '../config/types.js';
 import { systemClock, type Clock } from './clock.js';
 import { RateWindow } from './rate-limit.js';
 
-/**
- * The upstream counts a send when it arrives, sendas when it starts: connect, TLS and AUTH take
- * longer for one send than another, so two sends started a window apart can arrive closer. The
- * shared window is this much longer than the configured one (2%, at most a second: 20/min is
- * counted over 61 s) so the upstream's count stays within the limit too.
- */
-export function arrivalMarginMs(windowMs: number): number {
-  return Math.min(1_000, Math.ceil(windowMs * 0.02));
+/** A slot taken in the shared window: settle() when the upstream has answered the send. */
+export interface RateSlot {
+  settle(): void;
 }
+
+const NO_SLOT: RateSlot = { settle: () => undefined };
 
 const windowsOf = new WeakMap<Cluster, SharedWindows>();
 
@@ -38,13 +35,15 @@ export class SharedRate {
     let windows = windowsOf.get(cluster);
     if (!windows) windowsOf.set(cluster, (windows = new SharedWindows(cluster)));
     this.windows = windows;
-    this.local = new RateWindow({ count: cluster.share(rate.count), windowMs: rate.windowMs + arrivalMarginMs(rate.windowMs) });
+    this.local = new RateWindow({ count: cluster.share(rate.count), windowMs: rate.windowMs });
   }
 
-  /** Waits for a slot and takes it: in Redis while it answers, else in the local share. */
-  async acquire(clock: Clock = systemClock): Promise<void> {
-    const { count } = this.rate;
-    const windowMs = this.rate.windowMs + arrivalMarginMs(this.rate.windowMs);
+  /**
+   * Waits for a slot and takes it: in Redis while it answers, else in the local share. The slot's
+   * settle() says the upstream answered (cluster/rate.ts: a send counts until a window after that).
+   */
+  async acquire(clock: Clock = systemClock): Promise<RateSlot> {
+    const { count, windowMs } = this.rate;
     const store = this.cluster.store;
     for (;;) {
       if (this.away.length > 0 && this.cluster.up) {
@@ -56,16 +55,16 @@ export class SharedRate {
       }
       const now = store.now();
       const wait = await this.windows.tryTake(this.account, count, windowMs, now);
-      if (wait === 0) {
+      if (typeof wait === 'object') {
         this.localShare().record(now);
-        return;
+        return { settle: () => this.windows.settle(this.account, wait.member, store.now()) };
       }
       const ms = wait ?? this.localShare().waitMs(now);
       if (ms <= 0) {
         this.localShare().record(now);
         this.away.push(now);
         while (this.away[0]! <= now - windowMs) this.away.shift();
-        return;
+        return NO_SLOT;
       }
       await new Promise<void>((resolve) => clock.setTimer(resolve, ms));
     }
