@@ -12,6 +12,8 @@ export interface ClusterOptions {
   readonly startedAt: Date;
   /** The local clock (epoch ms); tests inject one. */
   readonly now?: () => number;
+  /** A Redis command slower than this counts as Redis away (default 1 s); tests on a loaded machine give more. */
+  readonly commandTimeoutMs?: number;
   /** How long an account goes without a transaction before its connection leases go back (tests set it short). */
   readonly leaseIdleMs?: number;
 }
@@ -41,7 +43,7 @@ export class Cluster {
   readonly leases: ConnectionLeases;
 
   constructor(readonly opts: ClusterOptions) {
-    this.store = new ClusterStore({ config: opts.config, logger: opts.logger, now: opts.now });
+    this.store = new ClusterStore({ config: opts.config, logger: opts.logger, now: opts.now, commandTimeoutMs: opts.commandTimeoutMs });
     this.registry = new NodeRegistry({ store: this.store, ttlMs: opts.config.leaseTtlMs, configVersion: opts.configVersion, queueDepth: opts.queueDepth, startedAt: opts.startedAt });
     this.leases = new ConnectionLeases({ store: this.store, ttlMs: opts.config.leaseTtlMs, share: (limit) => this.share(limit), ...(opts.leaseIdleMs !== undefined ? { idleMs: opts.leaseIdleMs } : {}) });
   }

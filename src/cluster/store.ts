@@ -1,11 +1,14 @@
 import { createRequire } from 'node:module';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { ClusterConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { describeRedis } from '../config/cluster.js';
 
 /** This build's version, for the node registry (package.json, one level above src/ and dist/). */
 export const RELAY_VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+
+// loaded when a cluster is configured: a single relay and every CLI command start without it
+const loadRedis = (): typeof Redis => (createRequire(import.meta.url)('ioredis') as { Redis: typeof Redis }).Redis;
 
 /** What the store tells its users about Redis: up (answering) or not. */
 export type HealthListener = (up: boolean) => void;
@@ -52,7 +55,8 @@ export class ClusterStore {
     this.prefix = opts.config.keyPrefix;
     this.localNow = opts.now ?? Date.now;
     this.since = this.localNow();
-    this.redis = new Redis(opts.config.url.reveal(), {
+    const RedisClient = loadRedis();
+    this.redis = new RedisClient(opts.config.url.reveal(), {
       lazyConnect: true,
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,

@@ -29,7 +29,7 @@ async function replicas() {
   const clock = new ManualClock(T0);
   const keyPrefix = `budget${process.pid}-${++prefixes}`;
   const make = async (nodeId: string, stateDir = mkdtempSync(join(tmpdir(), `sendas-cb-${nodeId}-`))) => {
-    const cluster = new Cluster({ config: { url: new Secret(redis.url, 'inline'), keyPrefix, nodeId, leaseTtlMs: 60_000 }, logger: pino({ level: 'silent' }), configVersion: () => 'v1', queueDepth: () => 0, startedAt: new Date(T0), now: () => clock.now() });
+    const cluster = new Cluster({ config: { url: new Secret(redis.url, 'inline'), keyPrefix, nodeId, leaseTtlMs: 60_000 }, logger: pino({ level: 'silent' }), configVersion: () => 'v1', queueDepth: () => 0, startedAt: new Date(T0), now: () => clock.now(), commandTimeoutMs: 10_000 });
     await cluster.start();
     const book = new AccountBook(pino({ level: 'silent' }), clock, cluster);
     await book.load(stateDir, clock.now());

@@ -28,7 +28,7 @@ async function replicas(n = 3) {
   const clock = new ManualClock(T0);
   const keyPrefix = `rate${process.pid}-${++prefixes}`;
   const clusters = ['a', 'b', 'c'].slice(0, n).map(
-    (nodeId) => new Cluster({ config: { url: new Secret(redis.url, 'inline'), keyPrefix, nodeId, leaseTtlMs: 60_000 }, logger: pino({ level: 'silent' }), configVersion: () => 'v1', queueDepth: () => 0, startedAt: new Date(T0), now: () => clock.now() }),
+    (nodeId) => new Cluster({ config: { url: new Secret(redis.url, 'inline'), keyPrefix, nodeId, leaseTtlMs: 60_000 }, logger: pino({ level: 'silent' }), configVersion: () => 'v1', queueDepth: () => 0, startedAt: new Date(T0), now: () => clock.now(), commandTimeoutMs: 10_000 }),
   );
   // the replicas' clocks agree exactly (the shared clock is the manual one): the test moves time, not Redis' TIME
   for (const c of clusters) c.store.syncClock = async () => undefined;
