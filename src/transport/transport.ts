@@ -12,6 +12,7 @@ import { DEFAULT_TUNING } from './options.js';
 import { TransportPools } from './pools.js';
 import { deliverInThread, deliverNow, type SendOutcome } from './send.js';
 import { UpstreamThread } from './upstream-thread.js';
+import { AccountSide, type Side } from './account-side.js';
 import type { Cluster } from '../cluster/cluster.js';
 import { SharedTokens } from '../cluster/tokens.js';
 
@@ -40,16 +41,18 @@ export class Transport {
   /**
    * `cluster:`: each account's connections are leased from Redis (cluster/leases.ts), and this
    * replica must never have more of them open than it holds leases — idle pooled ones included.
-   * The simplest way that is correct: every message of the account goes through the main thread's
-   * pools (not the upstream thread), one pool in use per account (TransportPools.onePoolPerAccount).
-   * Then the account's open connections are the busy ones (at most its transactions running,
-   * which delivery keeps within the leases) plus the idle ones of that one pool, which it opened
-   * only when all its others were busy; closeAccount() closes them before the leases go back.
-   * Caps split between two threads would strand connections in the thread the next message does
-   * not use; moving a lease between threads would need a round trip to close each time. The cost:
-   * the main thread carries the upstream conversations the upstream thread carries for one relay.
+   * So an account has one pool in use at a time, on one side at a time (AccountSide): the upstream
+   * thread's for small messages held in memory, as for one relay, or the main thread's pools
+   * (TransportPools.onePoolPerAccount) for the rest; a send for the other side first has the side
+   * in use close its pool down to the sockets. Then the account's open connections are those of
+   * one pool, which opens one only when all its others are busy, and delivery keeps the busy ones
+   * within the leases; closeAccount() closes both sides before the leases go back. Caps split
+   * between the threads would strand connections in the thread the next message does not use.
    */
   private readonly leased: boolean;
+  /** With `cluster:`: which side holds each account's connections, and the upstream thread's pool key in use per account. */
+  private readonly sides = new Map<string, AccountSide>();
+  private readonly threadPool = new Map<string, string>();
 
   constructor(opts: TransportOptions) {
     const tuning = { ...DEFAULT_TUNING, helo: opts.helo };
@@ -67,7 +70,7 @@ export class Transport {
    * live on the main thread) and Graph are streamed through the main thread's pools.
    */
   takesWhole(account: Account): boolean {
-    return !this.leased && this.thread.handles(account);
+    return this.thread.handles(account);
   }
 
   /**
@@ -84,10 +87,44 @@ export class Transport {
    * the message again from the start (the queue's file): Graph's draft path reads it more than once.
    */
   send(account: Account, envelope: UpstreamEnvelope, message: Buffer | Readable, route?: { host: string; port: number }, reopen?: () => Readable): Promise<SendOutcome> {
+    if (this.leased) return this.sendLeased(account, envelope, message, route, reopen);
     if (!Buffer.isBuffer(message)) return deliverNow(this.pools, account, envelope, message, route, reopen);
-    if (!this.leased && this.thread.handles(account)) return deliverInThread(this.thread, account, envelope, message, route);
+    if (this.thread.handles(account)) return deliverInThread(this.thread, account, envelope, message, route);
     return deliverNow(this.pools, account, envelope, Readable.from([message], { objectMode: false }), route);
   }
+
+  /** `cluster:`: the same choice of thread, with the account's connections on one side at a time. */
+  private async sendLeased(account: Account, envelope: UpstreamEnvelope, message: Buffer | Readable, route?: { host: string; port: number }, reopen?: () => Readable): Promise<SendOutcome> {
+    let side = this.sides.get(account.key);
+    if (!side) this.sides.set(account.key, (side = new AccountSide()));
+    const inThread = side.choose(Buffer.isBuffer(message) && this.thread.handles(account) ? 'thread' : 'main') === 'thread';
+    await side.enter(inThread ? 'thread' : 'main', (from) => this.closeSide(account.key, from));
+    try {
+      if (inThread) {
+        // one pool in the thread too: another route (the alternate) retires the one before
+        const [key] = this.pools.cachedIdentity(account, route);
+        const before = this.threadPool.get(account.key);
+        if (before !== undefined && before !== key) this.thread.retire([before]);
+        this.threadPool.set(account.key, key);
+        return await deliverInThread(this.thread, account, envelope, message as Buffer, route);
+      }
+      return await deliverNow(this.pools, account, envelope, Buffer.isBuffer(message) ? Readable.from([message], { objectMode: false }) : message, route, reopen);
+    } finally {
+      side.exit();
+    }
+  }
+
+  /** Closes an account's pool on one side, resolving once its connections are closed. */
+  private async closeSide(accountKey: string, side: Side): Promise<void> {
+    if (side === 'main') {
+      await this.pools.closeAccount(accountKey);
+      return;
+    }
+    const key = this.threadPool.get(accountKey);
+    this.threadPool.delete(accountKey);
+    if (key !== undefined) await this.thread.closePools([key]);
+  }
+
 
   /**
    * A server's primary could not be reached (delivery failed over): the next message for it
@@ -102,14 +139,13 @@ export class Transport {
    * thread's carry any) and resolves once they are closed: before its connection leases go back.
    */
   async closeAccount(account: string): Promise<void> {
-    const keys = await this.pools.closeAccount(account);
-    this.thread.retire(keys);
+    await Promise.all([this.closeSide(account, 'main'), this.closeSide(account, 'thread')]);
+    this.sides.get(account)?.forget();
   }
 
   /** Loads the upstream thread: the first message must not pay for it. */
   ready(): Promise<void> {
-    // with `cluster:` nothing goes to the thread (see leased): it is never started
-    return this.leased ? Promise.resolve() : this.thread.ready();
+    return this.thread.ready();
   }
 
   /** Open upstream connections, main thread and upstream thread together (for the metric). */

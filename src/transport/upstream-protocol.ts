@@ -33,6 +33,8 @@ export type UpstreamProtocol = {
   retain: { request: { readonly wanted: Readonly<Record<string, string>> }; reply: void };
   /** After a failover: these pools get no more messages and close once idle (PoolSet.retire). */
   retire: { request: { readonly keys: readonly string[] }; reply: void };
+  /** `cluster:`: these pools close now; the reply comes once their connections are closed down to the sockets. */
+  close: { request: { readonly keys: readonly string[] }; reply: void };
 };
 
 /** A nodemailer error as plain data: what classifyUpstreamError reads, and the per-recipient ones. */

@@ -72,6 +72,14 @@ export class UpstreamThread {
     this.thread.notify('retire', { keys });
   }
 
+  /** `cluster:`: closes these pools now; resolves once their connections are closed (the upstream saw the sessions end). */
+  async closePools(keys: readonly string[]): Promise<void> {
+    if (keys.length === 0) return;
+    for (const key of keys) this.given.delete(key);
+    if (!this.thread.running) return; // an exited thread's connections went with it
+    await this.thread.request('close', { keys });
+  }
+
   /** Open upstream connections of the worker's pools, as of its last answer. */
   openConnections(): number {
     return this.thread.status ?? 0;

@@ -6,7 +6,7 @@
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { ThreadServer } from '../threads/server.js';
-import { createPool, sendRaw } from '../mail/nodemailer-adapter.js';
+import { createPool, retireAndWait, sendRaw } from '../mail/nodemailer-adapter.js';
 import { PoolSet } from './pools.js';
 import { plainUpstreamError, type MessageSource, type PlainUpstreamError, type UpstreamProtocol } from './upstream-protocol.js';
 
@@ -22,6 +22,14 @@ const server = new ThreadServer<UpstreamProtocol, number>({
       }
       if (req.op === 'retire') {
         pools.retire(req.body.keys);
+        continue;
+      }
+      if (req.op === 'close') {
+        const closing = req.body.keys.map((key) => pools.take(key)).flatMap((pool) => (pool ? [retireAndWait(pool)] : []));
+        Promise.all(closing).then(
+          () => server.reply(req, undefined),
+          (err: unknown) => server.fail(req, plainUpstreamError(err)),
+        );
         continue;
       }
       const { key, fingerprint, options, envelope, message } = req.body;

@@ -35,9 +35,11 @@ channels:
 `;
 }
 
-async function send(relay: RunningRelay, tag: string, count: number): Promise<void> {
+/** `large`: every other message over 64 KiB, which the main thread streams while the small ones go to the upstream thread. */
+async function send(relay: RunningRelay, tag: string, count: number, large = false): Promise<void> {
   const client = nodemailer.createTransport({ host: '127.0.0.1', port: relay.port, ignoreTLS: true, pool: true, maxConnections: 3 });
-  await Promise.all(Array.from({ length: count }, (_, i) => client.sendMail({ from: 'sales@acme.example', to: `customer${i}@example.net`, subject: `${tag}-${i}`, text: 'ticket update\n' })));
+  const text = (i: number) => (large && i % 2 === 1 ? `ticket update\n${'attached log line\n'.repeat(6_000)}` : 'ticket update\n');
+  await Promise.all(Array.from({ length: count }, (_, i) => client.sendMail({ from: 'sales@acme.example', to: `customer${i}@example.net`, subject: `${tag}-${i}`, text: text(i) })));
   client.close();
 }
 
@@ -101,5 +103,19 @@ describe('three relays, one account with connections: 2 (leases in a real redis-
     // passthrough answers after the upstream took it: everything is there
     expect(upstream.messages.length - before).toBe(12);
     expect(upstream.peakSessions.get(LOGIN)).toBeLessThanOrEqual(2);
+  });
+
+  it('small and large messages at once: the account’s connections move between the threads, never more than 2 sessions, all delivered', async () => {
+    for (const r of relays.splice(0)) await r.stop();
+    const before = upstream.messages.length;
+    await until('the earlier sessions are closed', () => (upstream.openSessions.get(LOGIN) ?? 0) === 0, 10_000);
+    upstream.peakSessions.delete(LOGIN);
+    for (const node of ['m1', 'm2', 'm3']) relays.push(await startRelay(yaml(upstream.port, redis.url, `cm${process.pid}`, node)));
+    await Promise.all(relays.map((r, i) => send(r, `m${i + 1}`, 8, true)));
+    await until('24 messages delivered', () => upstream.messages.length - before >= 24);
+    expect(upstream.messages.length - before).toBe(24);
+    expect(upstream.messages.slice(before).filter((m) => m.raw.length > 65_536)).toHaveLength(12);
+    expect(upstream.peakSessions.get(LOGIN)).toBeLessThanOrEqual(2);
+    for (const r of relays.splice(0)) await r.stop();
   });
 });
