@@ -91,9 +91,11 @@ agents:
     const { body } = split(got.raw);
     expect(body.length).toBe(Math.ceil(lines / 1000) * 1000 * line.length);
     expect(body.subarray(0, line.length).toString()).toBe(line);
-    // holding the message as a string or a Buffer would add at least its 50 MB to the peak
+    // streaming it grows the peak by 35–39 MB here (sockets, stream buffers, the heap's growth;
+    // as much on the build before issue 15), up to 45 MB on a loaded CI machine; holding the
+    // message as a string or a Buffer would add its 50 MB on top of that
     const grown = relay.peakRss() - rssBefore;
-    expect(grown).toBeLessThan(40 * 1024 * 1024);
+    expect(grown).toBeLessThan(60 * 1024 * 1024);
   }, 90_000);
 
   it('stops cleanly on SIGTERM, and no secret appeared in its output', async () => {
