@@ -43,6 +43,7 @@ async function replicas(n: number, opts: { ttlMs?: number; idleMs?: number } = {
       startedAt: new Date(),
       now: () => Date.now() + r.skew,
       leaseIdleMs: opts.idleMs ?? 60_000,
+      commandTimeoutMs: 10_000,
     });
     cluster.leases.closeConnectionsWith(async (account) => {
       const entry = { account, inRedis: -1 };
