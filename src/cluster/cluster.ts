@@ -1,15 +1,13 @@
 import type { ClusterConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { ConnectionLeases } from './leases.js';
-import { NodeRegistry, type NodeInfo } from './registry.js';
+import { NodeRegistry, type NodeInfo, type NodeRegistryOptions } from './registry.js';
 import { ClusterStore } from './store.js';
 
-export interface ClusterOptions {
+/** The registry's callbacks (what each node writes about itself) come with the config. */
+export interface ClusterOptions extends Pick<NodeRegistryOptions, 'configVersion' | 'queueDepth' | 'startedAt'> {
   readonly config: ClusterConfig;
   readonly logger: Logger;
-  readonly configVersion: () => string;
-  readonly queueDepth: () => number;
-  readonly startedAt: Date;
   /** The local clock (epoch ms); tests inject one. */
   readonly now?: () => number;
   /** A Redis command slower than this counts as Redis away (default 1 s); tests on a loaded machine give more. */

@@ -15,7 +15,7 @@ export function queueTransport(store: QueueStore, transport: Transport): QueueTr
       const via = route.alternate ? route : undefined;
       // signed at acceptance (reception/dkim.ts): the signature goes in front, the stored bytes are as signed
       const signature = meta.dkimSignature;
-      const bytes = transport.sendsFromMemory(account) ? store.takeMessage(meta.id) : undefined;
+      const bytes = transport.takesWhole(account) ? store.takeMessage(meta.id) : undefined;
       if (bytes) return transport.send(account, envelope, signature ? Buffer.concat([Buffer.from(signature, 'latin1'), bytes]) : bytes, via);
       let message: Readable | undefined;
       const open = () => (signature ? withSignature(signature, store.messageStream(meta)) : store.messageStream(meta));

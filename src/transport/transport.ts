@@ -73,14 +73,7 @@ export class Transport {
     return this.thread.handles(account);
   }
 
-  /**
-   * Whether a message the queue still holds in memory (up to 64 KiB) is best sent from there: the
-   * upstream thread's accounts, also with `cluster:`, where the main thread sends it — reading it
-   * back from the journal file would cost more than the transaction.
-   */
-  sendsFromMemory(account: Account): boolean {
-    return this.thread.handles(account);
-  }
+
 
   /**
    * One upstream transaction; `route` is the alternate host when failover uses it. `reopen` reads
