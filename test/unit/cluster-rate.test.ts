@@ -114,11 +114,35 @@ describe('an account rate shared by three replicas through Redis (rate: 20/min)'
     expect(r.started).toHaveLength(20);
     r.holdReplies(false);
     for (const slot of r.open.splice(0)) slot.settle(); // answered at T0 + 70 s
-    // in steps: a waiter's next try is set from the time its answer from Redis came in
+    // in steps of a second, as time would pass
     for (let i = 0; i < 120; i++) await r.advance(1_000);
     expect(r.started).toHaveLength(30);
     // their arrivals may have been as late as T0 + 70 s: the next sends start a minute after that
     expect(Math.min(...r.started.slice(20).map((x) => x.at))).toBeGreaterThanOrEqual(T0 + 130_000);
+    await r.stop();
+  });
+
+  it('a wait counts from when Redis was asked: an answer that comes late does not put the next try later', async () => {
+    const r = await replicas(1);
+    r.send(20);
+    expect(await r.settled()).toBe(20);
+    // the 21st asks at T0; its answer (wait a minute) is held back while half a minute passes
+    const store = r.clusters[0]!.store;
+    const run = store.run.bind(store);
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    store.run = async (fn) => {
+      const reply = await run(fn);
+      await held;
+      return reply;
+    };
+    r.send(1);
+    await r.clock.advance(30_000);
+    release();
+    expect(await r.settled()).toBe(20);
+    expect(await r.advance(29_999)).toBe(20);
+    expect(await r.advance(1)).toBe(21);
+    expect(r.started[20]!.at).toBe(T0 + 60_000);
     await r.stop();
   });
 
