@@ -59,7 +59,11 @@ export class ClusterStore {
     this.redis = new RedisClient(opts.config.url.reveal(), {
       lazyConnect: true,
       enableOfflineQueue: false,
-      maxRetriesPerRequest: 1,
+      // a command in flight when the connection drops fails at once and is not sent again to the
+      // Redis that comes back: it carries its time (a lease's expiry, a send's place in the window)
+      // and the caller has already fallen back to its local share, so a late replay would count twice
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
       commandTimeout: opts.commandTimeoutMs ?? 1_000,
       connectTimeout: 2_000,
       // reconnect for ever, at most every 2 s: the replicas converge again when Redis is back

@@ -13,6 +13,8 @@ export interface TestRedis {
   kill(): Promise<void>;
   /** Starts it again on the same port (empty: nothing was persisted). */
   restart(): Promise<void>;
+  /** SIGSTOP: it keeps its connections but answers nothing (commands sent now stay in flight). */
+  pause(): void;
   stop(): Promise<void>;
 }
 
@@ -45,6 +47,7 @@ export async function startRedis(opts: { password?: string } = {}): Promise<Test
     url: `redis://${auth}127.0.0.1:${port}`,
     kill: () => halt('SIGKILL'),
     restart: launch,
+    pause: () => void child?.kill('SIGSTOP'),
     stop: async () => {
       await halt('SIGTERM');
       rmSync(dir, { recursive: true, force: true });

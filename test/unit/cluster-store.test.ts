@@ -10,9 +10,9 @@ beforeAll(async () => {
 });
 afterAll(() => redis?.stop());
 
-function cluster(nodeId: string, url = redis.url, lines: string[] = []) {
+function cluster(nodeId: string, url = redis.url, lines: string[] = [], commandTimeoutMs?: number) {
   const logger = pino({ level: 'info' }, { write: (l: string) => lines.push(l) });
-  return new Cluster({ config: { url: new Secret(url, 'inline'), keyPrefix: `t${process.pid}`, nodeId, leaseTtlMs: 3_000 }, logger, configVersion: () => 'v1', queueDepth: () => 7, startedAt: new Date() });
+  return new Cluster({ config: { url: new Secret(url, 'inline'), keyPrefix: `t${process.pid}`, nodeId, leaseTtlMs: 3_000 }, logger, configVersion: () => 'v1', queueDepth: () => 7, startedAt: new Date(), ...(commandTimeoutMs ? { commandTimeoutMs } : {}) });
 }
 
 describe('cluster store and node registry (real redis-server)', () => {
@@ -42,6 +42,23 @@ describe('cluster store and node registry (real redis-server)', () => {
     const warnings = lines.filter((l) => l.includes('does not answer'));
     expect(warnings).toHaveLength(1);
     expect(lines.join('\n')).not.toContain('s3cret-redis');
+    await c.stop();
+  });
+
+  it('a command in flight when Redis dies fails at once and is never sent to the Redis that comes back (its time and its count would be stale)', async () => {
+    // a command timeout longer than the test: the failure must come from the connection closing
+    const c = cluster('inflight', redis.url, [], 30_000);
+    await c.start();
+    const key = c.store.key('inflight-count');
+    const back = new Promise<void>((resolve) => c.store.onHealth((up) => up && resolve()));
+    redis.pause();
+    const inFlight = c.store.run((r) => r.incr(key));
+    await redis.kill();
+    await redis.restart();
+    expect(await inFlight).toBeUndefined();
+    await back;
+    // a resent INCR would have made it 1 on the new Redis
+    expect(await c.store.run((r) => r.get(key))).toBeNull();
     await c.stop();
   });
 });
