@@ -11,10 +11,7 @@ import { DEFAULTS } from '../config/defaults.js';
 import { dkimDomainKey, dkimKeyFacts, dkimTxtRecord, type DkimKeyFacts } from '../config/dkim.js';
 import { errnoText } from '../config/issues.js';
 import { DNS_NAME } from '../config/schema.js';
-
-export const DKIM_USAGE = `  dkim     keygen --domain DOMAIN --selector NAME [--type rsa|ed25519] [--bits 2048] [--out FILE]
-                                          write a DKIM private key (0600, default DOMAIN.NAME.key); print the
-                                          DNS TXT record to publish and the dkim: entry for relay.yaml`;
+import { DKIM_USAGE } from './usage.js';
 
 interface Output {
   write(text: string): unknown;

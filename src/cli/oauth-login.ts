@@ -14,9 +14,6 @@ import { RelayError, oneLine } from '../errors/relay-error.js';
 import { accountFor, hasOwnAccount, serverAccount, type Account } from '../config/account.js';
 import { saveLoginRefreshToken } from '../oauth/tokens.js';
 
-export const OAUTH_USAGE = `  oauth    login --config FILE --account NAME [--flow device|browser] [--open-timeout SECONDS]
-                                          sign an xoauth2 account (grant refresh_token) in; store its refresh token`;
-
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 /** Each request to the authorization server; someone is waiting at a terminal. */
 const REQUEST_TIMEOUT_MS = 15_000;

@@ -8,11 +8,7 @@ import { identityLabel } from '../history/types.js';
 import type { QueueEntryMeta } from '../queue/entry.js';
 import { queueHolder, runQueueRequest, type QueueRequest, type QueueResponse } from '../queue/control.js';
 import { QueueStore, type QueueArea } from '../queue/store.js';
-
-export const QUEUE_USAGE = `  queue list   [--failed]               the queue as a table (--failed: the failed area)
-  queue show   ID                       one message: envelope, identity, every recipient's state and reason
-  queue retry  ID | --all               try now (a failed message goes back into the queue)
-  queue delete ID                       remove a message (queued or failed)`;
+import { QUEUE_USAGE } from './usage.js';
 
 /** `sendas queue …`: safe while the relay runs (changes go through the relay itself). */
 export async function queueCommand(snapshot: ConfigSnapshot, args: { sub: string | undefined; id: string | undefined; failed: boolean; all: boolean }, out: NodeJS.WritableStream): Promise<number> {

@@ -5,13 +5,7 @@ import { encryptTo, isRecipient, newIdentityFile } from '../config/age.js';
 import { isRecord } from '../config/raw.js';
 import { KEY_FILE_ENV, keyPlaceOf, readSecretKey, type KeyPlace } from '../config/secret-key.js';
 import { parseYaml } from '../config/yaml.js';
-
-export const SECRET_USAGE = `  secret   keygen [--out FILE]            write a new age key file (0600, never over an existing file); print its
-                                          recipient (age1…). FILE defaults to the key the config names
-  secret   encrypt [--recipient age1… | --key FILE]
-                                          read a secret from stdin (or a prompt that does not echo), print the
-                                          {age: …} value to paste after password: (or any secret key); the key
-                                          defaults to the config's (secrets.key_file, $${KEY_FILE_ENV})`;
+import { SECRET_USAGE } from './usage.js';
 
 export interface SecretArgs {
   readonly sub: string | undefined;

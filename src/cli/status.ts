@@ -4,12 +4,7 @@ import type { ConfigSnapshot } from '../config/types.js';
 import { readRegistry, type RegistryView } from '../cluster/registry-read.js';
 import { ClusterStore } from '../cluster/store.js';
 import type { ClusterStatus } from '../cluster/cluster.js';
-
-export const STATUS_USAGE = `  status   --cluster --config FILE [--json] [--url http://HOST:PORT]
-                                          the replicas sharing cluster.redis, read from Redis (works while this
-                                          host's relay is down): node, version, config version, queue depth, last
-                                          heartbeat; --url: as that relay's /status has them (http.token of FILE),
-                                          also while Redis is down; exit 1 when that can't be reached`;
+import { STATUS_USAGE } from './usage.js';
 
 /**
  * `sendas status --cluster`: by default the node registry straight from Redis, not from a relay's

@@ -21,9 +21,6 @@ import { TokenProvider, type AccessToken } from '../oauth/tokens.js';
 import { silentLogger } from '../log.js';
 import { testGraph } from './test-graph.js';
 
-export const TEST_USAGE = `  test     --config FILE (--server NAME | --channel NAME | --agent NAME) [--to ADDR]
-                                          sign in upstream with that account (and send a test message to ADDR)`;
-
 /** What to test: a server's own account, or the account a channel or agent sends with. */
 export type TestTarget = { readonly kind: 'server' | IdentityKind; readonly name: string };
 

@@ -2,10 +2,7 @@ import { join } from 'node:path';
 import type { ConfigSnapshot } from '../config/types.js';
 import { Redactor, redactKey } from '../history/redact.js';
 import type { TraceEvent } from '../history/types.js';
-
-export const TRACE_USAGE = `  trace    ADDRESS|MESSAGE-ID|QUEUE-ID --config FILE [--json] [--limit N]
-                                          what became of a message (also long delivered): every event from the
-                                          delivery history and the outcome per recipient; exit 1 when nothing is found`;
+import { TRACE_USAGE } from './usage.js';
 
 /** One message's part of an answer: its events, oldest first, and each recipient's last one. */
 export interface TracedMessage {
