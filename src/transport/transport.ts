@@ -153,8 +153,10 @@ export class Transport {
     return this.pools.retain(wanted);
   }
 
+  /** After the deliveries' grace period: what is still sending is given up (queue mode keeps it queued). */
   async close(): Promise<void> {
-    await this.thread.close();
+    // a second for the idle connections' QUIT
+    await this.thread.close(1_000);
     this.pools.closeAll();
   }
 

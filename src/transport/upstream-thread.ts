@@ -85,8 +85,12 @@ export class UpstreamThread {
     return this.thread.status ?? 0;
   }
 
-  /** Closes the pools (messages being sent finish first) and ends the thread. */
-  close(): Promise<void> {
-    return this.thread.close();
+  /**
+   * Closes the pools and ends the thread, ended by force after `timeoutMs`: by then the relay's
+   * stop has given running deliveries their grace period, and a connection still hanging (an
+   * upstream that never greets) must not hold the stop up any longer; its message stays queued.
+   */
+  close(timeoutMs: number): Promise<void> {
+    return this.thread.close(timeoutMs);
   }
 }
