@@ -1,5 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ThreadClient } from '../../src/threads/client.js';
 import { workerModule } from '../../src/threads/module.js';
@@ -13,8 +16,10 @@ const client = () => {
   clients.push(c);
   return c;
 };
+const roots: string[] = [];
 afterEach(async () => {
   await Promise.all(clients.splice(0).map((c) => c.close()));
+  for (const root of roots.splice(0)) rmSync(root, { recursive: true, force: true });
 });
 
 describe('the thread client', () => {
@@ -23,6 +28,29 @@ describe('the thread client', () => {
     expect(module.execArgv).toEqual(['--import', expect.stringMatching(/\/src\/threads\/tsx-register\.mjs$/)]);
     const compiled = workerModule('file:///opt/sendas/dist/queue/file-worker.js', 'file-worker-thread');
     expect(compiled).toEqual({ url: new URL('file:///opt/sendas/dist/queue/file-worker-thread.js') });
+  });
+
+  it('from the sources, a worker under src/ is its compiled twin in dist/ when that build is newer than every source file, else the source with tsx', () => {
+    const tree = (distNewer: boolean) => {
+      const root = mkdtempSync(join(tmpdir(), 'sendas-twin-'));
+      roots.push(root);
+      mkdirSync(join(root, 'src/queue'), { recursive: true });
+      mkdirSync(join(root, 'dist/queue'), { recursive: true });
+      writeFileSync(join(root, 'src/queue/file-worker-thread.ts'), '');
+      writeFileSync(join(root, 'src/queue/other.ts'), '');
+      writeFileSync(join(root, 'dist/queue/file-worker-thread.js'), '');
+      // an edit after the build: one source file newer than dist/
+      const [src, dist] = distNewer ? [1_000, 2_000] : [3_000, 2_000];
+      utimesSync(join(root, 'src/queue/other.ts'), src, src);
+      utimesSync(join(root, 'src/queue/file-worker-thread.ts'), 1_000, 1_000);
+      utimesSync(join(root, 'dist/queue/file-worker-thread.js'), dist, dist);
+      return workerModule(pathToFileURL(join(root, 'src/queue/file-worker.ts')).href, 'file-worker-thread');
+    };
+    const built = tree(true);
+    expect(built).toEqual({ url: pathToFileURL(join(roots.at(-1)!, 'dist/queue/file-worker-thread.js')), execArgv: [] });
+    const edited = tree(false);
+    expect(edited.url.pathname).toBe(join(roots.at(-1)!, 'src/queue/file-worker-thread.ts'));
+    expect(edited.execArgv?.[0]).toBe('--import');
   });
 
   it('requests of one turn go in one batch, each answered by its own id; the next turn makes a new batch', async () => {
