@@ -1,4 +1,4 @@
-import type { NodeInfo } from './registry.js';
+import { nodeInfoOf, type NodeInfo } from './registry.js';
 import type { ClusterStore } from './store.js';
 
 /** The registry as Redis has it now: the replicas whose heartbeat is younger than the TTL, by name, and Redis' time. */
@@ -18,12 +18,8 @@ export async function readRegistry(store: ClusterStore, ttlMs: number): Promise<
     const ids = await redis.zrangebyscore(store.key('nodes'), now - ttlMs, '+inf');
     const values = ids.length ? await redis.mget(...ids.map((id) => store.key('node', id))) : [];
     const nodes = values.flatMap((v) => {
-      if (v === null) return []; // gone between the two reads
-      try {
-        return [JSON.parse(v) as NodeInfo];
-      } catch {
-        return [];
-      }
+      const info = v === null ? undefined : nodeInfoOf(v); // null: gone between the two reads
+      return info ? [info] : [];
     });
     nodes.sort((a, b) => a.node.localeCompare(b.node));
     return { now, nodes };

@@ -91,11 +91,8 @@ export class NodeRegistry {
     const live = await store.run((r) => this.beat([store.key('node', store.nodeId), store.key('nodes')], [store.nodeId, JSON.stringify(own), store.now(), ttlMs, store.key('node', '')]));
     if (!Array.isArray(live)) return; // Redis away: the count last seen stays
     const nodes = live.flatMap((v) => {
-      try {
-        return [JSON.parse(String(v)) as NodeInfo];
-      } catch {
-        return [];
-      }
+      const info = nodeInfoOf(String(v));
+      return info ? [info] : [];
     });
     nodes.sort((a, b) => (a.node === store.nodeId ? -1 : b.node === store.nodeId ? 1 : a.node.localeCompare(b.node)));
     this.seen = nodes;
@@ -112,4 +109,21 @@ export class NodeRegistry {
       startedAt: this.opts.startedAt.toISOString(),
     };
   }
+}
+
+/**
+ * A registry entry as another replica wrote it, or undefined when it names no node: a replica of
+ * another build may lack a field (a rolling upgrade), which then reads "?" rather than breaking
+ * /status or `sendas status --cluster`.
+ */
+export function nodeInfoOf(json: string): NodeInfo | undefined {
+  let v: Record<string, unknown>;
+  try {
+    v = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+  if (typeof v !== 'object' || v === null || typeof v.node !== 'string') return undefined;
+  const text = (x: unknown) => (typeof x === 'string' ? x : '?');
+  return { node: v.node, version: text(v.version), config: text(v.config), queueDepth: typeof v.queueDepth === 'number' ? v.queueDepth : 0, heartbeat: text(v.heartbeat), startedAt: text(v.startedAt) };
 }

@@ -5,7 +5,7 @@ import type { Logger } from '../log.js';
 import { describeRedis } from '../config/cluster.js';
 
 /** This build's version, for the node registry (package.json, one level above src/ and dist/). */
-export const RELAY_VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+export const RELAY_VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version?: string }).version ?? 'unknown';
 
 // loaded when a cluster is configured: a single relay and every CLI command start without it
 const loadRedis = (): typeof Redis => (createRequire(import.meta.url)('ioredis') as { Redis: typeof Redis }).Redis;

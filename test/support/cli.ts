@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -38,7 +38,9 @@ export async function compiledCli(tmp: string): Promise<string> {
   const build = await runProcess(process.execPath, [tsc, '-p', join(REPO, 'tsconfig.build.json'), '--outDir', out], { cwd: REPO, env: { PATH: process.env.PATH } }, 90_000);
   if (build.code !== 0) throw new Error(`building the CLI failed (tsc exit ${build.code}):\n${build.stdout}${build.stderr}`);
   // the compiled files are ES modules and import the project's dependencies
-  writeFileSync(join(tmp, 'package.json'), '{"type": "module"}\n');
+  // and name the version as the repository's does (the node registry reports it)
+  const { name, version } = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { name: string; version: string };
+  writeFileSync(join(tmp, 'package.json'), `${JSON.stringify({ name, version, type: 'module' })}\n`);
   symlinkSync(join(REPO, 'node_modules'), join(tmp, 'node_modules'), 'dir');
   const cli = join(out, 'cli/main.js');
   if (!existsSync(cli)) throw new Error(`the build did not produce ${cli}`);

@@ -2,6 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { Cluster, type ClusterStatus } from '../../src/cluster/cluster.js';
+import { readRegistry } from '../../src/cluster/registry-read.js';
+import { RELAY_VERSION } from '../../src/cluster/store.js';
+import { formatRegistry } from '../../src/cli/status.js';
 import { parseConfig } from '../../src/config/load.js';
 import { Secret } from '../../src/config/secret.js';
 import { registerClusterMetrics } from '../../src/ops/cluster-metrics.js';
@@ -77,6 +80,24 @@ describe('the cluster in /status, on the status page and in /metrics (real redis
       await a.stop();
       await b.stop();
     }
+  });
+
+  it('a registry entry written by another build without some fields reads "?" in sendas status --cluster and /status; one naming no node is left out', async () => {
+    const prefix = `old${process.pid}`;
+    const a = cluster('relay-a', prefix);
+    await a.start();
+    const { store } = a;
+    const now = store.now();
+    await store.redis.set(store.key('node', 'relay-old'), JSON.stringify({ node: 'relay-old', queueDepth: 4, heartbeat: new Date(now).toISOString() }));
+    await store.redis.set(store.key('node', 'junk'), '42');
+    await store.redis.zadd(store.key('nodes'), now, 'relay-old', now, 'junk');
+    const view = (await readRegistry(store, 30_000))!;
+    expect(view.nodes.map((n) => [n.node, n.version, n.config, n.queueDepth])).toEqual([['relay-a', RELAY_VERSION, 'cfg-1a2b', 0], ['relay-old', '?', '?', 4]]);
+    const table = formatRegistry(view, 'heading', { configVersion: 'cfg-1a2b', file: 'relay.yaml' }).split('\n');
+    expect(table[3]).toMatch(/^relay-old +\? +\? +4 +0s ago$/);
+    await a.registry.heartbeat();
+    expect(a.status().nodes.map((n) => n.node)).toEqual(['relay-a', 'relay-old']);
+    await a.stop();
   });
 
   it('no cluster: no section on the page, no cluster key in /status', () => {
