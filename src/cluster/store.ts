@@ -56,7 +56,10 @@ export class ClusterStore {
     this.localNow = opts.now ?? Date.now;
     this.since = this.localNow();
     const RedisClient = loadRedis();
+    const tls = opts.config.tls;
     this.redis = new RedisClient(opts.config.url.reveal(), {
+      // rediss:// verifies Redis' certificate against the system's CAs unless cluster.redis.tls.ca names one
+      ...(tls ? { tls: { ...(tls.ca !== undefined ? { ca: tls.ca } : {}), ...(tls.cert !== undefined && tls.key ? { cert: tls.cert, key: tls.key.reveal() } : {}) } } : {}),
       lazyConnect: true,
       enableOfflineQueue: false,
       // a command in flight when the connection drops fails at once and is not sent again to the
@@ -164,15 +167,17 @@ export class ClusterStore {
 
   private setDown(err: Error): void {
     if (this.closed) return;
-    this.lastProblem = err.message;
     const wasUp = this.healthy;
+    // the reason stays the one that says why (a certificate refused, a refused connection): the
+    // "closed" that follows it says nothing more
+    if (wasUp || this.lastProblem === undefined || !CLOSED.test(err.message)) this.lastProblem = err.message;
     this.healthy = false;
     if (wasUp) this.since = this.localNow();
     // once per outage: ioredis reports every reconnect attempt
     if (!this.warned) {
       this.warned = true;
       this.opts.logger.warn(
-        { redis: this.where(), err: { message: err.message } },
+        { redis: this.where(), err: { message: this.lastProblem } },
         'cluster: Redis does not answer; each replica keeps its own share of every limit (the limit divided by the replicas last seen) until it is back',
       );
     }
@@ -184,9 +189,11 @@ export class ClusterStore {
 
   /** host:port of the Redis in use, never the URL (it may carry the password). */
   private where(): string {
-    return describeRedis(this.opts.config.url.reveal());
+    return describeRedis(this.opts.config.url.reveal(), this.opts.config.tls);
   }
 }
+
+const CLOSED = /^connection (is )?closed\.?$/i;
 
 function isScriptError(err: unknown): boolean {
   const m = (err as Error)?.message ?? '';

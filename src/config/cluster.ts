@@ -1,10 +1,13 @@
+import { X509Certificate } from 'node:crypto';
+import { pairProblem } from './listeners.js';
 import { asArray, isRecord } from './raw.js';
 import type { Decryption } from './decrypt.js';
 import { KEY_FILE_ENV } from './secret-key.js';
 import { isLoopbackHost } from './relations.js';
 import { secretAt, type SecretReference } from './secret-refs.js';
 import type { ReportIssue } from './issues.js';
-import type { ConfigWarning } from './types.js';
+import type { Secret } from './secret.js';
+import type { ClusterConfig, ConfigWarning } from './types.js';
 
 /** What may be said of a Redis URL: never its password. */
 export interface RedisWhere {
@@ -29,11 +32,12 @@ export function redisWhere(url: string): RedisWhere | undefined {
 }
 
 /** "10.0.0.5:6379 (TLS, password)" — for the start log and sendas check. */
-export function describeRedis(url: string): string {
+export function describeRedis(url: string, tls?: ClusterConfig['tls']): string {
   const w = redisWhere(url);
   if (!w) return '(not a redis:// or rediss:// URL)';
   const host = w.host.includes(':') ? `[${w.host}]` : w.host;
-  return `${host}:${w.port}${w.db ? `/${w.db}` : ''} (${w.tls ? 'TLS' : 'no TLS'}, ${w.password ? 'password' : 'no password'})`;
+  const how = w.tls ? ['TLS', ...(tls?.ca !== undefined ? ['CA from cluster.redis.tls.ca'] : []), ...(tls?.cert !== undefined ? ['client certificate'] : [])] : ['no TLS'];
+  return `${host}:${w.port}${w.db ? `/${w.db}` : ''} (${[...how, w.password ? 'password' : 'no password'].join(', ')})`;
 }
 
 /**
@@ -41,13 +45,15 @@ export function describeRedis(url: string): string {
  * value), and a warning when a password would cross the network in clear.
  */
 export function checkCluster(raw: Record<string, unknown>, secrets: readonly SecretReference[], at: ReportIssue): ConfigWarning[] {
-  const url = secretAt(secrets)('cluster.redis.url')?.reveal();
+  const secret = secretAt(secrets);
+  const url = secret('cluster.redis.url')?.reveal();
   if (url === undefined || !isRecord(raw.cluster)) return [];
   const where = redisWhere(url);
   if (!where) {
     at(['cluster', 'redis', 'url'], 'must be a redis:// or rediss:// URL such as redis://redis:6379 or rediss://:PASSWORD@redis.example:6380 (the value is not shown: it may hold a password)');
     return [];
   }
+  if (isRecord(raw.cluster.redis) && raw.cluster.redis.tls !== undefined) checkTls(where, clusterTls(secret), at);
   if (where.password && !where.tls && !isLoopbackHost(where.host)) {
     return [{ path: 'cluster.redis.url', message: `the Redis password goes to ${where.host} in clear: use rediss:// (TLS)` }];
   }
@@ -68,4 +74,37 @@ export function clusterTokenWarnings(raw: Record<string, unknown>, decryption: D
       message: `cluster is set but no secret key is: OAuth tokens are not shared between the replicas (each asks the token endpoint on its own); set secrets.key_file (or ${KEY_FILE_ENV}) so they are shared, encrypted to it`,
     },
   ];
+}
+
+/** cluster.redis.tls as the store hands it to ioredis: PEM text, the key kept a Secret. */
+export function clusterTls(secret: (path: string) => Secret | undefined): NonNullable<ClusterConfig['tls']> {
+  const ca = secret('cluster.redis.tls.ca')?.reveal();
+  const cert = secret('cluster.redis.tls.cert')?.reveal();
+  const key = secret('cluster.redis.tls.key');
+  return { ...(ca !== undefined ? { ca } : {}), ...(cert !== undefined ? { cert } : {}), ...(key ? { key } : {}) };
+}
+
+/** tls: only with rediss://; a CA that parses; a client certificate with its own key. */
+function checkTls(where: RedisWhere, tls: NonNullable<ClusterConfig['tls']>, at: ReportIssue): void {
+  const path = (k?: string) => ['cluster', 'redis', 'tls', ...(k ? [k] : [])];
+  if (!where.tls) {
+    at(path(), 'applies to rediss:// only: cluster.redis.url is redis://, which does not use TLS');
+    return;
+  }
+  if (tls.ca !== undefined) {
+    try {
+      new X509Certificate(tls.ca);
+    } catch {
+      at(path('ca'), 'must be the PEM certificate (-----BEGIN CERTIFICATE-----) of the CA that signed the Redis server\'s certificate');
+    }
+  }
+  if ((tls.cert === undefined) !== (tls.key === undefined)) {
+    const [given, missing] = tls.cert === undefined ? ['key', 'cert'] : ['cert', 'key'];
+    at(path(given), `needs ${missing}: beside it: a client certificate and its private key go together`);
+    return;
+  }
+  if (tls.cert !== undefined && tls.key) {
+    const problem = pairProblem(tls.cert, tls.key.reveal());
+    if (problem) at(path('key'), problem);
+  }
 }

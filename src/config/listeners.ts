@@ -73,7 +73,7 @@ function isWildcard(host: string): boolean {
 }
 
 /** OpenSSL's verdict on the pair, in an admin's words; never quotes the key. */
-function pairProblem(cert: string, key: string): string | undefined {
+export function pairProblem(cert: string, key: string): string | undefined {
   try {
     createSecureContext({ cert, key });
     // OpenSSL drops a key that doesn't match the certificate loaded after it instead of failing, so ask directly

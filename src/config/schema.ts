@@ -251,8 +251,17 @@ const secrets = z.strictObject({
 });
 
 /** Several relays sharing limits, tokens and lockouts through Redis (src/cluster/); off by default. */
+// rediss:// to a Redis whose certificate a private CA signed, and the client certificate Redis
+// asks for by default when it speaks TLS (tls-auth-clients yes)
+const clusterRedisTls = z.strictObject({
+  ca: secretRef.optional(),
+  cert: secretRef.optional(),
+  key: secretRef.optional(),
+});
+
 const clusterRedis = z.strictObject({
   url: secretRef,
+  tls: clusterRedisTls.optional(),
   key_prefix: z.string({ error: 'must be a key prefix (text)' }).regex(/^[A-Za-z0-9._:-]+$/, { error: 'must use only letters, digits, ".", "_", ":" and "-"' }).default(DEFAULTS.cluster.keyPrefix),
 });
 

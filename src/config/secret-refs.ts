@@ -48,6 +48,9 @@ const PLACES: readonly { readonly list: 'clients' | 'servers' | 'channels' | 'ag
   { list: 'dkim', key: ['key'], kind: 'dkim key' },
   // the URL may carry the password (redis://:PASSWORD@host)
   { list: 'cluster', key: ['redis', 'url'], kind: 'redis url' },
+  { list: 'cluster', key: ['redis', 'tls', 'ca'], kind: 'tls ca' },
+  { list: 'cluster', key: ['redis', 'tls', 'cert'], kind: 'tls certificate' },
+  { list: 'cluster', key: ['redis', 'tls', 'key'], kind: 'tls key' },
 ];
 
 /** The items of a section with their YAML paths: a list's items, or `listen:`, `http:` and `cluster:` as one mapping. */

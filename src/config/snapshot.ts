@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { addressKey } from '../mail/address.js';
+import { clusterTls } from './cluster.js';
 import { effectiveAuth } from './auth.js';
 import { dkimKeysOf } from './dkim.js';
 import { DEFAULTS, MICROSOFT_GRAPH_URL, PORT_BY_SECURITY } from './defaults.js';
@@ -179,7 +180,13 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env, lineOf
     cluster:
       data.cluster === false
         ? false
-        : Object.freeze({ url: secret('cluster.redis.url')!, keyPrefix: data.cluster.redis.key_prefix, nodeId: data.cluster.node_id ?? env.HOSTNAME ?? hostname(), leaseTtlMs: data.cluster.lease_ttl }),
+        : Object.freeze({
+            url: secret('cluster.redis.url')!,
+            ...(data.cluster.redis.tls ? { tls: Object.freeze(clusterTls(secret)) } : {}),
+            keyPrefix: data.cluster.redis.key_prefix,
+            nodeId: data.cluster.node_id ?? env.HOSTNAME ?? hostname(),
+            leaseTtlMs: data.cluster.lease_ttl,
+          }),
     defaultServer,
     serversByName: new Map(servers.map((s) => [s.name, s])),
     identitiesByAddress: new Map(identities.map((i) => [addressKey(i.address), i])),

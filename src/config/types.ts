@@ -239,6 +239,8 @@ export interface ConfigWarning {
 export interface ClusterConfig {
   /** redis://[:password@]host:port[/db] or rediss:// (TLS); a secret because it may carry the password. */
   readonly url: Secret;
+  /** cluster.redis.tls (rediss:// only): the CA that signed Redis' certificate (else the system's), the client certificate and key. */
+  readonly tls?: { readonly ca?: string; readonly cert?: string; readonly key?: Secret };
   readonly keyPrefix: string;
   /** This replica's name in the registry: cluster.node_id, else the host name. */
   readonly nodeId: string;

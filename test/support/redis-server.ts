@@ -18,12 +18,22 @@ export interface TestRedis {
   stop(): Promise<void>;
 }
 
-export async function startRedis(opts: { password?: string } = {}): Promise<TestRedis> {
+/** TLS only (no plain port): the server certificate and key, the CA it checks client certificates against, and whether it asks for one. */
+export interface TestRedisTls {
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly caFile: string;
+  readonly authClients: boolean;
+}
+
+export async function startRedis(opts: { password?: string; tls?: TestRedisTls } = {}): Promise<TestRedis> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'sendas-redis-'));
   let child: ChildProcess | undefined;
   const launch = async () => {
-    const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', '--loglevel', 'warning'];
+    const t = opts.tls;
+    const ports = t ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', t.certFile, '--tls-key-file', t.keyFile, '--tls-ca-cert-file', t.caFile, '--tls-auth-clients', t.authClients ? 'yes' : 'no'] : ['--port', String(port)];
+    const args = [...ports, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', '--loglevel', 'warning'];
     if (opts.password) args.push('--requirepass', opts.password);
     const c = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = c;
@@ -44,7 +54,7 @@ export async function startRedis(opts: { password?: string } = {}): Promise<Test
   const auth = opts.password ? `:${encodeURIComponent(opts.password)}@` : '';
   return {
     port,
-    url: `redis://${auth}127.0.0.1:${port}`,
+    url: `${opts.tls ? 'rediss' : 'redis'}://${auth}127.0.0.1:${port}`,
     kill: () => halt('SIGKILL'),
     restart: launch,
     pause: () => void child?.kill('SIGSTOP'),

@@ -1,10 +1,12 @@
 /** `cluster:` as ops write it: the snapshot, the errors with their lines, what sendas check prints, what a reload means. */
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, formatIssue, parseConfig } from '../../src/config/load.js';
 import { diffSnapshots } from '../../src/config/diff.js';
 import { checkReport } from '../../src/cli/report.js';
 
 const FILE = '/etc/sendas/relay.yaml';
+const TLS = fileURLToPath(new URL('../fixtures/tls', import.meta.url));
 const MAIN = `servers:
   - name: main
     host: smtp.acme.example
@@ -48,5 +50,19 @@ describe('cluster: in relay.yaml', () => {
     const b = parseConfig(`${MAIN}cluster:\n  redis: {url: redis://redis}\n  node_id: r2\n`, FILE, { env: {} });
     expect(diffSnapshots(a, b).needsRestart).toContain('cluster');
     expect(diffSnapshots(a, a).needsRestart).not.toContain('cluster');
+  });
+
+  it('tls: a private CA and a client certificate for rediss://, each checked at its line; with redis:// it is refused', () => {
+    const tls = (body: string, url = 'rediss://redis.example:6380') => `${MAIN}cluster:\n  redis:\n    url: ${url}\n    tls:\n${body}`;
+    const files = `      ca: {file: ${TLS}/ca.pem}\n      cert: {file: ${TLS}/server.pem}\n      key: {file: ${TLS}/server.key}\n`;
+    const s = parseConfig(tls(files), FILE, { env: {} });
+    expect(s.cluster && s.cluster.tls?.ca).toContain('BEGIN CERTIFICATE');
+    expect(String(s.cluster && s.cluster.tls?.key)).toBe('[secret]');
+    expect(checkReport(s, {})).toContain('cluster: Redis redis.example:6380 (TLS, CA from cluster.redis.tls.ca, client certificate, no password)');
+    expect(problems(tls(files, 'redis://redis.example:6379'))).toEqual(['10:7 cluster.redis.tls: applies to rediss:// only: cluster.redis.url is redis://, which does not use TLS']);
+    expect(problems(tls(`      cert: {file: ${TLS}/server.pem}\n`))).toEqual(['10:13 cluster.redis.tls.cert: needs key: beside it: a client certificate and its private key go together']);
+    expect(problems(tls(`      ca: not a certificate\n`))[0]).toMatch(/^10:11 cluster\.redis\.tls\.ca: must be the PEM certificate/);
+    // the CA's own key is not the server certificate's
+    expect(problems(tls(`      cert: {file: ${TLS}/server.pem}\n      key: {file: ${TLS}/ca.key}\n`))[0]).toMatch(/^11:12 cluster\.redis\.tls\.key: does not belong to the certificate/);
   });
 });
