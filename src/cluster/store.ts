@@ -69,6 +69,9 @@ export class ClusterStore {
       autoResendUnfulfilledCommands: false,
       commandTimeout: opts.commandTimeoutMs ?? 1_000,
       connectTimeout: 2_000,
+      // ioredis waits this long for a socket that already failed to close (its timer outlives it):
+      // `sendas status --cluster` on a refused Redis took 2 s to exit
+      disconnectTimeout: 200,
       // reconnect for ever, at most every 2 s: the replicas converge again when Redis is back
       retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2_000),
       connectionName: `sendas:${this.nodeId}`,
