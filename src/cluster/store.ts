@@ -56,8 +56,11 @@ export class ClusterStore {
     this.localNow = opts.now ?? Date.now;
     this.since = this.localNow();
     const RedisClient = loadRedis();
-    const tls = opts.config.tls;
+    const { tls, sentinel } = opts.config;
     this.redis = new RedisClient(opts.config.url.reveal(), {
+      // through Sentinel the master is asked for at each (re)connect, so a failover is followed: the
+      // old master's connection closes (Redis down for a moment, local shares), the new one's opens
+      ...(sentinel ? { sentinels: sentinel.hosts.map((h) => ({ host: h.host, port: h.port })), name: sentinel.master, ...(sentinel.password ? { sentinelPassword: sentinel.password.reveal() } : {}) } : {}),
       // rediss:// verifies Redis' certificate against the system's CAs unless cluster.redis.tls.ca names one
       ...(tls ? { tls: { ...(tls.ca !== undefined ? { ca: tls.ca } : {}), ...(tls.cert !== undefined && tls.key ? { cert: tls.cert, key: tls.key.reveal() } : {}) } } : {}),
       lazyConnect: true,
@@ -192,7 +195,7 @@ export class ClusterStore {
 
   /** host:port of the Redis in use, never the URL (it may carry the password). */
   private where(): string {
-    return describeRedis(this.opts.config.url.reveal(), this.opts.config.tls);
+    return describeRedis(this.opts.config.url.reveal(), this.opts.config.tls, this.opts.config.sentinel);
   }
 }
 

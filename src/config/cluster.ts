@@ -32,12 +32,13 @@ export function redisWhere(url: string): RedisWhere | undefined {
 }
 
 /** "10.0.0.5:6379 (TLS, password)" — for the start log and sendas check. */
-export function describeRedis(url: string, tls?: ClusterConfig['tls']): string {
+export function describeRedis(url: string, tls?: ClusterConfig['tls'], sentinel?: ClusterConfig['sentinel']): string {
   const w = redisWhere(url);
   if (!w) return '(not a redis:// or rediss:// URL)';
   const host = w.host.includes(':') ? `[${w.host}]` : w.host;
   const how = w.tls ? ['TLS', ...(tls?.ca !== undefined ? ['CA from cluster.redis.tls.ca'] : []), ...(tls?.cert !== undefined ? ['client certificate'] : [])] : ['no TLS'];
-  return `${host}:${w.port}${w.db ? `/${w.db}` : ''} (${[...how, w.password ? 'password' : 'no password'].join(', ')})`;
+  const where = sentinel ? `master ${sentinel.master} through Sentinel ${sentinel.hosts.map((s) => `${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port}`).join(', ')}` : `${host}:${w.port}`;
+  return `${where}${w.db ? `/${w.db}` : ''} (${[...how, w.password ? 'password' : 'no password'].join(', ')})`;
 }
 
 /**
@@ -54,8 +55,11 @@ export function checkCluster(raw: Record<string, unknown>, secrets: readonly Sec
     return [];
   }
   if (isRecord(raw.cluster.redis) && raw.cluster.redis.tls !== undefined) checkTls(where, clusterTls(secret), at);
-  if (where.password && !where.tls && !isLoopbackHost(where.host)) {
-    return [{ path: 'cluster.redis.url', message: `the Redis password goes to ${where.host} in clear: use rediss:// (TLS)` }];
+  // through Sentinel the master is wherever the Sentinels say: off loopback unless they all are
+  const sentinel = isRecord(raw.cluster.redis) && isRecord(raw.cluster.redis.sentinel) ? asArray(raw.cluster.redis.sentinel.hosts).map(String) : undefined;
+  const offLoopback = sentinel ? sentinel.filter((h) => !isLoopbackHost(h.slice(0, h.lastIndexOf(':')).replace(/^\[|\]$/g, ''))).length > 0 : !isLoopbackHost(where.host);
+  if (where.password && !where.tls && offLoopback) {
+    return [{ path: 'cluster.redis.url', message: `the Redis password goes to ${sentinel ? 'the master the Sentinels name' : where.host} in clear: use rediss:// (TLS)` }];
   }
   return [];
 }
@@ -107,4 +111,14 @@ function checkTls(where: RedisWhere, tls: NonNullable<ClusterConfig['tls']>, at:
     const problem = pairProblem(tls.cert, tls.key.reveal());
     if (problem) at(path('key'), problem);
   }
+}
+
+/** cluster.redis.sentinel as ioredis takes it: each Sentinel's host and port, the password kept a Secret. */
+export function clusterSentinel(raw: { master: string; hosts: string[] }, secret: (path: string) => Secret | undefined): NonNullable<ClusterConfig['sentinel']> {
+  const hosts = raw.hosts.map((h) => {
+    const at = h.lastIndexOf(':');
+    return Object.freeze({ host: h.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(h.slice(at + 1)) });
+  });
+  const password = secret('cluster.redis.sentinel.password');
+  return { master: raw.master, hosts: Object.freeze(hosts), ...(password ? { password } : {}) };
 }

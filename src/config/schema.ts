@@ -259,9 +259,18 @@ const clusterRedisTls = z.strictObject({
   key: secretRef.optional(),
 });
 
+// Redis Sentinel: the master is found (and followed through a failover) by asking the Sentinels
+const sentinelHost = z.string({ error: 'must be HOST:PORT of a Sentinel, e.g. 10.0.0.5:26379' }).regex(/^(\[[0-9a-fA-F:]+\]|[^\s:\[\]]+):\d{1,5}$/, { error: 'must be HOST:PORT of a Sentinel, e.g. 10.0.0.5:26379' });
+const clusterSentinel = z.strictObject({
+  master: z.string({ error: "must be the master's name as the Sentinels know it (sentinel monitor NAME …)" }).min(1),
+  hosts: z.array(sentinelHost).min(1, { error: 'must list at least one Sentinel' }),
+  password: secretRef.optional(),
+});
+
 const clusterRedis = z.strictObject({
   url: secretRef,
   tls: clusterRedisTls.optional(),
+  sentinel: clusterSentinel.optional(),
   key_prefix: z.string({ error: 'must be a key prefix (text)' }).regex(/^[A-Za-z0-9._:-]+$/, { error: 'must use only letters, digits, ".", "_", ":" and "-"' }).default(DEFAULTS.cluster.keyPrefix),
 });
 

@@ -51,6 +51,7 @@ const PLACES: readonly { readonly list: 'clients' | 'servers' | 'channels' | 'ag
   { list: 'cluster', key: ['redis', 'tls', 'ca'], kind: 'tls ca' },
   { list: 'cluster', key: ['redis', 'tls', 'cert'], kind: 'tls certificate' },
   { list: 'cluster', key: ['redis', 'tls', 'key'], kind: 'tls key' },
+  { list: 'cluster', key: ['redis', 'sentinel', 'password'], kind: 'password' },
 ];
 
 /** The items of a section with their YAML paths: a list's items, or `listen:`, `http:` and `cluster:` as one mapping. */

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { addressKey } from '../mail/address.js';
-import { clusterTls } from './cluster.js';
+import { clusterSentinel, clusterTls } from './cluster.js';
 import { effectiveAuth } from './auth.js';
 import { dkimKeysOf } from './dkim.js';
 import { DEFAULTS, MICROSOFT_GRAPH_URL, PORT_BY_SECURITY } from './defaults.js';
@@ -183,6 +183,7 @@ export function buildSnapshot({ data, secrets, file, text, warnings, env, lineOf
         : Object.freeze({
             url: secret('cluster.redis.url')!,
             ...(data.cluster.redis.tls ? { tls: Object.freeze(clusterTls(secret)) } : {}),
+            ...(data.cluster.redis.sentinel ? { sentinel: Object.freeze(clusterSentinel(data.cluster.redis.sentinel, secret)) } : {}),
             keyPrefix: data.cluster.redis.key_prefix,
             nodeId: data.cluster.node_id ?? env.HOSTNAME ?? hostname(),
             leaseTtlMs: data.cluster.lease_ttl,

@@ -241,6 +241,8 @@ export interface ClusterConfig {
   readonly url: Secret;
   /** cluster.redis.tls (rediss:// only): the CA that signed Redis' certificate (else the system's), the client certificate and key. */
   readonly tls?: { readonly ca?: string; readonly cert?: string; readonly key?: Secret };
+  /** cluster.redis.sentinel: the master by its name through these Sentinels (url then gives its password, db and TLS, not its host). */
+  readonly sentinel?: { readonly master: string; readonly hosts: readonly { readonly host: string; readonly port: number }[]; readonly password?: Secret };
   readonly keyPrefix: string;
   /** This replica's name in the registry: cluster.node_id, else the host name. */
   readonly nodeId: string;

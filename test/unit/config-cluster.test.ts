@@ -65,4 +65,16 @@ describe('cluster: in relay.yaml', () => {
     // the CA's own key is not the server certificate's
     expect(problems(tls(`      cert: {file: ${TLS}/server.pem}\n      key: {file: ${TLS}/ca.key}\n`))[0]).toMatch(/^11:12 cluster\.redis\.tls\.key: does not belong to the certificate/);
   });
+
+  it('sentinel: the master by name through the Sentinels, shown by check; a Sentinel that is no HOST:PORT is refused at its line', () => {
+    const text = (hosts: string) => `${MAIN}cluster:\n  redis:\n    url: {env: REDIS_URL}\n    sentinel:\n      master: sendas-main\n      hosts: [${hosts}]\n      password: {env: SENTINEL_PW}\n`;
+    const env = { REDIS_URL: 'redis://:pw-7731@sendas-main/2', SENTINEL_PW: 'snt-pw-55' };
+    const s = parseConfig(text('10.0.0.5:26379, "[fd00::6]:26379"'), FILE, { env });
+    expect(s.cluster && s.cluster.sentinel).toMatchObject({ master: 'sendas-main', hosts: [{ host: '10.0.0.5', port: 26379 }, { host: 'fd00::6', port: 26379 }] });
+    const report = checkReport(s, {});
+    expect(report).toContain('cluster: Redis master sendas-main through Sentinel 10.0.0.5:26379, [fd00::6]:26379/2 (no TLS, password)');
+    expect(report).not.toMatch(/pw-7731|snt-pw-55/);
+    expect(s.warnings.map((w) => `${w.path}: ${w.message}`)).toContain('cluster.redis.url: the Redis password goes to the master the Sentinels name in clear: use rediss:// (TLS)');
+    expect(problems(text('10.0.0.5'), env)).toEqual(['11:15 cluster.redis.sentinel.hosts[0]: must be HOST:PORT of a Sentinel, e.g. 10.0.0.5:26379']);
+  });
 });
