@@ -35,10 +35,10 @@ export function redisWhere(url: string): RedisWhere | undefined {
 export function describeRedis(url: string, tls?: ClusterConfig['tls'], sentinel?: ClusterConfig['sentinel']): string {
   const w = redisWhere(url);
   if (!w) return '(not a redis:// or rediss:// URL)';
-  const host = w.host.includes(':') ? `[${w.host}]` : w.host;
   const how = w.tls ? ['TLS', ...(tls?.ca !== undefined ? ['CA from cluster.redis.tls.ca'] : []), ...(tls?.cert !== undefined ? ['client certificate'] : [])] : ['no TLS'];
-  const where = sentinel ? `master ${sentinel.master} through Sentinel ${sentinel.hosts.map((s) => `${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port}`).join(', ')}` : `${host}:${w.port}`;
-  return `${where}${w.db ? `/${w.db}` : ''} (${[...how, w.password ? 'password' : 'no password'].join(', ')})`;
+  const bracket = (h: string) => (h.includes(':') ? `[${h}]` : h);
+  const where = sentinel ? `master ${sentinel.master}${w.db ? ` db ${w.db}` : ''} through Sentinel ${sentinel.hosts.map((s) => `${bracket(s.host)}:${s.port}`).join(', ')}` : `${bracket(w.host)}:${w.port}${w.db ? `/${w.db}` : ''}`;
+  return `${where} (${[...how, w.password ? 'password' : 'no password'].join(', ')})`;
 }
 
 /**
@@ -56,8 +56,8 @@ export function checkCluster(raw: Record<string, unknown>, secrets: readonly Sec
   }
   if (isRecord(raw.cluster.redis) && raw.cluster.redis.tls !== undefined) checkTls(where, clusterTls(secret), at);
   // through Sentinel the master is wherever the Sentinels say: off loopback unless they all are
-  const sentinel = isRecord(raw.cluster.redis) && isRecord(raw.cluster.redis.sentinel) ? asArray(raw.cluster.redis.sentinel.hosts).map(String) : undefined;
-  const offLoopback = sentinel ? sentinel.filter((h) => !isLoopbackHost(h.slice(0, h.lastIndexOf(':')).replace(/^\[|\]$/g, ''))).length > 0 : !isLoopbackHost(where.host);
+  const sentinel = isRecord(raw.cluster.redis) && isRecord(raw.cluster.redis.sentinel) ? asArray(raw.cluster.redis.sentinel.hosts).map((h) => sentinelHost(String(h))) : undefined;
+  const offLoopback = sentinel ? sentinel.some((s) => !isLoopbackHost(s.host)) : !isLoopbackHost(where.host);
   if (where.password && !where.tls && offLoopback) {
     return [{ path: 'cluster.redis.url', message: `the Redis password goes to ${sentinel ? 'the master the Sentinels name' : where.host} in clear: use rediss:// (TLS)` }];
   }
@@ -115,10 +115,13 @@ function checkTls(where: RedisWhere, tls: NonNullable<ClusterConfig['tls']>, at:
 
 /** cluster.redis.sentinel as ioredis takes it: each Sentinel's host and port, the password kept a Secret. */
 export function clusterSentinel(raw: { master: string; hosts: string[] }, secret: (path: string) => Secret | undefined): NonNullable<ClusterConfig['sentinel']> {
-  const hosts = raw.hosts.map((h) => {
-    const at = h.lastIndexOf(':');
-    return Object.freeze({ host: h.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(h.slice(at + 1)) });
-  });
+  const hosts = raw.hosts.map((h) => Object.freeze(sentinelHost(h)));
   const password = secret('cluster.redis.sentinel.password');
   return { master: raw.master, hosts: Object.freeze(hosts), ...(password ? { password } : {}) };
+}
+
+/** "10.0.0.5:26379" or "[fd00::6]:26379" → host and port. */
+function sentinelHost(text: string): { host: string; port: number } {
+  const at = text.lastIndexOf(':');
+  return { host: text.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(text.slice(at + 1)) };
 }

@@ -72,7 +72,7 @@ describe('cluster: in relay.yaml', () => {
     const s = parseConfig(text('10.0.0.5:26379, "[fd00::6]:26379"'), FILE, { env });
     expect(s.cluster && s.cluster.sentinel).toMatchObject({ master: 'sendas-main', hosts: [{ host: '10.0.0.5', port: 26379 }, { host: 'fd00::6', port: 26379 }] });
     const report = checkReport(s, {});
-    expect(report).toContain('cluster: Redis master sendas-main through Sentinel 10.0.0.5:26379, [fd00::6]:26379/2 (no TLS, password)');
+    expect(report).toContain('cluster: Redis master sendas-main db 2 through Sentinel 10.0.0.5:26379, [fd00::6]:26379 (no TLS, password)');
     expect(report).not.toMatch(/pw-7731|snt-pw-55/);
     expect(s.warnings.map((w) => `${w.path}: ${w.message}`)).toContain('cluster.redis.url: the Redis password goes to the master the Sentinels name in clear: use rediss:// (TLS)');
     expect(problems(text('10.0.0.5'), env)).toEqual(['11:15 cluster.redis.sentinel.hosts[0]: must be HOST:PORT of a Sentinel, e.g. 10.0.0.5:26379']);
