@@ -8,7 +8,7 @@ import { systemClock, type Clock } from './clock.js';
 import type { Logger } from '../log.js';
 import { DirSync } from '../queue/dir-sync.js';
 import type { Cluster } from '../cluster/cluster.js';
-import type { AccountLeases } from '../cluster/leases.js';
+import type { AccountLeases } from '../cluster/account-leases.js';
 import { BUDGETS, BUCKET_MS, SLACK_MS, WINDOW_MS, clockTime, holdAfterQuota, crossed, prune, record, release, roomFor, usage, type Backoff, type Bucket, type BudgetName, type Room, type Want } from './budget.js';
 import { SharedBudgets } from '../cluster/budgets.js';
 import { SharedBudgetPart } from './shared-budget.js';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { Cluster } from '../../src/cluster/cluster.js';
-import type { AccountLeases } from '../../src/cluster/leases.js';
+import type { AccountLeases } from '../../src/cluster/account-leases.js';
 import { Secret } from '../../src/config/secret.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { Readable } from 'node:stream';
