@@ -223,6 +223,7 @@ export class Relay {
     await Promise.all(this.listeners.map((l) => l.close()));
     await this.queue?.close();
     await this.transport.close();
+    await this.accounts.close();
     // after the last delivery: its events are in the history before the file closes
     await this.history?.close();
     // the last: leases and the registry entry go when nothing of this replica needs them

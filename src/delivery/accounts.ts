@@ -324,6 +324,11 @@ export class AccountBook {
     return [...this.states.values()];
   }
 
+  /** Closes the budgets directory kept open for its fsyncs (after the last delivery). */
+  async close(): Promise<void> {
+    await this.dirSync?.close();
+  }
+
   /** Reads the budgets kept in `stateDir`/budgets (before the first message). */
   async load(stateDir: string, now: number): Promise<void> {
     this.dir = join(stateDir, 'budgets');

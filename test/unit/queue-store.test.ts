@@ -18,6 +18,9 @@ import { queueEntry } from './helpers.js';
 
 let dir: string;
 let store: QueueStore;
+/** Stores a test opened besides `store` (a restart, another directory): closed after it. */
+const others: QueueStore[] = [];
+const opened = (s: QueueStore) => (others.push(s), s);
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'sendas-queue-'));
@@ -27,6 +30,8 @@ beforeEach(async () => {
 
 afterEach(async () => {
   vi.useRealTimers();
+  // the directories it keeps open for fsync (a store a test reopened is closed by that test)
+  await Promise.all([store, ...others.splice(0)].map((s) => s.close()));
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -129,7 +134,7 @@ describe('QueueStore.accept', () => {
     const back = await buffer(store.messageStream(meta));
     expect(sha(back)).toBe(sha(msg));
     // another store on the same directory (a restart) reads the same entry from disk
-    const restarted = new QueueStore(store.dir);
+    const restarted = opened(new QueueStore(store.dir));
     await restarted.init();
     expect(await restarted.list()).toEqual([meta]);
     expect(sha(await buffer(restarted.messageStream(meta)))).toBe(sha(msg));
@@ -174,7 +179,7 @@ describe('QueueStore.accept', () => {
     expect(meta.size).toBe(0);
     expect(await store.read(id)).toEqual(meta);
     expect((await buffer(store.messageStream(meta))).length).toBe(0);
-    expect((await buffer(new QueueStore(store.dir).messageStream(meta))).length).toBe(0);
+    expect((await buffer(opened(new QueueStore(store.dir)).messageStream(meta))).length).toBe(0);
   });
 
   it('headerSection: the header lines up to and including the CRLF before the blank line', async () => {
@@ -260,13 +265,13 @@ describe('QueueStore.accept', () => {
   });
 
   it('list() of a queue directory that does not exist yet is empty', async () => {
-    expect(await new QueueStore(join(dir, 'nowhere')).list()).toEqual([]);
+    expect(await opened(new QueueStore(join(dir, 'nowhere'))).list()).toEqual([]);
   });
 });
 
 describe('QueueStore.init', () => {
   it('creates the areas', async () => {
-    const fresh = new QueueStore(join(dir, 'fresh'));
+    const fresh = opened(new QueueStore(join(dir, 'fresh')));
     await fresh.init();
     for (const area of ['active', 'failed', 'tmp', 'requests'] as const) expect((await stat(fresh.areaDir(area))).isDirectory()).toBe(true);
   });
@@ -336,7 +341,7 @@ describe('the journal (small entries until their first attempt concludes)', () =
     const metas = await Promise.all(Array.from({ length: 50 }, () => enqueue()));
     expect(await names('active')).toEqual([]);
     expect(await names('tmp')).toEqual([]);
-    const restarted = new QueueStore(store.dir);
+    const restarted = opened(new QueueStore(store.dir));
     await restarted.init();
     const listed = await restarted.list();
     expect(listed.map((m) => m.id).sort()).toEqual(metas.map((m) => m.id).sort());
@@ -346,7 +351,7 @@ describe('the journal (small entries until their first attempt concludes)', () =
 
   it('a removed entry stays removed after a restart; an empty segment is deleted once the journal has moved on, and at start', async () => {
     // a segment per append: every accept opens a new one
-    const small = new QueueStore(store.dir, { journalSegmentBytes: 1 });
+    const small = opened(new QueueStore(store.dir, { journalSegmentBytes: 1 }));
     await small.init();
     const at = (id: string, size: number) => small.accept(id, chunked(message(), 1000), () => metaFor(id, size));
     const a = await at(newMessageId(), message().length);
@@ -359,14 +364,14 @@ describe('the journal (small entries until their first attempt concludes)', () =
     expect((await names('journal')).filter((n) => n.startsWith('0000000001'))).toEqual([]);
     await small.remove(b.id);
     await small.remove(c.id);
-    const restarted = new QueueStore(store.dir);
+    const restarted = opened(new QueueStore(store.dir));
     await restarted.init();
     expect(await restarted.list()).toEqual([]);
     expect(await names('journal')).toEqual([]);
   });
 
   it('entries that wait long for their first attempt do not keep every later segment: past 4 closed segments with entries, the oldest one\'s get files of their own', async () => {
-    const small = new QueueStore(store.dir, { journalSegmentBytes: 1 });
+    const small = opened(new QueueStore(store.dir, { journalSegmentBytes: 1 }));
     await small.init();
     const metas: QueueEntryMeta[] = [];
     for (let i = 0; i < 6; i++) {
@@ -377,7 +382,7 @@ describe('the journal (small entries until their first attempt concludes)', () =
     await vi.waitFor(async () => expect(await names('active')).toEqual([`${metas[0]!.id}.eml`]), { timeout: 5000, interval: 10 });
     await vi.waitFor(async () => expect((await names('journal')).filter((n) => n.startsWith('0000000001'))).toEqual([]), { timeout: 5000, interval: 10 });
     expect(sha(await buffer(small.messageStream(metas[0]!)))).toBe(sha(message()));
-    const restarted = new QueueStore(store.dir);
+    const restarted = opened(new QueueStore(store.dir));
     await restarted.init();
     const listed = await restarted.list();
     expect(listed.map((m) => m.id).sort()).toEqual(metas.map((m) => m.id).sort());
@@ -395,7 +400,7 @@ describe('the journal (small entries until their first attempt concludes)', () =
     expect(await store.list()).toEqual([a]);
     const b = await enqueue();
     expect(await names('journal')).toEqual(['0000000001.log', '0000000002.log']);
-    const restarted = new QueueStore(store.dir);
+    const restarted = opened(new QueueStore(store.dir));
     await restarted.init();
     expect((await restarted.list()).map((m) => m.id).sort()).toEqual([a.id, b.id].sort());
   });
@@ -417,11 +422,11 @@ describe('the journal (small entries until their first attempt concludes)', () =
     await store.update(meta);
     // the done mark lost
     for (const name of (await names('journal')).filter((n) => n.endsWith('.done'))) await writeFile(join(store.areaDir('journal'), name), '');
-    const restarted = new QueueStore(store.dir);
+    const restarted = opened(new QueueStore(store.dir));
     await restarted.init();
     expect(await restarted.list()).toEqual([meta]);
     await restarted.remove(meta.id);
-    const again = new QueueStore(store.dir);
+    const again = opened(new QueueStore(store.dir));
     await again.init();
     expect(await again.list()).toEqual([]);
   });
@@ -434,7 +439,7 @@ describe('the journal (small entries until their first attempt concludes)', () =
     expect(await store.list('active')).toEqual([]);
     expect(await store.read(meta.id, 'failed')).toEqual(meta);
     expect((await store.headerSection(meta, 'failed')).equals(head)).toBe(true);
-    const restarted = new QueueStore(store.dir);
+    const restarted = opened(new QueueStore(store.dir));
     await restarted.init();
     expect(await restarted.list('active')).toEqual([]);
     expect(await restarted.list('failed')).toEqual([meta]);
@@ -448,7 +453,7 @@ describe('QueueStore.update / move / remove / path', () => {
     await store.update(meta);
     expect(await names('active')).toEqual([`${meta.id}.eml`]);
     expect(await store.read(meta.id)).toEqual(meta);
-    expect(await new QueueStore(store.dir).list()).toEqual([meta]);
+    expect(await opened(new QueueStore(store.dir)).list()).toEqual([meta]);
     meta.attempts = 2;
     await store.update(meta);
     const before = await stat(store.path(meta.id, 'json', 'active'));
@@ -462,7 +467,7 @@ describe('QueueStore.update / move / remove / path', () => {
     expect(await store.read(meta.id)).toEqual(meta);
     expect(await names('tmp')).toEqual([]);
     // the message is untouched
-    expect(sha(await buffer(new QueueStore(store.dir).messageStream(meta)))).toBe(sha(message()));
+    expect(sha(await buffer(opened(new QueueStore(store.dir)).messageStream(meta)))).toBe(sha(message()));
   });
 
   it('update() of an entry in failed/ writes there', async () => {
@@ -694,8 +699,8 @@ describe('runQueueRequest without a relay', () => {
     expect((await store.list()).map((m) => m.id)).toEqual([keep.id]);
     expect(await names('failed')).toEqual([]);
     // the same seen by a store that reads the queue afresh (the CLI, a restart)
-    expect((await new QueueStore(store.dir).list()).map((m) => m.id)).toEqual([keep.id]);
-    const restarted = new QueueStore(store.dir);
+    expect((await opened(new QueueStore(store.dir)).list()).map((m) => m.id)).toEqual([keep.id]);
+    const restarted = opened(new QueueStore(store.dir));
     await restarted.init();
     expect((await restarted.list()).map((m) => m.id)).toEqual([keep.id]);
   });
@@ -770,7 +775,7 @@ describe('runQueueRequest with the relay\'s scheduler', () => {
     expect(s.forget).toHaveBeenCalledWith(meta.id);
     expect(res).toEqual({ ok: true, message: `${meta.id} deleted` });
     expect(await store.list()).toEqual([]);
-    expect(await new QueueStore(store.dir).list()).toEqual([]);
+    expect(await opened(new QueueStore(store.dir)).list()).toEqual([]);
   });
 
   it('delete of an entry being delivered (forget returns false) keeps the files and says it is deleted after the attempt', async () => {
@@ -781,7 +786,7 @@ describe('runQueueRequest with the relay\'s scheduler', () => {
     expect(res.ok).toBe(true);
     expect(res.message).toBe(`${meta.id} is being delivered right now; it will be deleted when this attempt ends`);
     expect(await store.read(meta.id)).toEqual(meta);
-    expect(await new QueueStore(store.dir).read(meta.id)).toEqual(meta);
+    expect(await opened(new QueueStore(store.dir)).read(meta.id)).toEqual(meta);
   });
 
   it('delete from the failed area removes the files even though the scheduler does not track it', async () => {
