@@ -27,7 +27,7 @@ export function checkReport(snapshot: ConfigSnapshot, env: NodeJS.ProcessEnv = p
   out.push(`policy: from ${snapshot.policy.from}, unknown sender ${snapshot.policy.unknownSender}`);
   if (snapshot.cluster) {
     const c = snapshot.cluster;
-    out.push(`cluster: Redis ${describeRedis(c.url.reveal(), c.tls, c.sentinel)}, key prefix ${c.keyPrefix}, this node ${c.nodeId}, leases and registry entries live ${formatDuration(c.leaseTtlMs)}`);
+    out.push(`cluster: Redis ${describeRedis(c)}, key prefix ${c.keyPrefix}, this node ${c.nodeId}, leases and registry entries live ${formatDuration(c.leaseTtlMs)}`);
   }
   if (snapshot.secretKey) out.push(`secret key: ${snapshot.secretKey.where} (encrypt new secrets to ${snapshot.secretKey.recipient})`);
   out.push('servers:');

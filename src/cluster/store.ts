@@ -195,7 +195,7 @@ export class ClusterStore {
 
   /** host:port of the Redis in use, never the URL (it may carry the password). */
   private where(): string {
-    return describeRedis(this.opts.config.url.reveal(), this.opts.config.tls, this.opts.config.sentinel);
+    return describeRedis(this.opts.config);
   }
 }
 

@@ -32,8 +32,8 @@ export function redisWhere(url: string): RedisWhere | undefined {
 }
 
 /** "10.0.0.5:6379 (TLS, password)" — for the start log and sendas check. */
-export function describeRedis(url: string, tls?: ClusterConfig['tls'], sentinel?: ClusterConfig['sentinel']): string {
-  const w = redisWhere(url);
+export function describeRedis({ url, tls, sentinel }: Pick<ClusterConfig, 'url' | 'tls' | 'sentinel'>): string {
+  const w = redisWhere(url.reveal());
   if (!w) return '(not a redis:// or rediss:// URL)';
   const how = w.tls ? ['TLS', ...(tls?.ca !== undefined ? ['CA from cluster.redis.tls.ca'] : []), ...(tls?.cert !== undefined ? ['client certificate'] : [])] : ['no TLS'];
   const bracket = (h: string) => (h.includes(':') ? `[${h}]` : h);

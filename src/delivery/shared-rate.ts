@@ -59,14 +59,19 @@ export class SharedRate {
         this.localShare().record(now);
         return { settle: () => this.windows.settle(this.account, wait.member, store.now()) };
       }
-      // Redis' wait counts from `now`, when it was asked: the time its answer took is already gone
-      const ms = wait === undefined ? this.localShare().waitMs(now) : wait - (store.now() - now);
-      if (wait === undefined && ms <= 0) {
-        this.localShare().record(now);
-        this.away.push(now);
-        while (this.away[0]! <= now - windowMs) this.away.shift();
-        return NO_SLOT;
+      if (wait === undefined) {
+        const ms = this.localShare().waitMs(now);
+        if (ms <= 0) {
+          this.localShare().record(now);
+          this.away.push(now);
+          while (this.away[0]! <= now - windowMs) this.away.shift();
+          return NO_SLOT;
+        }
+        await new Promise<void>((resolve) => clock.setTimer(resolve, ms));
+        continue;
       }
+      // Redis' wait counts from `now`, when it was asked: the time its answer took is already gone
+      const ms = wait - (store.now() - now);
       if (ms > 0) await new Promise<void>((resolve) => clock.setTimer(resolve, ms));
     }
   }

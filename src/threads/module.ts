@@ -47,7 +47,7 @@ function compiledTwin(source: URL): URL | undefined {
 const newest = new Map<string, number>();
 
 /** The latest change under a source tree (once per process: a build during a run is not waited for). */
-function newestSource(dir: string): number {
+export function newestSource(dir: string): number {
   let latest = newest.get(dir);
   if (latest !== undefined) return latest;
   latest = 0;
